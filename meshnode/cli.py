@@ -1,0 +1,303 @@
+"""The ``meshnode`` command: ``run`` starts the daemon, the rest drive it.
+
+Every command except ``run`` is a thin client of the control socket and must
+start fast: this module imports neither trio, zeroconf nor a crypto backend
+(``tests/test_layering.py`` checks). Exit codes: 0 success, 1 the operation
+failed (not found, daemon error), 2 bad input (nothing was stored), 3 no
+daemon is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from meshnode import __version__, paths
+from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.core.nodeid import NodeIdError, decode_node_id
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NO_DAEMON = 3
+
+_INPUT_ERRORS = {"invalid-params", "unknown-method", "bad-request"}
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+class BadInput(Exception):
+    """A command-line argument that cannot be used; nothing was sent."""
+
+
+def parse_duration_ms(text: str) -> int:
+    """``90`` (seconds), ``45s``, ``30m``, ``3h``, ``2d``, ``1w`` or ``1h30m`` in ms."""
+    text = text.strip().lower()
+    if text.isdigit():
+        total = int(text) * 1000
+    else:
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise BadInput(f"invalid duration {text!r}; use e.g. 90, 45s, 30m, 3h, 2d, 1h30m")
+        total = sum(int(n) * _UNIT_MS[u] for n, u in parts)
+    if total <= 0:
+        raise BadInput("a duration must be positive")
+    return total
+
+
+def check_author(text: str | None) -> str | None:
+    if text is not None:
+        try:
+            decode_node_id(text)
+        except NodeIdError as exc:
+            raise BadInput(str(exc)) from None
+    return text
+
+
+def to_json(value: Any) -> Any:
+    """JSON has no bytes: a msgpack bin value is shown as ``{"$bin": "<base64>"}``."""
+    if isinstance(value, bytes):
+        return {"$bin": base64.b64encode(value).decode()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
+
+
+def show_value(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value)
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from meshnode.runtime.daemon import DaemonConfig, StartupError, run, setup_logging
+
+    setup_logging(args.log_level)
+    home = paths.data_dir(args.data_dir, os.environ)
+    try:
+        run(DaemonConfig(home, paths.socket_path(home, args.socket, os.environ)))
+    except (StartupError, paths.PathError) as exc:
+        print(f"meshnode: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_id(client: Client, args: argparse.Namespace) -> int:
+    info = client.node_id()
+    print(dumps(info) if args.json else info["node_id"])
+    return EXIT_OK
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    info = client.status()
+    if args.json:
+        print(dumps(info))
+        return EXIT_OK
+    rows = [
+        ("node", f"{info['node_id']}"),
+        ("fingerprint", info["fingerprint"]),
+        ("version", info["version"]),
+        ("pid", info["pid"]),
+        ("uptime", f"{info['uptime_s']:.0f} s"),
+        ("records", f"{info['records']} ({info['own_records']} own,"
+                    f" {info['tombstones']} deleted, {info['authors']} authors)"),
+        ("store", f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
+                  f" {info['store_limit_bytes']} bytes of records"),
+        ("data dir", info["data_dir"]),
+        ("socket", info["socket"]),
+    ]
+    for name, value in rows:
+        print(f"{name + ':':<13}{value}")
+    return EXIT_OK
+
+
+def cmd_publish(client: Client, args: argparse.Namespace) -> int:
+    if args.json_value is not None:
+        if args.value is not None:
+            raise BadInput("give the value either as an argument or with --json-value, not both")
+        try:
+            value = json.loads(args.json_value)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"--json-value is not valid JSON: {exc}") from None
+    elif args.value is not None:
+        value = sys.stdin.read() if args.value == "-" else args.value
+    else:
+        raise BadInput("publish needs a value (or --json-value JSON, or - for stdin)")
+    ttl_ms = parse_duration_ms(args.ttl) if args.ttl else None
+    record = client.publish(args.key, value, ttl_ms=ttl_ms)
+    if args.json:
+        print(dumps(record))
+    else:
+        print(f"{record['id']} seq {record['seq']}")
+    return EXIT_OK
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    record = client.get(args.key, author=check_author(args.author))
+    print(dumps(record) if args.json else show_value(record["value"]))
+    return EXIT_OK
+
+
+def cmd_query(client: Client, args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise BadInput("--limit must be at least 1")
+    answer = client.query(
+        prefix=args.prefix,
+        author=check_author(args.author),
+        limit=args.limit,
+        include_deleted=args.deleted,
+    )
+    for record in answer["records"]:
+        print(dumps(record) if args.json else _line(record))
+    if answer["more"] and not args.json:
+        print("(more records match; narrow the prefix or raise --limit)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _line(record: dict[str, Any]) -> str:
+    value = "(deleted)" if record["deleted"] else show_value(record["value"])
+    return f"{record['key']}\t{value}\t{record['author']}"
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    record = client.delete(args.key)
+    print(dumps(record) if args.json else f"{record['id']} seq {record['seq']} (deleted)")
+    return EXIT_OK
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    try:
+        for event in client.watch(prefix=args.prefix, author=check_author(args.author)):
+            if args.json:
+                print(dumps(event), flush=True)
+            else:
+                print(f"{event['event']}\t{_line(event['record'])}", flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+# -- argument parsing ---------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the node's home (default: $MESHNODE_HOME, else $XDG_DATA_HOME/meshnode)",
+    )
+    common.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the control socket (default: $MESHNODE_SOCKET, else derived from the data dir)",
+    )
+    reading = argparse.ArgumentParser(add_help=False)
+    reading.add_argument("--json", action="store_true", help="print JSON, one object per line")
+
+    parser = argparse.ArgumentParser(
+        prog="meshnode", description="A serverless, local-first mesh node."
+    )
+    parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the node daemon in the foreground")
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log to stderr (default: info)",
+    )
+    run.set_defaults(handler=None)
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common, reading], help=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("id", cmd_id, "print this node's id")
+    command("status", cmd_status, "show the node's state")
+    p = command("publish", cmd_publish, "sign and store a record")
+    p.add_argument("key", help="the record's key, such as profile/name")
+    p.add_argument("value", nargs="?", help="the value as a string; - reads it from stdin")
+    p.add_argument("--json-value", metavar="JSON", help="a structured value, as JSON")
+    p.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (45s, 30m, 3h, 2d)")
+    p = command("get", cmd_get, "print a record's value")
+    p.add_argument("key")
+    p.add_argument("--author", metavar="ID", help="another node's record (default: this node's)")
+    p = command("query", cmd_query, "list records")
+    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--author", metavar="ID", help="only this node's records")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 1000)")
+    p.add_argument("--deleted", action="store_true", help="include deletions")
+    p = command("delete", cmd_delete, "delete one of this node's records (signed tombstone)")
+    p.add_argument("key")
+    p = command("watch", cmd_watch, "print records as they are stored, until interrupted")
+    p.add_argument("--prefix", default="", help="only keys starting with this")
+    p.add_argument("--author", metavar="ID", help="only this node's records")
+    return parser
+
+
+def fail(code: int, message: str) -> NoReturn:
+    print(f"meshnode: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting ``publish KEY --ttl 3h VALUE`` put its value after an option.
+
+    argparse fills an optional positional before it sees later words, so a
+    value given after ``--ttl`` comes back unrecognised; it is the value.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if args.command == "publish" and args.value is None and len(extras) == 1:
+        args.value = extras.pop()
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.handler is None:
+        try:
+            return cmd_run(args)
+        except KeyboardInterrupt:
+            return EXIT_OK
+    try:
+        home = paths.data_dir(args.data_dir, os.environ)
+        with Client(paths.socket_path(home, args.socket, os.environ)) as client:
+            return int(args.handler(client, args))
+    except BadInput as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    except paths.PathError as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    except DaemonNotRunning as exc:
+        fail(EXIT_NO_DAEMON, str(exc))
+    except RemoteError as exc:
+        fail(EXIT_BAD_INPUT if exc.code in _INPUT_ERRORS else EXIT_FAILED, exc.message)
+    except ClientError as exc:
+        fail(EXIT_FAILED, str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head); nothing left to say
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

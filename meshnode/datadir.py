@@ -1,0 +1,143 @@
+"""The data dir's files that are not the store: the lock and the identity key.
+
+``identity.key`` holds the node's Ed25519 private key as PKCS#8 PEM (readable
+by ``openssl pkey``). Like ssh, the daemon refuses a key file that group or
+others may read: a leaked key lets anyone write as this node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+from pathlib import Path
+from typing import IO
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from meshnode.core.identity import Identity
+
+KEY_FILE = "identity.key"
+LOCK_FILE = "daemon.lock"
+STORE_FILE = "store.sqlite3"
+
+
+class DataDirError(Exception):
+    """The data dir or one of its files cannot be used; the message says how to fix it."""
+
+
+class AlreadyRunning(DataDirError):
+    pass
+
+
+def prepare(home: Path) -> None:
+    """Create the data dir (mode 0700) if it does not exist."""
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create the data dir {home}: {exc.strerror}") from exc
+    if not home.is_dir():
+        raise DataDirError(f"the data dir {home} is not a directory")
+
+
+class DataDirLock:
+    """An exclusive ``flock`` on the data dir: one daemon per data dir.
+
+    The kernel drops the lock when the process dies, so a ``kill -9`` leaves no
+    stale lock behind; the pid in the file is only there for the error message.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        try:
+            handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 - held until release
+        except OSError as exc:
+            raise DataDirError(f"cannot open the lock file {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise AlreadyRunning(
+                    f"another meshnode daemon (pid {pid}) is already using {self.path.parent}"
+                    f" (lock {self.path}); stop it first or use another --data-dir"
+                ) from None
+            raise DataDirError(f"cannot lock {self.path}: {exc.strerror}") from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self.path.write_text("")
+            self._file.close()
+            self._file = None
+
+
+def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool]:
+    """The node's identity from ``identity.key``; created from ``new_seed`` if absent.
+
+    Returns the identity and whether it was created now.
+    """
+    path = home / KEY_FILE
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        identity = Identity(new_seed)
+        _write_key(path, identity)
+        return identity, True
+    except OSError as exc:
+        raise DataDirError(f"cannot read the identity key {path}: {exc.strerror}") from exc
+    if info.st_mode & 0o077:
+        raise DataDirError(
+            f"the identity key {path} is readable by others (mode"
+            f" {stat.S_IMODE(info.st_mode):04o}); a leaked key lets anyone write as this"
+            f" node. Fix it with: chmod 600 {path}"
+        )
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataDirError(f"the identity key {path} is unreadable or damaged: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise DataDirError(f"the identity key {path} is not an Ed25519 key")
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return Identity(seed), False
+
+
+def _write_key(path: Path, identity: Identity) -> None:
+    """Write the key atomically, mode 0600 from the first byte."""
+    pem = Ed25519PrivateKey.from_private_bytes(identity.seed()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise DataDirError(f"cannot write the identity key {path}: {exc.strerror}") from exc

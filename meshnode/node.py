@@ -1,0 +1,116 @@
+"""A node's local operations: publish, delete, ingest and read records.
+
+Sans-IO: the caller passes ``now_ms`` and owns the store's thread. The daemon
+runs these methods on its store thread; the simulator will call them directly.
+
+How the author's seq never repeats (``protocol/records.md``, "Sequence
+numbers"): a new seq is ``max(high_seq + 1, now_ms)``, where ``high_seq`` is the
+highest seq the store has ever held for this author, persisted in the same
+transaction as the record. A crash loses only records nobody has seen; a
+restored backup has an older ``high_seq`` but the clock has moved on, so its
+seqs still exceed every seq published before the restore. When a peer later
+hands the node one of its own newer records, ``high_seq`` rises past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from meshnode.core.canonical import Value
+from meshnode.core.identity import Identity
+from meshnode.core.record import MAX_INT63, Record, RecordError, decode_many, sign_record
+from meshnode.store.base import IngestResult, Outcome, Store
+
+# 2026-01-01T00:00:00Z. A clock before this is unset (a Raspberry Pi without
+# network time boots in 1970); such a node can publish, but not with an expiry,
+# which other nodes would judge against a real clock.
+CLOCK_FLOOR_MS = 1_767_225_600_000
+MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+class NodeError(Exception):
+    """A local operation that cannot be done; the message says why."""
+
+
+class InvalidArgument(NodeError):
+    pass
+
+
+class NotFound(NodeError):
+    pass
+
+
+class QuotaExceeded(NodeError):
+    pass
+
+
+class ClockUnset(NodeError):
+    pass
+
+
+@dataclass(slots=True)
+class IngestReport:
+    result: IngestResult
+    rejected: list[RecordError] = field(default_factory=list)
+
+
+class Node:
+    def __init__(self, identity: Identity, store: Store) -> None:
+        self.identity = identity
+        self.store = store
+
+    def publish(
+        self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None
+    ) -> Record:
+        """Sign and store a new version of one of this node's own keys."""
+        if value is None:
+            raise InvalidArgument("a nil value marks a deletion; delete the key instead")
+        expires_ms = None
+        if ttl_ms is not None:
+            if type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS:
+                raise InvalidArgument(
+                    f"ttl must be a positive number of milliseconds up to 10 years, got {ttl_ms!r}"
+                )
+            if now_ms < CLOCK_FLOOR_MS:
+                raise ClockUnset(
+                    "this node's clock is not set (it reads before 2026), so an expiry"
+                    " would be wrong on every other node; set the clock or publish"
+                    " without --ttl"
+                )
+            expires_ms = now_ms + ttl_ms
+        return self._store_own(key, value, now_ms, expires_ms)
+
+    def delete(self, key: str, *, now_ms: int) -> Record:
+        """Replace one of this node's records with a signed tombstone."""
+        current = self.store.get(self.identity.public_key, key, now_ms)
+        if current is None or current.is_tombstone:
+            raise NotFound(f"no record {key!r} to delete")
+        return self._store_own(key, None, now_ms, None)
+
+    def _store_own(self, key: str, value: Value, now_ms: int, expires_ms: int | None) -> Record:
+        seq = max(self.store.high_seq(self.identity.public_key) + 1, min(now_ms, MAX_INT63))
+        record = sign_record(
+            self.identity,
+            seq=seq,
+            key=key,
+            value=value,
+            created_ms=max(now_ms, 0),
+            expires_ms=expires_ms,
+        )
+        result = self.store.ingest([record], now_ms)
+        if result.outcomes[Outcome.QUOTA]:
+            raise QuotaExceeded(
+                f"the store is full ({self.store.total_bytes} bytes of"
+                f" {self.store.limits.max_total_bytes}) with this node's own records"
+            )
+        return record
+
+    def ingest(self, raws: Sequence[bytes], *, now_ms: int) -> IngestReport:
+        """Verify foreign records, then store the valid ones in one batch."""
+        good, bad = decode_many(raws)
+        return IngestReport(self.store.ingest(good, now_ms), bad)
+
+    def get(self, key: str, *, now_ms: int, author: bytes | None = None) -> Record | None:
+        return self.store.get(author or self.identity.public_key, key, now_ms)
+

@@ -1,0 +1,1 @@
+"""The trio edges: the daemon, its control socket and its store thread."""

@@ -1,0 +1,232 @@
+"""The control API's methods, independent of the socket that carries them.
+
+Every method takes named arguments (one msgpack map) and returns a msgpack
+value, or raises ``ApiError`` with a stable code. ``protocol/control.md`` is
+the reference for each method and code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from meshnode import __version__
+from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
+from meshnode.core.record import Record, RecordError
+from meshnode.node import ClockUnset, InvalidArgument, Node, NotFound, QuotaExceeded
+from meshnode.runtime.storethread import StoreThread
+from meshnode.runtime.watch import WatchHub
+from meshnode.store.base import StoreError
+from meshnode.store.sqlite import SQLiteStore
+
+DEFAULT_QUERY_LIMIT = 1000
+MAX_QUERY_LIMIT = 10_000
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def record_view(record: Record) -> dict[str, Any]:
+    """A record as the API and ``--json`` show it; the field names are stable."""
+    return {
+        "id": record.id.hex(),
+        "author": encode_node_id(record.author),
+        "seq": record.seq,
+        "key": record.key,
+        "value": record.value,
+        "created_ms": record.created_ms,
+        "expires_ms": record.expires_ms,
+        "deleted": record.is_tombstone,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    data_dir: str
+    socket: str
+
+
+class Args:
+    """Named arguments of one call, checked as they are taken."""
+
+    def __init__(self, params: list[Any]) -> None:
+        if not params:
+            self._named: dict[Any, Any] = {}
+        elif len(params) == 1 and type(params[0]) is dict:
+            self._named = dict(params[0])
+        else:
+            raise ApiError("invalid-params", "params is [] or [{name: value, ...}]")
+
+    def take(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        if name not in self._named:
+            if default is ...:
+                raise ApiError("invalid-params", f"missing argument {name!r}")
+            return default
+        value = self._named.pop(name)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise ApiError("invalid-params", f"argument {name!r} has the wrong type")
+        return value
+
+    def take_author(self) -> bytes | None:
+        text = self.take("author", str, None)
+        if text is None:
+            return None
+        try:
+            return decode_node_id(text)
+        except NodeIdError as exc:
+            raise ApiError("invalid-params", str(exc)) from None
+
+    def done(self) -> None:
+        if self._named:
+            names = ", ".join(sorted(map(str, self._named)))
+            raise ApiError("invalid-params", f"unknown argument(s): {names}")
+
+
+class Api:
+    def __init__(
+        self, node: Node, store_thread: StoreThread, hub: WatchHub, paths: Paths
+    ) -> None:
+        self.node = node
+        self.store_thread = store_thread
+        self.hub = hub
+        self.paths = paths
+        self.started_ms = wall_clock_ms()
+        self.started_monotonic = time.monotonic()
+        self.clients = 0
+        self._methods: dict[str, Callable[[Args], Awaitable[Any]]] = {
+            "ping": self.ping,
+            "id": self.id,
+            "status": self.status,
+            "publish": self.publish,
+            "get": self.get,
+            "query": self.query,
+            "delete": self.delete,
+        }
+
+    async def call(self, method: str, params: list[Any]) -> Any:
+        handler = self._methods.get(method)
+        if handler is None:
+            raise ApiError("unknown-method", f"no method {method!r}")
+        try:
+            return await handler(Args(params))
+        except (RecordError, InvalidArgument) as exc:
+            raise ApiError("invalid-params", str(exc)) from None
+        except NotFound as exc:
+            raise ApiError("not-found", str(exc)) from None
+        except QuotaExceeded as exc:
+            raise ApiError("quota-exceeded", str(exc)) from None
+        except ClockUnset as exc:
+            raise ApiError("clock-unset", str(exc)) from None
+        except StoreError as exc:
+            raise ApiError("store-error", str(exc)) from None
+
+    async def ping(self, args: Args) -> str:
+        args.done()
+        return "pong"
+
+    async def id(self, args: Args) -> dict[str, Any]:
+        args.done()
+        identity = self.node.identity
+        return {
+            "node_id": identity.node_id,
+            "fingerprint": identity.fingerprint,
+            "public_key": identity.public_key.hex(),
+        }
+
+    async def status(self, args: Args) -> dict[str, Any]:
+        args.done()
+        store = self.node.store
+        stats = await self.store_thread.run(store.stats, wall_clock_ms())
+        file_bytes = store.file_bytes() if isinstance(store, SQLiteStore) else 0
+        return {
+            **await self.id(Args([])),
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_ms": self.started_ms,
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "records": stats.records,
+            "tombstones": stats.tombstones,
+            "authors": stats.authors,
+            "own_records": stats.own_records,
+            "record_bytes": stats.record_bytes,
+            "store_bytes": file_bytes,
+            "store_limit_bytes": store.limits.max_total_bytes,
+            "data_dir": self.paths.data_dir,
+            "socket": self.paths.socket,
+            "clients": self.clients,
+            "watches": len(self.hub),
+        }
+
+    async def publish(self, args: Args) -> dict[str, Any]:
+        key = args.take("key", str)
+        value = args.take("value", object)
+        ttl_ms = args.take("ttl_ms", int, None)
+        args.done()
+        record = await self.store_thread.run(self._publish, key, value, ttl_ms)
+        self.hub.publish([record])
+        return record_view(record)
+
+    def _publish(self, key: str, value: Any, ttl_ms: int | None) -> Record:
+        return self.node.publish(key, value, now_ms=wall_clock_ms(), ttl_ms=ttl_ms)
+
+    async def delete(self, args: Args) -> dict[str, Any]:
+        key = args.take("key", str)
+        args.done()
+        record = await self.store_thread.run(self._delete, key)
+        self.hub.publish([record])
+        return record_view(record)
+
+    def _delete(self, key: str) -> Record:
+        return self.node.delete(key, now_ms=wall_clock_ms())
+
+    async def get(self, args: Args) -> dict[str, Any]:
+        key = args.take("key", str)
+        author = args.take_author() or self.node.identity.public_key
+        args.done()
+        record = await self.store_thread.run(self._get, author, key)
+        if record is None or record.is_tombstone:
+            whose = "" if author == self.node.identity.public_key else f" by {encode_node_id(author)}"
+            state = "was deleted" if record is not None else "not found"
+            raise ApiError("not-found", f"{key}{whose}: {state}")
+        return record_view(record)
+
+    def _get(self, author: bytes, key: str) -> Record | None:
+        return self.node.store.get(author, key, wall_clock_ms())
+
+    async def query(self, args: Args) -> dict[str, Any]:
+        prefix = args.take("prefix", str, "")
+        author = args.take_author()
+        limit = args.take("limit", int, DEFAULT_QUERY_LIMIT)
+        deleted = args.take("include_deleted", bool, False)
+        args.done()
+        if not 1 <= limit <= MAX_QUERY_LIMIT:
+            raise ApiError("invalid-params", f"limit is 1 to {MAX_QUERY_LIMIT}")
+        records = await self.store_thread.run(self._query, prefix, author, limit + 1, deleted)
+        return {
+            "records": [record_view(r) for r in records[:limit]],
+            "more": len(records) > limit,
+        }
+
+    def _query(
+        self, prefix: str, author: bytes | None, limit: int, deleted: bool
+    ) -> list[Record]:
+        return self.node.store.query(
+            now_ms=wall_clock_ms(),
+            author=author,
+            prefix=prefix,
+            limit=limit,
+            include_tombstones=deleted,
+        )

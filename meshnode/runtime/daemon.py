@@ -1,0 +1,135 @@
+"""``meshnode run``: the daemon's start-up, its task tree and its shutdown.
+
+Start-up is synchronous and fails early with one clear message: data dir,
+lock, identity, store, control socket. Then one trio nursery owns every task
+(the control server, the purge loop, the signal watcher); SIGINT or SIGTERM
+cancels it, and the store is closed once the last task has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from meshnode import __version__, datadir
+from meshnode.node import Node
+from meshnode.runtime.api import Api, Paths, wall_clock_ms
+from meshnode.runtime.control import ControlServer, ControlSocketError, bind
+from meshnode.runtime.storethread import StoreThread
+from meshnode.runtime.watch import WatchHub
+from meshnode.store.base import StoreError, StoreLimits
+from meshnode.store.sqlite import SQLiteStore
+
+log = logging.getLogger("meshnode")
+
+PURGE_INTERVAL_S = 60.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is meant for the user as it is."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    data_dir: Path
+    socket_path: Path
+    limits: StoreLimits = field(default_factory=StoreLimits)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run(config: DaemonConfig) -> None:
+    """Run the daemon until SIGINT or SIGTERM; raise ``StartupError`` if it cannot start."""
+    os.umask(0o077)  # every file the node creates is private to its user
+    try:
+        datadir.prepare(config.data_dir)
+        lock = datadir.DataDirLock(config.data_dir)
+        lock.acquire()
+    except datadir.DataDirError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        try:
+            identity, created = datadir.load_or_create_identity(config.data_dir, os.urandom(32))
+            store = SQLiteStore(config.data_dir / datadir.STORE_FILE, identity.public_key, config.limits)
+        except (datadir.DataDirError, StoreError) as exc:
+            raise StartupError(str(exc)) from None
+        if created:
+            log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
+        try:
+            trio.run(_main, config, Node(identity, store))
+        finally:
+            store.close()
+    finally:
+        lock.release()
+
+
+async def _main(config: DaemonConfig, node: Node) -> None:
+    try:
+        listener = await bind(config.socket_path)
+    except ControlSocketError as exc:
+        raise StartupError(str(exc)) from None
+    store_thread = StoreThread()
+    api = Api(
+        node,
+        store_thread,
+        WatchHub(),
+        Paths(data_dir=str(config.data_dir), socket=str(config.socket_path)),
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(ControlServer(api, listener).serve)
+            nursery.start_soon(_purge_loop, node, store_thread)
+            log.info(
+                "meshnode %s ready: node %s, data dir %s, control socket %s",
+                __version__,
+                node.identity.node_id,
+                config.data_dir,
+                config.socket_path,
+            )
+    finally:
+        _unlink_quietly(config.socket_path)
+        log.info("stopped")
+
+
+async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+
+
+async def _purge_loop(node: Node, store_thread: StoreThread) -> None:
+    """Drop expired records and old tombstones, now and then, from the store."""
+    while True:
+        started = trio.current_time()
+        try:
+            freed = await store_thread.run(node.store.purge, wall_clock_ms())
+        except StoreError as exc:
+            log.error("purging expired records failed: %s", exc)
+        else:
+            if freed:
+                log.info("purged %d bytes of expired records", freed)
+        await trio.sleep_until(started + PURGE_INTERVAL_S)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,64 @@
+"""Fan-out of stored records to ``watch`` subscribers.
+
+Each subscriber has a bounded buffer. A subscriber that falls behind by more
+than the buffer is cut off (told so by its connection) rather than letting the
+daemon's memory grow: a watcher that wants everything must keep reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from meshnode.core.record import Record
+
+WATCH_BUFFER = 4096
+
+
+@dataclass(eq=False)
+class Subscription:
+    id: int
+    prefix: str
+    author: bytes | None
+    send: trio.MemorySendChannel[Record]
+    receive: trio.MemoryReceiveChannel[Record]
+    overflowed: bool = field(default=False)
+
+    def matches(self, record: Record) -> bool:
+        return record.key.startswith(self.prefix) and (
+            self.author is None or record.author == self.author
+        )
+
+
+class WatchHub:
+    def __init__(self, buffer: int = WATCH_BUFFER) -> None:
+        self._buffer = buffer
+        self._ids = itertools.count(1)
+        self._subscriptions: dict[int, Subscription] = {}
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, prefix: str, author: bytes | None) -> Subscription:
+        send, receive = trio.open_memory_channel[Record](self._buffer)
+        sub = Subscription(next(self._ids), prefix, author, send, receive)
+        self._subscriptions[sub.id] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.pop(sub.id, None)
+        sub.send.close()
+
+    def publish(self, records: Iterable[Record]) -> None:
+        for record in records:
+            for sub in list(self._subscriptions.values()):
+                if not sub.matches(record):
+                    continue
+                try:
+                    sub.send.send_nowait(record)
+                except trio.WouldBlock:
+                    sub.overflowed = True
+                    self.unsubscribe(sub)

@@ -1,0 +1,109 @@
+"""An in-memory store: the same rules as SQLite, for tests and the simulator.
+
+A failed batch is not rolled back (the simulator treats any exception as a
+bug); the usage counters are still re-derived from what is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from meshnode.core.record import Record
+from meshnode.store.base import Current, Store, StoreLimits, StoreStats
+
+
+class MemoryStore(Store):
+    def __init__(self, owner: bytes, limits: StoreLimits | None = None) -> None:
+        super().__init__(owner, limits or StoreLimits())
+        self._records: dict[tuple[bytes, str], tuple[Record, int | None]] = {}
+        self._high: dict[bytes, int] = {}
+
+    def get(self, author: bytes, key: str, now_ms: int) -> Record | None:
+        entry = self._records.get((author, key))
+        if entry is None or _dead(entry[1], now_ms):
+            return None
+        return entry[0]
+
+    def query(
+        self,
+        *,
+        now_ms: int,
+        author: bytes | None = None,
+        prefix: str = "",
+        limit: int | None = None,
+        include_tombstones: bool = False,
+    ) -> list[Record]:
+        found = [
+            record
+            for (rec_author, key), (record, dead_at) in self._records.items()
+            if (author is None or rec_author == author)
+            and key.startswith(prefix)
+            and not _dead(dead_at, now_ms)
+            and (include_tombstones or not record.is_tombstone)
+        ]
+        found.sort(key=lambda r: (r.key.encode(), r.author))
+        return found if limit is None else found[:limit]
+
+    def high_seq(self, author: bytes) -> int:
+        return self._high.get(author, 0)
+
+    def stats(self, now_ms: int) -> StoreStats:
+        live = [r for r, dead_at in self._records.values() if not _dead(dead_at, now_ms)]
+        return StoreStats(
+            records=len(live),
+            tombstones=sum(r.is_tombstone for r in live),
+            authors=len({r.author for r in live}),
+            own_records=sum(r.author == self.owner for r in live),
+            record_bytes=self.total_bytes,
+        )
+
+    def close(self) -> None:
+        self._records.clear()
+
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def _current(self, author: bytes, key: str) -> Current | None:
+        entry = self._records.get((author, key))
+        if entry is None:
+            return None
+        record = entry[0]
+        return Current(record.id, record.seq, len(record.raw))
+
+    def _insert(self, record: Record, dead_at: int | None, now_ms: int) -> None:
+        self._records[(record.author, record.key)] = (record, dead_at)
+
+    def _remove(self, author: bytes, key: str) -> None:
+        del self._records[(author, key)]
+
+    def _evict_lowest(self, author: bytes, spare_key: str | None) -> int | None:
+        owned = [r for (a, k), (r, _) in self._records.items() if a == author and k != spare_key]
+        if not owned:
+            return None
+        lowest = min(owned, key=lambda r: r.seq)
+        del self._records[(author, lowest.key)]
+        return len(lowest.raw)
+
+    def _delete_dead(self, now_ms: int) -> Iterator[tuple[bytes, int]]:
+        dead = [k for k, (_, dead_at) in self._records.items() if _dead(dead_at, now_ms)]
+        for author_key in dead:
+            record, _ = self._records.pop(author_key)
+            yield record.author, len(record.raw)
+
+    def _raise_high_seq(self, author: bytes, seq: int) -> None:
+        if seq > self._high.get(author, 0):
+            self._high[author] = seq
+
+    def _scan_usage(self) -> Iterator[tuple[bytes, int, int]]:
+        usage: dict[bytes, list[int]] = {}
+        for record, _ in self._records.values():
+            entry = usage.setdefault(record.author, [0, 0])
+            entry[0] += 1
+            entry[1] += len(record.raw)
+        for author, (count, nbytes) in usage.items():
+            yield author, count, nbytes
+
+
+def _dead(dead_at: int | None, now_ms: int) -> bool:
+    return dead_at is not None and dead_at <= now_ms

@@ -1,0 +1,251 @@
+"""The daemon's durable store: one SQLite file in WAL mode in the data dir.
+
+Why SQLite: it ships with Python, survives ``kill -9`` (a committed
+transaction is in the WAL), and needs no server. ``synchronous=NORMAL`` keeps
+ingest fast; it can lose the last transactions on power loss, never on a
+process crash, and the author's seq rule (``meshnode.core.node``) keeps seqs
+unique even then.
+
+The connection is not thread-safe by itself: the runtime calls a store from
+one thread at a time (``meshnode.runtime.storethread``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from meshnode.core.record import Record, decode_record
+from meshnode.store.base import Current, Store, StoreError, StoreLimits, StoreStats
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE records (
+    author      BLOB    NOT NULL,
+    key         TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          BLOB    NOT NULL UNIQUE,
+    created_ms  INTEGER NOT NULL,
+    dead_at     INTEGER,
+    tombstone   INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    raw         BLOB    NOT NULL,
+    UNIQUE (author, key)
+);
+CREATE INDEX records_key ON records (key);
+CREATE INDEX records_author_seq ON records (author, seq);
+CREATE INDEX records_dead_at ON records (dead_at) WHERE dead_at IS NOT NULL;
+CREATE TABLE authors (
+    author   BLOB PRIMARY KEY,
+    high_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SQLiteStore(Store):
+    def __init__(
+        self, path: str | os.PathLike[str], owner: bytes, limits: StoreLimits | None = None
+    ) -> None:
+        super().__init__(owner, limits or StoreLimits())
+        self.path = Path(path)
+        self._db = _open(self.path)
+        with self._errors("read"):
+            self._rebuild_usage()
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot {doing} the store {self.path}: {exc}") from exc
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, author: bytes, key: str, now_ms: int) -> Record | None:
+        with self._errors("read"):
+            row = self._db.execute(
+                "SELECT raw FROM records WHERE author = ? AND key = ?"
+                " AND (dead_at IS NULL OR dead_at > ?)",
+                (author, key, now_ms),
+            ).fetchone()
+        return None if row is None else decode_record(row[0], verify=False)
+
+    def query(
+        self,
+        *,
+        now_ms: int,
+        author: bytes | None = None,
+        prefix: str = "",
+        limit: int | None = None,
+        include_tombstones: bool = False,
+    ) -> list[Record]:
+        where = ["(dead_at IS NULL OR dead_at > ?)"]
+        args: list[object] = [now_ms]
+        if author is not None:
+            where.append("author = ?")
+            args.append(author)
+        if prefix:
+            where.append("key >= ?")
+            args.append(prefix)
+            upper = _prefix_end(prefix)
+            if upper is not None:
+                where.append("key < ?")
+                args.append(upper)
+        if not include_tombstones:
+            where.append("tombstone = 0")
+        sql = f"SELECT raw FROM records WHERE {' AND '.join(where)} ORDER BY key, author"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._errors("read"):
+            rows = self._db.execute(sql, args).fetchall()
+        records = [decode_record(raw, verify=False) for (raw,) in rows]
+        return [r for r in records if r.key.startswith(prefix)]
+
+    def high_seq(self, author: bytes) -> int:
+        with self._errors("read"):
+            row = self._db.execute(
+                "SELECT high_seq FROM authors WHERE author = ?", (author,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def stats(self, now_ms: int) -> StoreStats:
+        with self._errors("read"):
+            records, tombstones, authors, own = self._db.execute(
+                "SELECT count(*), coalesce(sum(tombstone), 0), count(DISTINCT author),"
+                " coalesce(sum(author = ?), 0)"
+                " FROM records WHERE dead_at IS NULL OR dead_at > ?",
+                (self.owner, now_ms),
+            ).fetchone()
+        return StoreStats(
+            records=records,
+            tombstones=tombstones,
+            authors=authors,
+            own_records=own,
+            record_bytes=self.total_bytes,
+        )
+
+    def file_bytes(self) -> int:
+        """Bytes on disk: the database and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    def close(self) -> None:
+        with self._errors("close"):
+            self._db.close()
+
+    # -- primitives ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._errors("write"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _current(self, author: bytes, key: str) -> Current | None:
+        row = self._db.execute(
+            "SELECT id, seq, size FROM records WHERE author = ? AND key = ?", (author, key)
+        ).fetchone()
+        return None if row is None else Current(*row)
+
+    def _insert(self, record: Record, dead_at: int | None, now_ms: int) -> None:
+        self._db.execute(
+            "INSERT INTO records (author, key, seq, id, created_ms, dead_at, tombstone,"
+            " size, received_ms, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.author,
+                record.key,
+                record.seq,
+                record.id,
+                record.created_ms,
+                dead_at,
+                record.is_tombstone,
+                len(record.raw),
+                now_ms,
+                record.raw,
+            ),
+        )
+
+    def _remove(self, author: bytes, key: str) -> None:
+        self._db.execute("DELETE FROM records WHERE author = ? AND key = ?", (author, key))
+
+    def _evict_lowest(self, author: bytes, spare_key: str | None) -> int | None:
+        row = self._db.execute(
+            "DELETE FROM records WHERE rowid = (SELECT rowid FROM records"
+            " WHERE author = ? AND key IS NOT ? ORDER BY seq LIMIT 1) RETURNING size",
+            (author, spare_key),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _delete_dead(self, now_ms: int) -> Iterator[tuple[bytes, int]]:
+        rows = self._db.execute(
+            "DELETE FROM records WHERE dead_at <= ? RETURNING author, size", (now_ms,)
+        ).fetchall()
+        yield from rows
+
+    def _raise_high_seq(self, author: bytes, seq: int) -> None:
+        self._db.execute(
+            "INSERT INTO authors (author, high_seq) VALUES (?, ?) ON CONFLICT (author)"
+            " DO UPDATE SET high_seq = max(high_seq, excluded.high_seq)",
+            (author, seq),
+        )
+
+    def _scan_usage(self) -> Iterator[tuple[bytes, int, int]]:
+        yield from self._db.execute(
+            "SELECT author, count(*), sum(size) FROM records GROUP BY author"
+        ).fetchall()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open or create the database; any sign of damage becomes a ``StoreError``."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path}: {exc}") from exc
+    try:
+        db.execute("PRAGMA busy_timeout = 2000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"the store {path} cannot use WAL mode (got {mode!r})")
+        db.execute("PRAGMA synchronous = NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif version != SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {path} has schema version {version}; this meshnode reads"
+                f" version {SCHEMA_VERSION} (was it written by a newer meshnode?)"
+            )
+        db.execute("SELECT count(*) FROM authors").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        raise StoreError(
+            f"the store {path} is unreadable ({exc}); move it aside to start with an"
+            " empty store (the node's identity is kept separately)"
+        ) from exc
+    except StoreError:
+        db.close()
+        raise
+    return db
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix``."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF and not 0xD7FF <= last < 0xDFFF:
+            return prefix[:-1] + chr(last + 1)
+        prefix = prefix[:-1]
+    return None
