@@ -112,10 +112,16 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         ("version", info["version"]),
         ("pid", info["pid"]),
         ("uptime", f"{info['uptime_s']:.0f} s"),
-        ("records", f"{info['records']} ({info['own_records']} own,"
-                    f" {info['tombstones']} deleted, {info['authors']} authors)"),
-        ("store", f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
-                  f" {info['store_limit_bytes']} bytes of records"),
+        (
+            "records",
+            f"{info['records']} ({info['own_records']} own,"
+            f" {info['tombstones']} deleted, {info['authors']} authors)",
+        ),
+        (
+            "store",
+            f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
+            f" {info['store_limit_bytes']} bytes of records",
+        ),
         ("data dir", info["data_dir"]),
         ("socket", info["socket"]),
     ]
@@ -193,18 +199,26 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+def _node_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
         "--data-dir",
         metavar="DIR",
+        default=default,
         help="the node's home (default: $MESHNODE_HOME, else $XDG_DATA_HOME/meshnode)",
     )
-    common.add_argument(
+    parser.add_argument(
         "--socket",
         metavar="PATH",
+        default=default,
         help="the control socket (default: $MESHNODE_SOCKET, else derived from the data dir)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --data-dir and --socket may come before or after the command; SUPPRESS keeps a
+    # command's unset option from overwriting one given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _node_options(common, argparse.SUPPRESS)
     reading = argparse.ArgumentParser(add_help=False)
     reading.add_argument("--json", action="store_true", help="print JSON, one object per line")
 
@@ -212,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="meshnode", description="A serverless, local-first mesh node."
     )
     parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
+    _node_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run the node daemon in the foreground")
@@ -287,7 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except paths.PathError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     except DaemonNotRunning as exc:
-        fail(EXIT_NO_DAEMON, str(exc))
+        start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
+        fail(
+            EXIT_NO_DAEMON,
+            f"no meshnode daemon is running at {exc.socket_path}; start one with: {start}",
+        )
     except RemoteError as exc:
         fail(EXIT_BAD_INPUT if exc.code in _INPUT_ERRORS else EXIT_FAILED, exc.message)
     except ClientError as exc:

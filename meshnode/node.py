@@ -60,9 +60,7 @@ class Node:
         self.identity = identity
         self.store = store
 
-    def publish(
-        self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None
-    ) -> Record:
+    def publish(self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None) -> Record:
         """Sign and store a new version of one of this node's own keys."""
         if value is None:
             raise InvalidArgument("a nil value marks a deletion; delete the key instead")
@@ -113,4 +111,3 @@ class Node:
 
     def get(self, key: str, *, now_ms: int, author: bytes | None = None) -> Record | None:
         return self.store.get(author or self.identity.public_key, key, now_ms)
-

@@ -31,7 +31,16 @@ _INT_MAX = 2**64 - 1
 
 
 class CanonicalError(ValueError):
-    """Bytes or a value that is not canonical msgpack in meshnode's subset."""
+    """Bytes or a value that is not canonical msgpack in meshnode's subset.
+
+    ``kind`` tells the three causes apart: ``malformed`` (not one msgpack
+    value), ``not-canonical`` (a valid value, but not in its one encoding) and
+    ``bad-value`` (a value outside the subset: too deep, NaN, ext types).
+    """
+
+    def __init__(self, message: str, kind: str = "bad-value") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _normalise(value: Value, depth: int) -> Value:
@@ -75,7 +84,7 @@ def _sorted_unique_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
             raise CanonicalError("map keys must be strings")
         encoded = key.encode()
         if previous is not None and encoded <= previous:
-            raise CanonicalError("map keys must be unique and sorted")
+            raise CanonicalError("map keys must be unique and sorted", "not-canonical")
         previous = encoded
     return dict(pairs)
 
@@ -113,10 +122,12 @@ def unpack(data: bytes, max_depth: int = MAX_DEPTH) -> Value:
     except CanonicalError:
         raise
     except Exception as exc:  # msgpack signals malformed input with many types
-        raise CanonicalError(f"malformed msgpack: {type(exc).__name__}: {exc}") from None
+        raise CanonicalError(f"malformed msgpack: {exc}", "malformed") from None
     _check_decoded(value, 0, max_depth)
     if msgpack.packb(value, use_bin_type=True) != data:
-        raise CanonicalError("not in canonical form (a shorter or float64 encoding exists)")
+        raise CanonicalError(
+            "not in canonical form (a shorter or float64 encoding exists)", "not-canonical"
+        )
     return value
 
 

@@ -181,8 +181,7 @@ def decode_record(raw: bytes, *, verify: bool = True) -> Record:
     try:
         fields = canonical.unpack(raw, max_depth=canonical.MAX_DEPTH + 1)
     except canonical.CanonicalError as exc:
-        reason = Invalid.NOT_CANONICAL if "canonical" in str(exc) else Invalid.MALFORMED
-        raise RecordError(reason, str(exc)) from None
+        raise RecordError(Invalid(exc.kind), str(exc)) from None
     if type(fields) is not list or len(fields) != 8:
         raise RecordError(Invalid.NOT_A_RECORD, "a record is an array of 8 fields")
     version, author, seq, key, value, created_ms, expires_ms, signature = fields

@@ -96,9 +96,7 @@ class Args:
 
 
 class Api:
-    def __init__(
-        self, node: Node, store_thread: StoreThread, hub: WatchHub, paths: Paths
-    ) -> None:
+    def __init__(self, node: Node, store_thread: StoreThread, hub: WatchHub, paths: Paths) -> None:
         self.node = node
         self.store_thread = store_thread
         self.hub = hub
@@ -198,7 +196,9 @@ class Api:
         args.done()
         record = await self.store_thread.run(self._get, author, key)
         if record is None or record.is_tombstone:
-            whose = "" if author == self.node.identity.public_key else f" by {encode_node_id(author)}"
+            whose = (
+                "" if author == self.node.identity.public_key else f" by {encode_node_id(author)}"
+            )
             state = "was deleted" if record is not None else "not found"
             raise ApiError("not-found", f"{key}{whose}: {state}")
         return record_view(record)
@@ -220,9 +220,7 @@ class Api:
             "more": len(records) > limit,
         }
 
-    def _query(
-        self, prefix: str, author: bytes | None, limit: int, deleted: bool
-    ) -> list[Record]:
+    def _query(self, prefix: str, author: bytes | None, limit: int, deleted: bool) -> list[Record]:
         return self.node.store.query(
             now_ms=wall_clock_ms(),
             author=author,

@@ -19,7 +19,6 @@ from typing import Any
 
 import trio
 
-from meshnode.core.nodeid import encode_node_id
 from meshnode.core.rpc import (
     Request,
     RpcDecoder,
@@ -102,8 +101,10 @@ class ControlServer:
             self.api.clients += 1
             try:
                 await Connection(self.api, stream).run()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away; nothing to tell it
+            except* Exception:
+                log.exception("a control connection failed; the daemon carries on")
             finally:
                 self.api.clients -= 1
 
@@ -134,16 +135,17 @@ class Connection:
             data = await self.stream.receive_some(RECEIVE_CHUNK)
             if not data:
                 return
+            requests: list[Request] = []
             try:
-                messages = decoder.feed(data)
-                for message in messages:
+                for message in decoder.feed(data):
                     if not isinstance(message, Request):
                         raise RpcProtocolError("clients send requests only")
+                    requests.append(message)
             except RpcProtocolError as exc:
                 log.info("closing a control connection: %s", exc)
                 await self.send(encode_notification("error", [error_map("bad-request", str(exc))]))
                 return
-            for request in messages:
+            for request in requests:
                 await self._answer(request, nursery)
 
     async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
@@ -183,17 +185,14 @@ class Connection:
         return True
 
     async def _forward(self, sub: Subscription) -> None:
-        async with sub.receive:
+        async with sub.receive:  # closing it drops whatever is still buffered
             async for record in sub.receive:
+                if sub.overflowed:
+                    break
                 event = "delete" if record.is_tombstone else "put"
                 params = [{"watch": sub.id, "event": event, "record": record_view(record)}]
                 await self.send(encode_notification("watch", params))
         self.watches.pop(sub.id, None)
         if sub.overflowed:
-            log.warning(
-                "a watch on %r%s fell behind and was ended",
-                sub.prefix,
-                f" by {encode_node_id(sub.author)}" if sub.author else "",
-            )
             end = {"watch": sub.id, **error_map("overflow", "the watcher fell behind; watch again")}
             await self.send(encode_notification("watch-end", [end]))

@@ -8,6 +8,7 @@ cancels it, and the store is closed once the last task has finished.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -64,7 +65,9 @@ def run(config: DaemonConfig) -> None:
     try:
         try:
             identity, created = datadir.load_or_create_identity(config.data_dir, os.urandom(32))
-            store = SQLiteStore(config.data_dir / datadir.STORE_FILE, identity.public_key, config.limits)
+            store = SQLiteStore(
+                config.data_dir / datadir.STORE_FILE, identity.public_key, config.limits
+            )
         except (datadir.DataDirError, StoreError) as exc:
             raise StartupError(str(exc)) from None
         if created:
@@ -129,7 +132,5 @@ async def _purge_loop(node: Node, store_thread: StoreThread) -> None:
 
 
 def _unlink_quietly(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         path.unlink()
-    except OSError:
-        pass

@@ -8,12 +8,15 @@ daemon's memory grow: a watcher that wants everything must keep reading.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import trio
 
 from meshnode.core.record import Record
+
+log = logging.getLogger(__name__)
 
 WATCH_BUFFER = 4096
 
@@ -60,5 +63,6 @@ class WatchHub:
                 try:
                     sub.send.send_nowait(record)
                 except trio.WouldBlock:
+                    log.warning("watch %d on %r fell behind and was ended", sub.id, sub.prefix)
                     sub.overflowed = True
                     self.unsubscribe(sub)
