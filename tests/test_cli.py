@@ -1,0 +1,241 @@
+"""The ``meshnode`` command end to end, against a real daemon in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshnode import paths
+from meshnode.cli import parse_duration_ms
+from tests.helpers import Daemon, env_without_xdg
+
+pytestmark = pytest.mark.slow
+
+
+def test_publish_get_query_delete_round_trip(daemon: Daemon) -> None:
+    published = daemon.cli("publish", "profile/name", "Ada")
+    assert published.returncode == 0, published.stderr
+    record_id, _, seq = published.stdout.split()
+    assert len(record_id) == 64 and seq.isdigit()
+
+    got = daemon.cli("get", "profile/name")
+    assert (got.returncode, got.stdout) == (0, "Ada\n")
+
+    as_json = json.loads(daemon.cli("get", "profile/name", "--json").stdout)
+    assert as_json["id"] == record_id and as_json["seq"] == int(seq)
+    assert set(as_json) == {
+        "id",
+        "author",
+        "seq",
+        "key",
+        "value",
+        "created_ms",
+        "expires_ms",
+        "deleted",
+    }
+
+    assert (
+        daemon.cli("publish", "offer/soldering", "--ttl", "3h", "Bring a board, table 4").returncode
+        == 0
+    )
+    assert daemon.cli("publish", "offer/tea", "hot").returncode == 0
+    offers = daemon.cli("query", "--prefix", "offer/", "--json")
+    lines = [json.loads(line) for line in offers.stdout.splitlines()]
+    assert [r["key"] for r in lines] == ["offer/soldering", "offer/tea"]
+    soldering = lines[0]
+    assert soldering["expires_ms"] - soldering["created_ms"] == 3 * 3600 * 1000
+    assert (
+        daemon.cli("query", "--prefix", "offer/", "--limit", "1", "--json").stdout.count("\n") == 1
+    )
+
+    deleted = daemon.cli("delete", "offer/soldering")
+    assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    gone = daemon.cli("get", "offer/soldering")
+    assert gone.returncode == 1 and "deleted" in gone.stderr
+    assert daemon.cli("query", "--prefix", "offer/").stdout.count("\n") == 1
+    with_deleted = daemon.cli("query", "--prefix", "offer/", "--deleted", "--json").stdout
+    assert json.loads(with_deleted.splitlines()[0])["deleted"] is True
+
+
+def test_structured_values_and_values_from_stdin(daemon: Daemon) -> None:
+    assert (
+        daemon.cli("publish", "stats/load", "--json-value", '{"cpu": 0.4, "n": [1, 2]}').returncode
+        == 0
+    )
+    assert json.loads(daemon.cli("get", "stats/load").stdout) == {"cpu": 0.4, "n": [1, 2]}
+    assert daemon.cli("publish", "notes/long", "-", input="line one\nline two\n").returncode == 0
+    assert daemon.cli("get", "notes/long").stdout == "line one\nline two\n\n"
+
+
+def test_id_and_status(daemon: Daemon) -> None:
+    node_id = daemon.cli("id").stdout.strip()
+    assert node_id.startswith("node1")
+    daemon.cli("publish", "a", "1")
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    assert status["node_id"] == node_id
+    assert status["records"] == status["own_records"] == 1
+    assert status["socket"] == str(daemon.socket)
+    assert status["data_dir"] == str(daemon.data_dir)
+    assert status["store_bytes"] > 0 and status["uptime_s"] >= 0
+    text = daemon.cli("status").stdout
+    assert node_id in text and "uptime" in text
+
+
+def test_another_nodes_records_by_author(daemon: Daemon) -> None:
+    node_id = daemon.cli("id").stdout.strip()
+    daemon.cli("publish", "profile/name", "Ada")
+    assert daemon.cli("get", "profile/name", "--author", node_id).stdout == "Ada\n"
+    assert daemon.cli("query", "--author", node_id, "--json").stdout.count("\n") == 1
+
+
+def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meshnode",
+            "watch",
+            *daemon.cli_args,
+            "--prefix",
+            "offer/",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as watcher:
+        deadline = time.monotonic() + 10
+        while json.loads(daemon.cli("status", "--json").stdout)["watches"] < 1:
+            assert time.monotonic() < deadline, "the watch never registered"
+            time.sleep(0.05)
+        daemon.cli("publish", "offer/a", "1")
+        daemon.cli("publish", "other/b", "2")
+        daemon.cli("publish", "offer/a", "3")
+        daemon.cli("delete", "offer/a")
+        assert watcher.stdout is not None
+        events = [json.loads(watcher.stdout.readline()) for _ in range(3)]
+        assert [(e["event"], e["record"]["value"]) for e in events] == [
+            ("put", "1"),
+            ("put", "3"),
+            ("delete", None),
+        ]
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+        assert "Traceback" not in watcher.communicate()[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("publish", "bad//key", "x"), "segments"),
+        (("publish", "k", "x" * 20_000), "value is"),
+        (("publish", "k", "--json-value", "{not json"), "not valid JSON"),
+        (("publish", "k", "--ttl", "soon", "x"), "invalid duration"),
+        (("publish", "k"), "needs a value"),
+        (("get", "k", "--author", "node1nope"), "invalid node id"),
+        (("query", "--author", "alice"), "invalid node id"),
+        (("query", "--limit", "0"), "--limit"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_stores_nothing(
+    daemon: Daemon, args: tuple[str, ...], message: str
+) -> None:
+    result = daemon.cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert json.loads(daemon.cli("status", "--json").stdout)["records"] == 0
+
+
+def test_a_missing_record_exits_1(daemon: Daemon) -> None:
+    result = daemon.cli("get", "nothing/here")
+    assert result.returncode == 1 and "not found" in result.stderr
+
+
+def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "status", "--data-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        env=env_without_xdg(),
+        check=False,
+    )
+    assert result.returncode == 3
+    assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
+
+
+def test_the_data_dir_and_socket_follow_xdg(tmp_path: Path) -> None:
+    env = {"HOME": "/home/ada", "XDG_DATA_HOME": str(tmp_path / "data")}
+    home = paths.data_dir(None, env)
+    assert home == tmp_path / "data" / "meshnode"
+    assert paths.socket_path(home, None, env) == home / "control.sock"
+    runtime = {**env, "XDG_RUNTIME_DIR": "/run/user/1000"}
+    sock = paths.socket_path(home, None, runtime)
+    assert sock.parent == Path("/run/user/1000/meshnode") and sock.name.startswith("meshnode-")
+    other = paths.socket_path(tmp_path / "other", None, runtime)
+    assert other != sock
+    assert paths.data_dir(None, {"MESHNODE_HOME": "/srv/node", **env}) == Path("/srv/node")
+    assert paths.data_dir("/x/y", {"MESHNODE_HOME": "/srv/node"}) == Path("/x/y")
+    assert paths.data_dir(None, {"HOME": "/home/ada"}) == Path("/home/ada/.local/share/meshnode")
+
+
+def test_meshnode_home_selects_the_node_without_flags(daemon: Daemon) -> None:
+    env = {
+        **env_without_xdg(),
+        "MESHNODE_HOME": str(daemon.data_dir),
+        "MESHNODE_SOCKET": str(daemon.socket),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "id"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("node1")
+
+
+def test_a_socket_path_that_is_too_long_is_refused_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "id", "--socket", "/tmp/" + "x" * 200],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "longer than 107 bytes" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("90", 90_000),
+        ("45s", 45_000),
+        ("30m", 1_800_000),
+        ("3h", 10_800_000),
+        ("2d", 172_800_000),
+        ("1h30m", 5_400_000),
+        ("1w", 604_800_000),
+    ],
+)
+def test_durations(text: str, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:
+    for n in range(30):
+        daemon.cli("publish", f"k/{n}", "x" * 500)
+    command = " ".join(
+        [sys.executable, "-m", "meshnode", "query", *daemon.cli_args, "|", "head", "-1"]
+    )
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, check=False
+    )
+    assert "Traceback" not in result.stderr
+    assert os.path.exists(daemon.socket)

@@ -1,0 +1,275 @@
+"""Store semantics (protocol/records.md §7), the same for every store implementation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshnode.core.record import Record
+from meshnode.store import MemoryStore, Outcome, Store, StoreError, StoreLimits
+from meshnode.store.sqlite import SQLiteStore
+from tests.helpers import T0, identity, record
+
+OWNER = identity(0)
+ALICE = identity(1)
+BOB = identity(2)
+NOW = T0 + 1000
+
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    opened: list[Store] = []
+
+    def make(limits: StoreLimits | None = None) -> Store:
+        if request.param == "memory":
+            store: Store = MemoryStore(OWNER.public_key, limits)
+        else:
+            store = SQLiteStore(tmp_path / f"store{len(opened)}.db", OWNER.public_key, limits)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def stored(store: Store, records: list[Record], now: int = NOW) -> list[Outcome]:
+    outcomes = []
+    for r in records:
+        result = store.ingest([r], now)
+        outcomes.extend(result.outcomes.elements())
+    return outcomes
+
+
+def test_the_highest_seq_wins_whatever_the_arrival_order(make_store: MakeStore) -> None:
+    v1, v2, v3 = (record(ALICE, "profile/name", f"v{n}", seq=n) for n in (1, 2, 3))
+    forward, backward = make_store(), make_store()
+    assert stored(forward, [v1, v2, v3]) == [Outcome.STORED] * 3
+    assert stored(backward, [v3, v1, v2]) == [Outcome.STORED, Outcome.STALE, Outcome.STALE]
+    for store in (forward, backward):
+        assert store.get(ALICE.public_key, "profile/name", NOW) == v3
+        assert store.usage(ALICE.public_key) == (1, len(v3.raw))
+
+
+def test_a_duplicate_is_recognised(make_store: MakeStore) -> None:
+    store = make_store()
+    r = record(ALICE)
+    assert stored(store, [r, r]) == [Outcome.STORED, Outcome.DUPLICATE]
+
+
+def test_equal_seqs_are_broken_by_the_higher_id(make_store: MakeStore) -> None:
+    a, b = record(ALICE, value="a", seq=5), record(ALICE, value="b", seq=5)
+    winner = max(a, b, key=lambda r: r.id)
+    for order in ([a, b], [b, a]):
+        store = make_store()
+        stored(store, order)
+        assert store.get(ALICE.public_key, "k", NOW) == winner
+
+
+def test_a_tombstone_replaces_the_value_and_is_kept(make_store: MakeStore) -> None:
+    store = make_store()
+    stored(store, [record(ALICE, value="x", seq=1), record(ALICE, value=None, seq=2)])
+    kept = store.get(ALICE.public_key, "k", NOW)
+    assert kept is not None and kept.is_tombstone
+    assert store.query(now_ms=NOW) == []
+    assert store.query(now_ms=NOW, include_tombstones=True) == [kept]
+    assert stored(store, [record(ALICE, value="x", seq=1)]) == [Outcome.STALE]
+
+
+def test_a_tombstone_is_purged_after_its_retention(make_store: MakeStore) -> None:
+    store = make_store(StoreLimits(tombstone_retention_ms=10_000))
+    tombstone = record(ALICE, value=None, created_ms=T0)
+    stored(store, [tombstone], now=T0)
+    assert store.get(ALICE.public_key, "k", T0 + 9_999) == tombstone
+    assert store.get(ALICE.public_key, "k", T0 + 10_000) is None
+    assert store.purge(T0 + 10_000) == len(tombstone.raw)
+    assert store.stats(T0).records == 0 and store.total_bytes == 0
+    assert stored(store, [tombstone], now=T0 + 10_000) == [Outcome.DEAD]
+
+
+def test_expired_records_are_never_served_nor_stored(make_store: MakeStore) -> None:
+    store = make_store()
+    fresh = record(ALICE, "a", expires_ms=NOW + 10)
+    stale = record(ALICE, "b", expires_ms=NOW)
+    assert stored(store, [fresh, stale]) == [Outcome.STORED, Outcome.DEAD]
+    assert store.query(now_ms=NOW) == [fresh]
+    assert store.query(now_ms=NOW + 10) == []
+    assert store.get(ALICE.public_key, "a", NOW + 10) is None
+    assert store.stats(NOW + 10).records == 0
+    store.purge(NOW + 10)
+    assert store.usage(ALICE.public_key) == (0, 0)
+
+
+def test_queries_filter_by_author_and_prefix_in_key_order(make_store: MakeStore) -> None:
+    store = make_store()
+    records = [
+        record(ALICE, "offer/b"),
+        record(ALICE, "offer/a"),
+        record(BOB, "offer/a"),
+        record(ALICE, "offers"),
+        record(ALICE, "profile/name"),
+        record(BOB, "offer/\U0010ffff"),
+    ]
+    stored(store, records)
+    found = store.query(now_ms=NOW, prefix="offer/")
+    assert [(r.key, r.author) for r in found] == sorted(
+        [(r.key, r.author) for r in records if r.key.startswith("offer/")]
+    )
+    assert store.query(now_ms=NOW, prefix="offer/", author=BOB.public_key) == [
+        records[2],
+        records[5],
+    ]
+    assert len(store.query(now_ms=NOW, limit=2)) == 2
+    assert store.query(now_ms=NOW, prefix="nothing/") == []
+
+
+def test_high_seq_remembers_the_highest_seq_ever_stored(make_store: MakeStore) -> None:
+    store = make_store(StoreLimits(tombstone_retention_ms=1))
+    stored(store, [record(ALICE, seq=7), record(ALICE, value=None, seq=9, created_ms=NOW)])
+    store.purge(NOW + 1)
+    assert store.stats(NOW).records == 0
+    assert store.high_seq(ALICE.public_key) == 9
+    assert store.high_seq(BOB.public_key) == 0
+
+
+def test_a_foreign_author_is_held_to_its_record_quota(make_store: MakeStore) -> None:
+    store = make_store(StoreLimits(max_author_records=2))
+    first = [record(ALICE, f"k{n}") for n in range(3)]
+    assert stored(store, first) == [Outcome.STORED, Outcome.STORED, Outcome.QUOTA]
+    # Replacing an existing key does not add a record, so it is still allowed.
+    assert stored(store, [record(ALICE, "k0", seq=2)]) == [Outcome.STORED]
+    assert stored(store, [record(BOB, "k0")]) == [Outcome.STORED]
+
+
+def test_a_foreign_author_is_held_to_its_byte_quota(make_store: MakeStore) -> None:
+    small = record(ALICE, "a", value="x")
+    store = make_store(StoreLimits(max_author_bytes=2 * len(small.raw) + 10))
+    assert stored(store, [small, record(ALICE, "b", value="y")]) == [Outcome.STORED] * 2
+    assert stored(store, [record(ALICE, "c", value="z" * 100)]) == [Outcome.QUOTA]
+
+
+def test_the_node_itself_is_exempt_from_author_quotas(make_store: MakeStore) -> None:
+    store = make_store(StoreLimits(max_author_records=1))
+    assert stored(store, [record(OWNER, f"k{n}") for n in range(3)]) == [Outcome.STORED] * 3
+
+
+def test_the_total_cap_evicts_the_biggest_foreign_author_lowest_seq_first(
+    make_store: MakeStore,
+) -> None:
+    size = len(record(ALICE, "k0", value="x" * 50).raw)
+    store = make_store(StoreLimits(max_total_bytes=5 * size))
+    alice = [record(ALICE, f"k{n}", value="x" * 50, seq=10 - n) for n in range(3)]
+    bob = [record(BOB, "k0", value="x" * 50)]
+    own = [record(OWNER, "mine", value="x" * 50)]
+    assert stored(store, alice + bob + own) == [Outcome.STORED] * 5
+    newcomer = record(BOB, "k1", value="x" * 50)
+    assert stored(store, [newcomer]) == [Outcome.STORED]
+    # Alice held the most bytes; her lowest seq (k2, seq 8) went first.
+    assert store.get(ALICE.public_key, "k2", NOW) is None
+    assert store.get(ALICE.public_key, "k0", NOW) is not None
+    assert store.get(OWNER.public_key, "mine", NOW) is not None
+    assert store.total_bytes <= 5 * size
+
+
+def test_dead_records_are_purged_before_anything_is_evicted(make_store: MakeStore) -> None:
+    short = record(ALICE, "k1", value="x" * 50, expires_ms=NOW + 5)
+    keep = record(ALICE, "k2", value="x" * 50, expires_ms=NOW + 10_000)
+    store = make_store(StoreLimits(max_total_bytes=len(short.raw) + len(keep.raw)))
+    assert stored(store, [short, keep]) == [Outcome.STORED] * 2
+    newcomer = record(BOB, "k3", value="x" * 50, expires_ms=NOW + 10_000)
+    assert stored(store, [newcomer], now=NOW + 5) == [Outcome.STORED]
+    assert store.get(ALICE.public_key, "k2", NOW + 5) == keep
+
+
+def test_own_records_are_never_evicted_and_a_full_store_refuses(make_store: MakeStore) -> None:
+    one = len(record(OWNER, "a", value="x" * 50).raw)
+    store = make_store(StoreLimits(max_total_bytes=2 * one))
+    assert stored(store, [record(OWNER, k, value="x" * 50) for k in "abc"]) == [
+        Outcome.STORED,
+        Outcome.STORED,
+        Outcome.QUOTA,
+    ]
+    assert stored(store, [record(ALICE, "z", value="x" * 50)]) == [Outcome.QUOTA]
+
+
+def test_a_batch_reports_each_outcome(make_store: MakeStore) -> None:
+    store = make_store()
+    good = record(ALICE, "a")
+    result = store.ingest([good, good, record(ALICE, "b", expires_ms=T0 + 1)], NOW)
+    assert result.stored == [good]
+    assert result.outcomes == {Outcome.STORED: 1, Outcome.DUPLICATE: 1, Outcome.DEAD: 1}
+
+
+def test_stats_count_live_records(make_store: MakeStore) -> None:
+    store = make_store()
+    stored(store, [record(ALICE, "a"), record(BOB, "b", value=None), record(OWNER, "c")])
+    stats = store.stats(NOW)
+    assert (stats.records, stats.tombstones, stats.authors, stats.own_records) == (3, 1, 3, 1)
+    assert stats.record_bytes == store.total_bytes > 0
+
+
+# -- SQLite only ----------------------------------------------------------------
+
+
+def test_sqlite_keeps_records_usage_and_high_seq_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, OWNER.public_key)
+    stored(store, [record(ALICE, "a", seq=3), record(ALICE, "b", seq=5)])
+    usage = store.usage(ALICE.public_key)
+    store.close()
+    reopened = SQLiteStore(path, OWNER.public_key)
+    assert reopened.usage(ALICE.public_key) == usage
+    assert reopened.high_seq(ALICE.public_key) == 5
+    assert [r.key for r in reopened.query(now_ms=NOW)] == ["a", "b"]
+    assert reopened.file_bytes() > 0
+    reopened.close()
+
+
+def test_sqlite_uses_write_ahead_logging(tmp_path: Path) -> None:
+    import sqlite3
+
+    SQLiteStore(tmp_path / "s.db", OWNER.public_key).close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database at all" * 100,
+        b"SQLite format 3\x00" + os.urandom(4000),
+        b"\x00" * 8192,
+    ],
+)
+def test_a_damaged_database_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match="store"):
+        SQLiteStore(path, OWNER.public_key)
+
+
+def test_a_database_from_a_newer_meshnode_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store.db"
+    SQLiteStore(path, OWNER.public_key).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        SQLiteStore(path, OWNER.public_key)
+
+
+def test_a_failed_batch_is_rolled_back_whole(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", OWNER.public_key)
+    bad = record(ALICE, "b")
+    object.__setattr__(bad, "raw", None)  # makes the INSERT fail halfway through the batch
+    with pytest.raises((StoreError, TypeError, AttributeError)):
+        store.ingest([record(ALICE, "a"), bad], NOW)
+    assert store.query(now_ms=NOW) == []
+    assert store.usage(ALICE.public_key) == (0, 0)
+    store.close()
