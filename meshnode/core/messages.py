@@ -1,0 +1,242 @@
+"""The peer protocol's messages, and a bounded decoder for the decrypted stream.
+
+Specification: ``protocol/peer.md`` §4. After the handshake each side sends a
+stream of msgpack arrays whose first element is the message type::
+
+    [0, {"v": 1, "features": [str], "listen": [str], "agent": str}]   hello
+    [1, role: int, negentropy_message: bin]                             reconcile
+    [2, [record: bin, ...]]                                             records
+    [3, [record_id: bin32, ...]]                                        want
+    [4, [record_id: bin32, ...]]                                        have
+    [5, nonce: int]                                                     ping
+    [6, nonce: int]                                                     pong
+    [7, code: int, reason: str]                                         goodbye
+
+Unknown message types are ignored (so a later version can add some); known
+ones must have exactly their shape. The decoder never buffers more than
+``MAX_MESSAGE_BYTES``: a length prefix claiming gigabytes fails at once,
+without allocating them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from meshnode.core.record import ID_SIZE, MAX_RECORD_BYTES
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+MAX_RECORDS_PER_MESSAGE = 1024
+MAX_IDS_PER_MESSAGE = 16384
+MAX_LISTEN_ADDRESSES = 16
+MAX_TEXT = 256
+
+
+class PeerProtocolError(Exception):
+    """The peer broke the protocol; the session ends with ``Goodbye.PROTOCOL``."""
+
+
+class GoodbyeCode(enum.IntEnum):
+    NORMAL = 0  # shutting down or closing on purpose
+    PROTOCOL = 1  # the peer broke the protocol
+    INVALID_RECORD = 2  # the peer sent a record that does not verify
+    DUPLICATE = 3  # another connection to the same node is kept instead
+    IDLE = 4  # nothing received for too long
+    VERSION = 5  # no protocol version in common
+    OVERLOADED = 6  # the peer cannot keep up
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    features: tuple[str, ...]
+    listen: tuple[str, ...]
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """A Negentropy message; either side may run a round, so the role says whose."""
+
+    from_initiator: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    raws: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    code: int
+    reason: str
+
+
+Message = Hello | Reconcile | Records | Want | Have | Ping | Pong | Goodbye
+
+
+def encode(message: Message) -> bytes:
+    body: list[Any]
+    match message:
+        case Hello(version, features, listen, agent):
+            body = [
+                0,
+                {"v": version, "features": list(features), "listen": list(listen), "agent": agent},
+            ]
+        case Reconcile(from_initiator, payload):
+            body = [1, 0 if from_initiator else 1, payload]
+        case Records(raws):
+            body = [2, list(raws)]
+        case Want(ids):
+            body = [3, list(ids)]
+        case Have(ids):
+            body = [4, list(ids)]
+        case Ping(nonce):
+            body = [5, nonce]
+        case Pong(nonce):
+            body = [6, nonce]
+        case Goodbye(code, reason):
+            body = [7, code, reason[:MAX_TEXT]]
+    return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class MessageDecoder:
+    """Decrypted bytes in, messages out; bounded, and strict about shapes."""
+
+    def __init__(self) -> None:
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_buffer_size=MAX_MESSAGE_BYTES,
+            max_bin_len=MAX_MESSAGE_BYTES,
+            max_str_len=MAX_MESSAGE_BYTES,
+            max_array_len=MAX_IDS_PER_MESSAGE,
+            max_map_len=64,
+            max_ext_len=0,
+        )
+
+    def feed(self, data: bytes) -> list[Message]:
+        try:
+            self._unpacker.feed(data)
+        except msgpack.BufferFull:
+            raise PeerProtocolError(f"a message is larger than {MAX_MESSAGE_BYTES} bytes") from None
+        messages: list[Message] = []
+        while True:
+            try:
+                obj = next(self._unpacker)
+            except StopIteration:
+                return messages
+            except Exception as exc:  # msgpack reports bad bytes with many types
+                raise PeerProtocolError(f"malformed message: {exc}") from None
+            message = parse(obj)
+            if message is not None:
+                messages.append(message)
+
+
+def parse(obj: Any) -> Message | None:
+    """A message from its decoded msgpack form; None for an unknown type."""
+    if type(obj) is not list or not obj or type(obj[0]) is not int:
+        raise PeerProtocolError("a message is an array starting with its type")
+    kind, args = obj[0], obj[1:]
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        if kind < 0:
+            raise PeerProtocolError("message types are non-negative")
+        return None  # a type from a later version: ignored
+    try:
+        message: Message = parser(*args)
+    except (TypeError, ValueError) as exc:
+        raise PeerProtocolError(f"message type {kind} is malformed: {exc}") from None
+    return message
+
+
+def _hello(body: Any) -> Hello:
+    if type(body) is not dict:
+        raise ValueError("hello is a map")
+    version, features = body.get("v"), body.get("features", [])
+    listen, agent = body.get("listen", []), body.get("agent", "")
+    if type(version) is not int or version < 1:
+        raise ValueError("hello needs a protocol version")
+    if not _strings(features, 64) or not _strings(listen, MAX_LISTEN_ADDRESSES):
+        raise ValueError("features and listen are short lists of short strings")
+    if type(agent) is not str or len(agent) > MAX_TEXT:
+        raise ValueError("agent is a short string")
+    return Hello(version, tuple(features), tuple(listen), agent)
+
+
+def _strings(value: Any, most: int) -> bool:
+    return (
+        type(value) is list
+        and len(value) <= most
+        and all(type(v) is str and len(v) <= MAX_TEXT for v in value)
+    )
+
+
+def _reconcile(role: Any, payload: Any) -> Reconcile:
+    if role not in (0, 1) or type(role) is not int or type(payload) is not bytes:
+        raise ValueError("reconcile is a role (0 or 1) and bin")
+    return Reconcile(role == 0, payload)
+
+
+def _records(raws: Any) -> Records:
+    if type(raws) is not list or len(raws) > MAX_RECORDS_PER_MESSAGE:
+        raise ValueError(f"records is a list of at most {MAX_RECORDS_PER_MESSAGE}")
+    if not all(type(r) is bytes and len(r) <= MAX_RECORD_BYTES for r in raws):
+        raise ValueError("each record is bin of at most the record size")
+    return Records(tuple(raws))
+
+
+def _ids(ids: Any) -> tuple[bytes, ...]:
+    if type(ids) is not list or not all(type(i) is bytes and len(i) == ID_SIZE for i in ids):
+        raise ValueError("a list of 32-byte record ids")
+    return tuple(ids)
+
+
+def _nonce(nonce: Any) -> int:
+    if type(nonce) is not int or not 0 <= nonce < 2**64:
+        raise ValueError("a nonce is an unsigned 64-bit integer")
+    return nonce
+
+
+def _goodbye(code: Any, reason: Any) -> Goodbye:
+    if type(code) is not int or type(reason) is not str:
+        raise ValueError("goodbye is a code and a reason")
+    return Goodbye(code, reason[:MAX_TEXT])
+
+
+_PARSERS: dict[int, Any] = {
+    0: _hello,
+    1: _reconcile,
+    2: _records,
+    3: lambda ids: Want(_ids(ids)),
+    4: lambda ids: Have(_ids(ids)),
+    5: lambda nonce: Ping(_nonce(nonce)),
+    6: lambda nonce: Pong(_nonce(nonce)),
+    7: _goodbye,
+}
