@@ -30,6 +30,16 @@ from meshnode.core.record import Record
 
 MIB = 1024 * 1024
 DAY_MS = 24 * 3600 * 1000
+MAX_RECONCILE_TIMESTAMP = 2**31 - 1
+
+
+def reconcile_timestamp(created_ms: int) -> int:
+    """A record's Negentropy timestamp: creation time in whole seconds, below 2^31.
+
+    The clamp lets every reference implementation take part (the JavaScript one
+    computes varints with 32-bit operations).
+    """
+    return min(created_ms // 1000, MAX_RECONCILE_TIMESTAMP)
 
 
 class StoreError(Exception):
@@ -210,6 +220,18 @@ class Store(ABC):
         include_tombstones: bool = False,
     ) -> list[Record]:
         """Live records ordered by (key, author)."""
+
+    @abstractmethod
+    def items(self, now_ms: int) -> list[tuple[int, bytes]]:
+        """(reconciliation timestamp, id) of every live record; see ``reconcile_timestamp``."""
+
+    @abstractmethod
+    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
+        """The encodings of the live records among ``ids``; unknown ids are skipped."""
+
+    @abstractmethod
+    def missing(self, ids: Sequence[bytes]) -> list[bytes]:
+        """Those of ``ids`` that are not stored."""
 
     @abstractmethod
     def high_seq(self, author: bytes) -> int:

@@ -7,10 +7,10 @@ bug); the usage counters are still re-derived from what is held.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from meshnode.core.record import Record
-from meshnode.store.base import Current, Store, StoreLimits, StoreStats
+from meshnode.store.base import Current, Store, StoreLimits, StoreStats, reconcile_timestamp
 
 
 class MemoryStore(Store):
@@ -18,6 +18,7 @@ class MemoryStore(Store):
         super().__init__(owner, limits or StoreLimits())
         self._records: dict[tuple[bytes, str], tuple[Record, int | None]] = {}
         self._high: dict[bytes, int] = {}
+        self._by_id: dict[bytes, tuple[bytes, str]] = {}
 
     def get(self, author: bytes, key: str, now_ms: int) -> Record | None:
         entry = self._records.get((author, key))
@@ -45,6 +46,26 @@ class MemoryStore(Store):
         found.sort(key=lambda r: (r.key.encode(), r.author))
         return found if limit is None else found[:limit]
 
+    def items(self, now_ms: int) -> list[tuple[int, bytes]]:
+        return [
+            (reconcile_timestamp(record.created_ms), record.id)
+            for record, dead_at in self._records.values()
+            if not _dead(dead_at, now_ms)
+        ]
+
+    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
+        found = []
+        for record_id in ids:
+            author_key = self._by_id.get(record_id)
+            if author_key is not None:
+                record, dead_at = self._records[author_key]
+                if not _dead(dead_at, now_ms):
+                    found.append(record.raw)
+        return found
+
+    def missing(self, ids: Sequence[bytes]) -> list[bytes]:
+        return [record_id for record_id in ids if record_id not in self._by_id]
+
     def high_seq(self, author: bytes) -> int:
         return self._high.get(author, 0)
 
@@ -60,6 +81,7 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         self._records.clear()
+        self._by_id.clear()
 
     def _transaction(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -73,23 +95,26 @@ class MemoryStore(Store):
 
     def _insert(self, record: Record, dead_at: int | None, now_ms: int) -> None:
         self._records[(record.author, record.key)] = (record, dead_at)
+        self._by_id[record.id] = (record.author, record.key)
 
     def _remove(self, author: bytes, key: str) -> None:
-        del self._records[(author, key)]
+        record, _ = self._records.pop((author, key))
+        del self._by_id[record.id]
 
     def _evict_lowest(self, author: bytes, spare_key: str | None) -> int | None:
         owned = [r for (a, k), (r, _) in self._records.items() if a == author and k != spare_key]
         if not owned:
             return None
         lowest = min(owned, key=lambda r: r.seq)
-        del self._records[(author, lowest.key)]
+        self._remove(author, lowest.key)
         return len(lowest.raw)
 
     def _delete_dead(self, now_ms: int) -> Iterator[tuple[bytes, int]]:
         dead = [k for k, (_, dead_at) in self._records.items() if _dead(dead_at, now_ms)]
-        for author_key in dead:
-            record, _ = self._records.pop(author_key)
-            yield record.author, len(record.raw)
+        for author, key in dead:
+            record, _ = self._records[(author, key)]
+            self._remove(author, key)
+            yield author, len(record.raw)
 
     def _raise_high_seq(self, author: bytes, seq: int) -> None:
         if seq > self._high.get(author, 0):

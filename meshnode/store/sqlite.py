@@ -15,13 +15,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from meshnode.core.record import Record, decode_record
-from meshnode.store.base import Current, Store, StoreError, StoreLimits, StoreStats
+from meshnode.store.base import (
+    MAX_RECONCILE_TIMESTAMP,
+    Current,
+    Store,
+    StoreError,
+    StoreLimits,
+    StoreStats,
+)
 
 SCHEMA_VERSION = 1
+_IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
 _SCHEMA = """
 CREATE TABLE records (
     author      BLOB    NOT NULL,
@@ -105,6 +113,44 @@ class SQLiteStore(Store):
             rows = self._db.execute(sql, args).fetchall()
         records = [decode_record(raw, verify=False) for (raw,) in rows]
         return [r for r in records if r.key.startswith(prefix)]
+
+    def items(self, now_ms: int) -> list[tuple[int, bytes]]:
+        with self._errors("read"):
+            return self._db.execute(
+                "SELECT min(created_ms / 1000, ?), id FROM records"
+                " WHERE dead_at IS NULL OR dead_at > ?",
+                (MAX_RECONCILE_TIMESTAMP, now_ms),
+            ).fetchall()
+
+    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
+        found: list[bytes] = []
+        with self._errors("read"):
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = list(ids[start : start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                found.extend(
+                    raw
+                    for (raw,) in self._db.execute(
+                        f"SELECT raw FROM records WHERE id IN ({marks})"
+                        " AND (dead_at IS NULL OR dead_at > ?)",
+                        (*chunk, now_ms),
+                    )
+                )
+        return found
+
+    def missing(self, ids: Sequence[bytes]) -> list[bytes]:
+        present: set[bytes] = set()
+        with self._errors("read"):
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = list(ids[start : start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                present.update(
+                    row[0]
+                    for row in self._db.execute(
+                        f"SELECT id FROM records WHERE id IN ({marks})", chunk
+                    )
+                )
+        return [record_id for record_id in ids if record_id not in present]
 
     def high_seq(self, author: bytes) -> int:
         with self._errors("read"):

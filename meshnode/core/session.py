@@ -1,0 +1,335 @@
+"""A gossip session with one peer, after the handshake: a sans-IO state machine.
+
+Specification: ``protocol/peer.md`` §5. Bytes from the peer go in through
+``receive_data``; bytes for the peer come out of ``data_to_send``; time comes
+in as ``now`` (seconds, any monotonic origin) and leaves as ``next_timer``.
+Work that needs the store is handed to the driver as events:
+
+- ``RecordsReceived``: verify and store these, then hand what was new to
+  the other sessions with ``push`` (never back to this one);
+- ``RecordsWanted``: look these ids up and give the records to ``send_records``;
+- ``HaveAnnounced``: find which of these ids we lack and ``want`` them.
+
+Flow: both sides send ``hello`` first. The side that dialed then runs a
+Negentropy round at once and every ``reconcile_interval`` after; either side
+runs one when it had to drop live pushes because the peer was slow. From each
+round's have/need ids the initiator pushes what the peer lacks and wants what
+it lacks. Live records are pushed as they are stored. Idle sessions ping; a
+session that hears nothing for ``idle_timeout`` closes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshnode.core import messages as m
+from meshnode.core.channel import ChannelError
+from meshnode.core.messages import GoodbyeCode, PeerProtocolError
+from meshnode.core.negentropy import (
+    SINGLE_FIRST,
+    Initiator,
+    ItemIndex,
+    NegentropyError,
+    Responder,
+)
+
+RECORD_BATCH_BYTES = 256 * 1024
+
+
+class Channel(Protocol):
+    """What a session needs of its transport: ``SecureChannel``, or a plain one in tests."""
+
+    def seal(self, plaintext: bytes) -> bytes: ...
+
+    def open(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    ping_interval: float = 15.0
+    idle_timeout: float = 45.0
+    reconcile_interval: float = 60.0
+    frame_size_limit: int = 60_000  # of one Negentropy message
+    max_outbox: int = 8 * 1024 * 1024  # unsent bytes before live pushes are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    hello: m.Hello
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsReceived:
+    raws: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsWanted:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HaveAnnounced:
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileFinished:
+    have: int
+    need: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    code: int
+    reason: str
+    by_peer: bool
+
+
+Event = (
+    HelloReceived
+    | RecordsReceived
+    | RecordsWanted
+    | HaveAnnounced
+    | ReconcileFinished
+    | SessionClosed
+)
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class SessionStats:
+    bytes_in: int = 0
+    bytes_out: int = 0
+    records_in: int = 0
+    records_out: int = 0
+    reconcile_bytes_in: int = 0
+    reconcile_bytes_out: int = 0
+    reconcile_rounds: int = 0
+    reconcile_messages: int = 0
+    pushes_dropped: int = 0
+    last_reconcile: tuple[int, int] = field(default=(0, 0))  # (have, need) of the last round
+
+
+class PeerSession:
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        channel: Channel,
+        items: Callable[[], ItemIndex],
+        hello: m.Hello,
+        now: float,
+        nonce: Callable[[], int],
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.initiator = initiator
+        self.config = config or SessionConfig()
+        self.state = State.AWAITING_HELLO
+        self.stats = SessionStats()
+        self.peer_hello: m.Hello | None = None
+        self._channel = channel
+        self._items = items
+        self._nonce = nonce
+        self._decoder = m.MessageDecoder()
+        self._outbox = bytearray()
+        self._round: Initiator | None = None
+        self._round_found = [0, 0]  # have, need so far in the running round
+        self._lagging = False
+        self._clock = now  # the latest time the driver told us; stamps what we send
+        self._last_received = now
+        self._last_sent = now
+        self._next_reconcile = now if initiator else float("inf")
+        self._send(hello)
+
+    # -- driver API -------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        data = bytes(self._outbox)
+        self._outbox.clear()
+        return data
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def outbox_size(self) -> int:
+        return len(self._outbox)
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self.stats.bytes_in += len(data)
+        self._clock = self._last_received = now
+        try:
+            plaintext = self._channel.open(data)
+            events: list[Event] = []
+            for message in self._decoder.feed(plaintext):
+                events.extend(self._on_message(message, now))
+                if self.closed:
+                    break
+            return events
+        except (ChannelError, PeerProtocolError, NegentropyError) as exc:
+            return [self.close(GoodbyeCode.PROTOCOL, str(exc))]
+
+    def push(self, raws: Sequence[bytes]) -> bool:
+        """Push newly stored records; False (and a later reconcile) if the peer is too slow."""
+        if self.state is not State.OPEN:
+            return False
+        if len(self._outbox) > self.config.max_outbox:
+            self.stats.pushes_dropped += len(raws)
+            self._lagging = True
+            return False
+        self.send_records(raws)
+        return True
+
+    def send_records(self, raws: Sequence[bytes]) -> None:
+        if self.state is State.CLOSED:
+            return
+        batch: list[bytes] = []
+        size = 0
+        for raw in raws:
+            if batch and (
+                len(batch) >= m.MAX_RECORDS_PER_MESSAGE or size + len(raw) > RECORD_BATCH_BYTES
+            ):
+                self._send(m.Records(tuple(batch)))
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw)
+        if batch:
+            self._send(m.Records(tuple(batch)))
+        self.stats.records_out += len(raws)
+
+    def want(self, ids: Sequence[bytes]) -> None:
+        for start in range(0, len(ids), m.MAX_IDS_PER_MESSAGE):
+            self._send(m.Want(tuple(ids[start : start + m.MAX_IDS_PER_MESSAGE])))
+
+    def reconcile(self, now: float) -> bool:
+        """Start a Negentropy round now, unless one is running."""
+        self._clock = now
+        if self.state is not State.OPEN or self._round is not None:
+            return False
+        self._round_found = [0, 0]
+        self._round = Initiator(
+            self._items(), strategy=SINGLE_FIRST, frame_size_limit=self.config.frame_size_limit
+        )
+        self.stats.reconcile_rounds += 1
+        self._lagging = False
+        self._send_reconcile(True, self._round.initiate())
+        if self.initiator:
+            self._next_reconcile = now + self.config.reconcile_interval
+        return True
+
+    def close(self, code: int, reason: str) -> SessionClosed:
+        """Say goodbye (the bytes are still in ``data_to_send``) and stop."""
+        if self.state is not State.CLOSED:
+            self._send(m.Goodbye(code, reason))
+            self.state = State.CLOSED
+        return SessionClosed(code, reason, by_peer=False)
+
+    def next_timer(self) -> float:
+        if self.state is State.CLOSED:
+            return float("inf")
+        return min(
+            self._last_received + self.config.idle_timeout,
+            self._last_sent + self.config.ping_interval,
+            self._next_reconcile,
+        )
+
+    def handle_timer(self, now: float) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self._clock = now
+        if now >= self._last_received + self.config.idle_timeout:
+            return [self.close(GoodbyeCode.IDLE, "nothing heard for too long")]
+        if now >= self._next_reconcile and not self.reconcile(now):
+            self._next_reconcile = now + self.config.reconcile_interval
+        if self._lagging and not self._outbox:
+            self.reconcile(now)
+        if now >= self._last_sent + self.config.ping_interval:
+            self._send(m.Ping(self._nonce()))
+        return []
+
+    # -- the protocol -----------------------------------------------------------
+
+    def _send(self, message: m.Message) -> None:
+        encoded = m.encode(message)
+        sealed = self._channel.seal(encoded)
+        self._outbox += sealed
+        self.stats.bytes_out += len(sealed)
+        if isinstance(message, m.Reconcile):
+            self.stats.reconcile_bytes_out += len(encoded)
+        self._last_sent = self._clock
+
+    def _send_reconcile(self, from_initiator: bool, payload: bytes) -> None:
+        self.stats.reconcile_messages += 1
+        self._send(m.Reconcile(from_initiator, payload))
+
+    def _on_message(self, message: m.Message, now: float) -> list[Event]:
+        if self.state is State.AWAITING_HELLO:
+            if not isinstance(message, m.Hello):
+                raise PeerProtocolError("the first message must be hello")
+            if message.version < m.PROTOCOL_VERSION:
+                return [self.close(GoodbyeCode.VERSION, f"no common version ({message.version})")]
+            self.peer_hello = message
+            self.state = State.OPEN
+            if self.initiator:
+                self.reconcile(now)
+            return [HelloReceived(message)]
+        match message:
+            case m.Hello():
+                raise PeerProtocolError("hello was sent twice")
+            case m.Reconcile(from_initiator, payload):
+                self.stats.reconcile_bytes_in += len(m.encode(message))
+                self.stats.reconcile_messages += 1
+                return self._on_reconcile(from_initiator, payload)
+            case m.Records(raws):
+                self.stats.records_in += len(raws)
+                return [RecordsReceived(raws)]
+            case m.Want(ids):
+                return [RecordsWanted(ids)]
+            case m.Have(ids):
+                return [HaveAnnounced(ids)]
+            case m.Ping(nonce):
+                self._send(m.Pong(nonce))
+            case m.Pong():
+                pass
+            case m.Goodbye(code, reason):
+                self.state = State.CLOSED
+                return [SessionClosed(code, reason, by_peer=True)]
+        return []
+
+    def _on_reconcile(self, from_initiator: bool, payload: bytes) -> list[Event]:
+        if from_initiator:
+            responder = Responder(
+                self._items(), strategy=SINGLE_FIRST, frame_size_limit=self.config.frame_size_limit
+            )
+            self._send_reconcile(False, responder.reconcile(payload))
+            return []
+        if self._round is None:
+            raise PeerProtocolError("a reconcile reply to no round")
+        step = self._round.reconcile(payload)
+        self._round_found[0] += len(step.have_ids)
+        self._round_found[1] += len(step.need_ids)
+        events: list[Event] = []
+        if step.need_ids:
+            self.want(step.need_ids)
+        if step.have_ids:
+            events.append(RecordsWanted(step.have_ids))
+        if step.message is not None:
+            self._send_reconcile(True, step.message)
+        else:
+            self._round = None
+            have, need = self._round_found
+            self.stats.last_reconcile = (have, need)
+            events.append(ReconcileFinished(have, need))
+        return events

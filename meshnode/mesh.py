@@ -1,0 +1,239 @@
+"""A node and its peer sessions: reconciliation, live push and relay, sans-IO.
+
+``Mesh`` is the node-level state machine. It owns the node's sessions and
+answers their events against the store: it verifies and stores what peers
+send, pushes every newly stored record to every other session (so records
+travel through relays to nodes their author never met), looks up what peers
+want, and keeps the Negentropy item set. It never touches a socket or a clock:
+the daemon's runtime calls it on its store thread with ``now`` (monotonic
+seconds, for session timers) and ``now_ms`` (wall clock, for expiry); a
+simulator can call it directly.
+
+Every call returns an ``Output``: the sessions that have bytes to send, the
+records newly stored (for ``watch``), the sessions that ended, and the peers
+that misbehaved (for the runtime to stop redialling them for a while).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from meshnode.core import messages as m
+from meshnode.core.canonical import Value
+from meshnode.core.negentropy import ItemIndex, SortedItems
+from meshnode.core.record import Record
+from meshnode.core.session import (
+    Channel,
+    Event,
+    HaveAnnounced,
+    PeerSession,
+    RecordsReceived,
+    RecordsWanted,
+    SessionClosed,
+    SessionConfig,
+)
+from meshnode.node import Node
+
+
+@dataclass(slots=True)
+class Output:
+    dirty: set[int] = field(default_factory=set)  # sessions with bytes to send
+    stored: list[Record] = field(default_factory=list)
+    closed: list[tuple[int, SessionClosed]] = field(default_factory=list)
+    misbehaved: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Peer:
+    """A session and what the runtime knows of the connection under it."""
+
+    id: int
+    node: bytes
+    session: PeerSession
+    address: str
+    since_ms: int
+
+
+class Mesh:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        agent: str,
+        listen: Sequence[str] = (),
+        nonce: Callable[[], int],
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.agent = agent
+        self.listen = tuple(listen)
+        self.config = config or SessionConfig()
+        self.peers: dict[int, Peer] = {}
+        self._nonce = nonce
+        self._ids = itertools.count(1)
+        self._items: SortedItems | None = None
+        self._items_now_ms = 0
+
+    # -- sessions -----------------------------------------------------------------
+
+    def open(
+        self,
+        *,
+        remote: bytes,
+        initiator: bool,
+        channel: Channel,
+        address: str,
+        now: float,
+        now_ms: int,
+    ) -> tuple[int, Output]:
+        """Start a session over a finished handshake; keep one session per remote node.
+
+        Two nodes that dial each other at once end up with two connections. Both
+        keep the one dialed by the node with the smaller public key, so they agree
+        without talking about it; with the same dialer, the older one stays.
+        """
+        self._items_now_ms = now_ms
+        hello = m.Hello(m.PROTOCOL_VERSION, (), self.listen, self.agent)
+        session = PeerSession(
+            initiator=initiator,
+            channel=channel,
+            items=self.items,
+            hello=hello,
+            now=now,
+            nonce=self._nonce,
+            config=self.config,
+        )
+        peer = Peer(next(self._ids), remote, session, address, now_ms)
+        self.peers[peer.id] = peer
+        out = Output(dirty={peer.id})
+        for other in list(self.peers.values()):
+            if other is peer or other.node != remote or other.session.closed:
+                continue
+            loser = peer if self._dialer(other) == self._dialer(peer) else None
+            if loser is None:
+                preferred = min(self.node.identity.public_key, remote)
+                loser = peer if self._dialer(other) == preferred else other
+            out.closed.append(
+                (loser.id, loser.session.close(m.GoodbyeCode.DUPLICATE, "already connected"))
+            )
+            out.dirty.add(loser.id)
+        return peer.id, out
+
+    def _dialer(self, peer: Peer) -> bytes:
+        return self.node.identity.public_key if peer.session.initiator else peer.node
+
+    def receive(self, peer_id: int, data: bytes, now: float, now_ms: int) -> Output:
+        out = Output()
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return out
+        self._items_now_ms = now_ms
+        self._handle(peer, peer.session.receive_data(data, now), now_ms, out)
+        return out
+
+    def drop(self, peer_id: int) -> None:
+        """The connection is gone; forget the session."""
+        self.peers.pop(peer_id, None)
+
+    def take_data(self, peer_id: int) -> bytes:
+        peer = self.peers.get(peer_id)
+        return b"" if peer is None else peer.session.data_to_send()
+
+    def is_closed(self, peer_id: int) -> bool:
+        peer = self.peers.get(peer_id)
+        return peer is None or peer.session.closed
+
+    def close_all(self, code: int, reason: str) -> Output:
+        out = Output()
+        for peer in self.peers.values():
+            out.closed.append((peer.id, peer.session.close(code, reason)))
+            out.dirty.add(peer.id)
+        return out
+
+    def next_timer(self) -> float:
+        return min((p.session.next_timer() for p in self.peers.values()), default=float("inf"))
+
+    def handle_timers(self, now: float, now_ms: int) -> Output:
+        out = Output()
+        self._items_now_ms = now_ms
+        for peer in list(self.peers.values()):
+            if peer.session.next_timer() <= now:
+                self._handle(peer, peer.session.handle_timer(now), now_ms, out)
+                out.dirty.add(peer.id)
+        return out
+
+    # -- local records ------------------------------------------------------------
+
+    def publish(
+        self, key: str, value: Value, *, ttl_ms: int | None, now_ms: int
+    ) -> tuple[Record, Output]:
+        record = self.node.publish(key, value, now_ms=now_ms, ttl_ms=ttl_ms)
+        return record, self._stored([record], source=None)
+
+    def delete(self, key: str, *, now_ms: int) -> tuple[Record, Output]:
+        record = self.node.delete(key, now_ms=now_ms)
+        return record, self._stored([record], source=None)
+
+    def ingest(self, raws: Sequence[bytes], now_ms: int) -> Output:
+        """Records from outside any session (a bundle, a test): verify, store, relay."""
+        report = self.node.ingest(raws, now_ms=now_ms)
+        return self._stored(report.result.stored, source=None)
+
+    def items(self) -> ItemIndex:
+        """The Negentropy item set of live records, rebuilt only after changes."""
+        if self._items is None:
+            self._items = SortedItems(self.node.store.items(self._items_now_ms))
+        return self._items
+
+    def forget_items(self) -> None:
+        """Records were removed behind our back (a purge): rebuild the set when next needed."""
+        self._items = None
+
+    # -- events -------------------------------------------------------------------
+
+    def _handle(self, peer: Peer, events: Sequence[Event], now_ms: int, out: Output) -> None:
+        out.dirty.add(peer.id)
+        store = self.node.store
+        for event in events:
+            match event:
+                case RecordsReceived(raws):
+                    report = self.node.ingest(raws, now_ms=now_ms)
+                    self._merge(out, self._stored(report.result.stored, source=peer.id))
+                    if report.rejected:
+                        reason = f"invalid record: {report.rejected[0]}"
+                        out.closed.append(
+                            (peer.id, peer.session.close(m.GoodbyeCode.INVALID_RECORD, reason))
+                        )
+                        out.misbehaved.append(peer.node)
+                        return
+                case RecordsWanted(ids):
+                    peer.session.send_records(store.raw_by_ids(ids, now_ms))
+                case HaveAnnounced(ids):
+                    wanted = store.missing(ids)
+                    if wanted:
+                        peer.session.want(wanted)
+                case SessionClosed(code, _, _) as closed:
+                    out.closed.append((peer.id, closed))
+                    if code == m.GoodbyeCode.PROTOCOL and not closed.by_peer:
+                        out.misbehaved.append(peer.node)
+
+    def _stored(self, records: list[Record], source: int | None) -> Output:
+        out = Output(stored=list(records))
+        if not records:
+            return out
+        self._items = None
+        raws = [r.raw for r in records]
+        for peer in self.peers.values():
+            if peer.id != source and not peer.session.closed:
+                peer.session.push(raws)
+                out.dirty.add(peer.id)
+        return out
+
+    @staticmethod
+    def _merge(into: Output, other: Output) -> None:
+        into.dirty |= other.dirty
+        into.stored.extend(other.stored)
+        into.closed.extend(other.closed)
+        into.misbehaved.extend(other.misbehaved)
