@@ -14,12 +14,15 @@ import base64
 import json
 import os
 import re
+import secrets
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from meshnode import __version__, paths
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.core.netkey import NETWORK_KEY_SIZE, encode_network_key
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 
 EXIT_OK = 0
@@ -83,16 +86,57 @@ def show_value(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from meshnode import config
     from meshnode.runtime.daemon import DaemonConfig, StartupError, run, setup_logging
 
     setup_logging(args.log_level)
     home = paths.data_dir(args.data_dir, os.environ)
     try:
-        run(DaemonConfig(home, paths.socket_path(home, args.socket, os.environ)))
+        settings = config.load(
+            home,
+            listen=args.listen,
+            peers=args.peer,
+            network_key=args.network_key,
+            env=os.environ,
+        )
+        run(
+            DaemonConfig(
+                home,
+                paths.socket_path(home, args.socket, os.environ),
+                network_key=settings.network_key,
+                listen=settings.listen,
+                peers=settings.peers,
+            )
+        )
+    except config.ConfigError as exc:
+        print(f"meshnode: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (StartupError, paths.PathError) as exc:
         print(f"meshnode: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def cmd_network_new(args: argparse.Namespace) -> int:
+    print(encode_network_key(secrets.token_bytes(NETWORK_KEY_SIZE)))
+    return EXIT_OK
+
+
+def cmd_peers(client: Client, args: argparse.Namespace) -> int:
+    for peer in client.call("peers"):
+        if args.json:
+            print(dumps(peer))
+        else:
+            print(
+                f"{peer['node_id']}  {peer['address']:<24} {peer['direction']:<3}"
+                f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
+                f"  records {peer['records_in']}/{peer['records_out']}"
+            )
+    return EXIT_OK
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
 def cmd_id(client: Client, args: argparse.Namespace) -> int:
@@ -236,7 +280,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="how much to log to stderr (default: info)",
     )
+    run.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="accept peers here (repeatable; default :7744, every interface, IPv4 and IPv6)",
+    )
+    run.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="keep a connection to this peer (repeatable; also 'peers' in config.toml)",
+    )
+    run.add_argument(
+        "--network-key",
+        metavar="KEY",
+        help="join the mesh of this key (mesh1...; default $MESHNODE_NETWORK_KEY, else public)",
+    )
     run.set_defaults(handler=None)
+    network = sub.add_parser("network", help="network keys")
+    network_sub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
+    new = network_sub.add_parser("new", help="print a fresh network key to share as an invite")
+    new.set_defaults(handler=None, offline=cmd_network_new)
 
     def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common, reading], help=help_text)
@@ -244,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("id", cmd_id, "print this node's id")
+    command("peers", cmd_peers, "list connected peers")
     command("status", cmd_status, "show the node's state")
     p = command("publish", cmd_publish, "sign and store a record")
     p.add_argument("key", help="the record's key, such as profile/name")
@@ -288,6 +355,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if getattr(args, "offline", None) is not None:
+        return int(args.offline(args))
     if args.handler is None:
         try:
             return cmd_run(args)

@@ -53,11 +53,12 @@ class Daemon:
     def cli_args(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--socket", str(self.socket)]
 
-    def start(self, wait: bool = True, *extra: str) -> Daemon:
+    def start(self, *extra: str, wait: bool = True) -> Daemon:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+        listen = () if "--listen" in extra else ("--listen", "127.0.0.1:0")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshnode", "run", *self.cli_args, *extra],
+            [sys.executable, "-m", "meshnode", "run", *self.cli_args, *listen, *extra],
             stdout=log,
             stderr=log,
         )
@@ -82,6 +83,12 @@ class Daemon:
 
     def client(self) -> Client:
         return Client(self.socket, timeout=10)
+
+    @property
+    def peer_address(self) -> str:
+        """Where this daemon accepts peers (it listens on an ephemeral loopback port)."""
+        with self.client() as client:
+            return str(client.status()["listening"][0])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

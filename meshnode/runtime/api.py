@@ -16,9 +16,9 @@ from typing import Any
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
 from meshnode.core.record import Record, RecordError
-from meshnode.node import ClockUnset, InvalidArgument, Node, NotFound, QuotaExceeded
-from meshnode.runtime.storethread import StoreThread
-from meshnode.runtime.watch import WatchHub
+from meshnode.mesh import Output
+from meshnode.node import ClockUnset, InvalidArgument, NotFound, QuotaExceeded
+from meshnode.runtime.peers import PeerService
 from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
 
@@ -96,10 +96,12 @@ class Args:
 
 
 class Api:
-    def __init__(self, node: Node, store_thread: StoreThread, hub: WatchHub, paths: Paths) -> None:
-        self.node = node
-        self.store_thread = store_thread
-        self.hub = hub
+    def __init__(self, peers: PeerService, paths: Paths) -> None:
+        self.peers = peers
+        self.mesh = peers.mesh
+        self.node = peers.mesh.node
+        self.store_thread = peers.store_thread
+        self.hub = peers.hub
         self.paths = paths
         self.started_ms = wall_clock_ms()
         self.started_monotonic = time.monotonic()
@@ -112,6 +114,7 @@ class Api:
             "get": self.get,
             "query": self.query,
             "delete": self.delete,
+            "peers": self.peer_list,
         }
 
     async def call(self, method: str, params: list[Any]) -> Any:
@@ -166,6 +169,8 @@ class Api:
             "socket": self.paths.socket,
             "clients": self.clients,
             "watches": len(self.hub),
+            "peers": len(self.mesh.peers),
+            "listening": list(self.peers.listening),
         }
 
     async def publish(self, args: Args) -> dict[str, Any]:
@@ -173,22 +178,24 @@ class Api:
         value = args.take("value", object)
         ttl_ms = args.take("ttl_ms", int, None)
         args.done()
-        record = await self.store_thread.run(self._publish, key, value, ttl_ms)
-        self.hub.publish([record])
+        record, _ = await self.peers.call(self._publish, key, value, ttl_ms)
         return record_view(record)
 
-    def _publish(self, key: str, value: Any, ttl_ms: int | None) -> Record:
-        return self.node.publish(key, value, now_ms=wall_clock_ms(), ttl_ms=ttl_ms)
+    def _publish(self, key: str, value: Any, ttl_ms: int | None) -> tuple[Record, Output]:
+        return self.mesh.publish(key, value, now_ms=wall_clock_ms(), ttl_ms=ttl_ms)
 
     async def delete(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)
         args.done()
-        record = await self.store_thread.run(self._delete, key)
-        self.hub.publish([record])
+        record, _ = await self.peers.call(self._delete, key)
         return record_view(record)
 
-    def _delete(self, key: str) -> Record:
-        return self.node.delete(key, now_ms=wall_clock_ms())
+    def _delete(self, key: str) -> tuple[Record, Output]:
+        return self.mesh.delete(key, now_ms=wall_clock_ms())
+
+    async def peer_list(self, args: Args) -> list[dict[str, Any]]:
+        args.done()
+        return await self.store_thread.run(self.peers.peer_list)
 
     async def get(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)

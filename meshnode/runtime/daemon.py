@@ -11,17 +11,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from meshnode import __version__, datadir
+from meshnode.addresses import DEFAULT_PORT
+from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from meshnode.mesh import Mesh
 from meshnode.node import Node
 from meshnode.runtime.api import Api, Paths, wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
+from meshnode.runtime.peers import PeerConfig, PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.store.base import StoreError, StoreLimits
@@ -41,6 +47,9 @@ class DaemonConfig:
     data_dir: Path
     socket_path: Path
     limits: StoreLimits = field(default_factory=StoreLimits)
+    network_key: bytes = PUBLIC_NETWORK_KEY
+    listen: Sequence[tuple[str | None, int]] = ((None, DEFAULT_PORT),)
+    peers: Sequence[tuple[str, int]] = ()
 
 
 def setup_logging(level: str) -> None:
@@ -86,17 +95,29 @@ async def _main(config: DaemonConfig, node: Node) -> None:
     except ControlSocketError as exc:
         raise StartupError(str(exc)) from None
     store_thread = StoreThread()
-    api = Api(
+    mesh = Mesh(
         node,
+        agent=f"meshnode/{__version__}",
+        nonce=lambda: secrets.randbits(63),
+    )
+    peers = PeerService(
+        mesh,
         store_thread,
         WatchHub(),
-        Paths(data_dir=str(config.data_dir), socket=str(config.socket_path)),
+        PeerConfig(network_key=config.network_key, listen=config.listen, peers=config.peers),
+        wall_clock_ms,
     )
+    api = Api(peers, Paths(data_dir=str(config.data_dir), socket=str(config.socket_path)))
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, peers)
+            try:
+                await nursery.start(peers.run)
+            except OSError as exc:
+                raise StartupError(f"cannot listen for peers: {exc}") from None
+            mesh.listen = tuple(peers.listening)
             nursery.start_soon(ControlServer(api, listener).serve)
-            nursery.start_soon(_purge_loop, node, store_thread)
+            nursery.start_soon(_purge_loop, mesh, store_thread)
             log.info(
                 "meshnode %s ready: node %s, data dir %s, control socket %s",
                 __version__,
@@ -109,26 +130,34 @@ async def _main(config: DaemonConfig, node: Node) -> None:
         log.info("stopped")
 
 
-async def _stop_on_signal(cancel_scope: trio.CancelScope) -> None:
+async def _stop_on_signal(cancel_scope: trio.CancelScope, peers: PeerService) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, shutting down", signal.Signals(signum).name)
+            await peers.goodbye()
             cancel_scope.cancel()
             return
 
 
-async def _purge_loop(node: Node, store_thread: StoreThread) -> None:
+async def _purge_loop(mesh: Mesh, store_thread: StoreThread) -> None:
     """Drop expired records and old tombstones, now and then, from the store."""
     while True:
         started = trio.current_time()
         try:
-            freed = await store_thread.run(node.store.purge, wall_clock_ms())
+            freed = await store_thread.run(_purge, mesh, wall_clock_ms())
         except StoreError as exc:
             log.error("purging expired records failed: %s", exc)
         else:
             if freed:
                 log.info("purged %d bytes of expired records", freed)
         await trio.sleep_until(started + PURGE_INTERVAL_S)
+
+
+def _purge(mesh: Mesh, now_ms: int) -> int:
+    freed = mesh.node.store.purge(now_ms)
+    if freed:
+        mesh.forget_items()
+    return freed
 
 
 def _unlink_quietly(path: Path) -> None:

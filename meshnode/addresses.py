@@ -1,0 +1,53 @@
+"""``host:port`` strings for listening and dialling, IPv4 and IPv6.
+
+Accepted forms: ``192.0.2.10:7744``, ``[2001:db8::5]:7744``, ``node.local:7744``,
+``:7744`` (every interface, IPv4 and IPv6), and a bare host, which takes the
+default port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+DEFAULT_PORT = 7744
+
+
+class AddressError(ValueError):
+    """A string that is not a usable ``host:port``."""
+
+
+def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> tuple[str | None, int]:
+    """(host, port); host None means every interface (for listening)."""
+    text = text.strip()
+    if not text:
+        raise AddressError("an address is host:port, e.g. 192.0.2.10:7744")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise AddressError(f"invalid address {text!r}: missing ']'")
+        host: str | None = text[1:end]
+        rest = text[end + 1 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise AddressError(f"invalid address {text!r}: not an IPv6 address") from None
+        if rest and not rest.startswith(":"):
+            raise AddressError(f"invalid address {text!r}: expected ':' after ']'")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:
+        raise AddressError(f"invalid address {text!r}: write IPv6 addresses as [addr]:port")
+    else:
+        host, _, port_text = text.partition(":")
+    if not port_text:
+        port = default_port
+    elif port_text.isdigit() and 0 <= int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise AddressError(f"invalid address {text!r}: port must be 0 to 65535")
+    return (host or None), port
+
+
+def format_address(host: str | None, port: int) -> str:
+    if host is None:
+        return f":{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,311 @@
+"""The peer edge: TCP listeners and dialers that feed bytes to the ``Mesh``.
+
+Every connection runs the handshake under a deadline, then two tasks: a
+reader that hands received bytes to the mesh and a writer that sends what the
+mesh has for the peer. All calls into the mesh go through the store thread,
+one at a time, so the mesh (and its sessions) are only ever touched by one
+thread; the trio thread only moves bytes. A dial loop per configured peer
+reconnects with exponential backoff and jitter. Peers that break the protocol
+or send invalid records are not redialled, nor accepted, for a while.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from meshnode.addresses import format_address
+from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
+from meshnode.core.messages import GoodbyeCode
+from meshnode.core.nodeid import encode_node_id
+from meshnode.mesh import Mesh, Output
+from meshnode.runtime.storethread import StoreThread
+from meshnode.runtime.watch import WatchHub
+from meshnode.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    network_key: bytes
+    listen: Sequence[tuple[str | None, int]] = ()
+    peers: Sequence[tuple[str, int]] = ()
+    handshake_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    ban_seconds: float = 600.0
+
+
+class Doorbell:
+    """Wakes one waiting task; rings while nobody waits are remembered once."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[None](1)
+
+    def ring(self) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait(None)
+
+    async def wait(self) -> None:
+        await self._receive.receive()
+
+
+@dataclass(eq=False)
+class Connection:
+    stream: trio.abc.Stream
+    address: str
+    initiator: bool
+    doorbell: Doorbell = field(default_factory=Doorbell)
+
+
+class PeerService:
+    def __init__(
+        self,
+        mesh: Mesh,
+        store_thread: StoreThread,
+        hub: WatchHub,
+        config: PeerConfig,
+        wall_clock_ms: Any,
+    ) -> None:
+        self.mesh = mesh
+        self.store_thread = store_thread
+        self.hub = hub
+        self.config = config
+        self._wall_clock_ms = wall_clock_ms
+        self._static_key = X25519PrivateKey.generate()  # fresh per process, never on disk
+        self._replays = ReplayCache()
+        self._connections: dict[int, Connection] = {}
+        self._bans: dict[bytes, float] = {}
+        self._timer_bell = Doorbell()
+        self.listening: list[str] = []
+
+    # -- what the rest of the daemon uses -----------------------------------------
+
+    def apply(self, out: Output) -> None:
+        """Act on a mesh call's output, on the trio thread."""
+        for peer_id in out.dirty:
+            connection = self._connections.get(peer_id)
+            if connection is not None:
+                connection.doorbell.ring()
+        if out.stored:
+            self.hub.publish(out.stored)
+        for node in out.misbehaved:
+            log.warning("peer %s misbehaved; not talking to it for a while", encode_node_id(node))
+            self._bans[node] = trio.current_time() + self.config.ban_seconds
+        self._timer_bell.ring()
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run a mesh method on the store thread and apply its output."""
+        result = await self.store_thread.run(fn, *args)
+        out = result[1] if isinstance(result, tuple) else result
+        self.apply(out)
+        return result
+
+    def peer_list(self) -> list[dict[str, Any]]:
+        found = []
+        for peer in list(self.mesh.peers.values()):
+            stats = peer.session.stats
+            found.append(
+                {
+                    "node_id": encode_node_id(peer.node),
+                    "address": peer.address,
+                    "direction": "out" if peer.session.initiator else "in",
+                    "since_ms": peer.since_ms,
+                    "bytes_in": stats.bytes_in,
+                    "bytes_out": stats.bytes_out,
+                    "records_in": stats.records_in,
+                    "records_out": stats.records_out,
+                    "state": peer.session.state.value,
+                }
+            )
+        return found
+
+    # -- tasks ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for host, port in self.config.listen:
+                listeners = await trio.open_tcp_listeners(port, host=host)
+                for listener in listeners:
+                    sockname = listener.socket.getsockname()
+                    self.listening.append(format_address(sockname[0], sockname[1]))
+                    nursery.start_soon(self._serve, listener)
+            if self.listening:
+                log.info("listening for peers on %s", ", ".join(self.listening))
+            for host, port in self.config.peers:
+                nursery.start_soon(self._dial_loop, host, port)
+            nursery.start_soon(self._timers)
+            task_status.started()
+
+    async def _serve(self, listener: trio.SocketListener) -> None:
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                stream = await listener.accept()
+                address = _peer_address(stream)
+                nursery.start_soon(self._guarded, stream, False, address)
+
+    async def _dial_loop(self, host: str, port: int) -> None:
+        address = format_address(host, port)
+        delay = self.config.backoff_initial
+        while True:
+            stream: trio.SocketStream | None = None
+            with trio.move_on_after(self.config.connect_timeout):
+                try:
+                    stream = await trio.open_tcp_stream(host, port)
+                except OSError as exc:
+                    log.debug("cannot reach %s: %s", address, exc)
+            if stream is not None:
+                outcome = await self._guarded(stream, True, address)
+                if outcome == "self":
+                    log.info("%s is this node itself; not dialling it again", address)
+                    return
+                if outcome == "session":
+                    delay = self.config.backoff_initial
+            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.config.backoff_max)
+
+    async def _guarded(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
+        """Run one connection; whatever happens, the daemon carries on."""
+        outcome = "lost"
+        try:
+            async with stream:
+                outcome = await self._connection(stream, initiator, address)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass  # the peer went away
+        except* StoreError as group:
+            log.error("store error with peer %s: %s", address, group.exceptions[0])
+        except* Exception:
+            log.exception("a connection with %s failed; the daemon carries on", address)
+        return outcome
+
+    async def _connection(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
+        handshake = PeerHandshake(
+            initiator=initiator,
+            identity=self.mesh.node.identity,
+            static_key=self._static_key,
+            network_key=self.config.network_key,
+            rng=lambda: secrets.token_bytes(32),
+            replay_cache=None if initiator else self._replays,
+        )
+        with trio.move_on_after(self.config.handshake_timeout) as deadline:
+            try:
+                await stream.send_all(handshake.start())
+                while handshake.established is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        return "lost"
+                    answer = handshake.receive_data(data)
+                    if answer:
+                        await stream.send_all(answer)
+            except HandshakeError as exc:
+                log.info("handshake with %s failed: %s", address, exc)
+                return "self" if exc.reason == "self" else "handshake"
+        if deadline.cancelled_caught or handshake.established is None:
+            log.info("handshake with %s timed out", address)
+            return "handshake"
+        established = handshake.established
+        banned_until = self._bans.get(established.remote_node, 0.0)
+        if banned_until > trio.current_time():
+            return "banned"
+        peer_id, out = await self.store_thread.run(
+            self._open, established, initiator, address, trio.current_time()
+        )
+        connection = Connection(stream, address, initiator)
+        self._connections[peer_id] = connection
+        log.info(
+            "connected to %s at %s (%s)",
+            encode_node_id(established.remote_node),
+            address,
+            "out" if initiator else "in",
+        )
+        self.apply(out)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, peer_id, connection, nursery.cancel_scope)
+                if established.leftover:
+                    await self.call(
+                        self._receive, peer_id, established.leftover, trio.current_time()
+                    )
+                await self._reader(peer_id, connection)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._connections.pop(peer_id, None)
+            await self.store_thread.run(self.mesh.drop, peer_id)
+            log.info("disconnected from %s", address)
+        return "session"
+
+    def _open(
+        self, established: Established, initiator: bool, address: str, now: float
+    ) -> tuple[int, Output]:
+        return self.mesh.open(
+            remote=established.remote_node,
+            initiator=initiator,
+            channel=established.channel,
+            address=address,
+            now=now,
+            now_ms=self._wall_clock_ms(),
+        )
+
+    def _receive(self, peer_id: int, data: bytes, now: float) -> Output:
+        return self.mesh.receive(peer_id, data, now, self._wall_clock_ms())
+
+    async def _reader(self, peer_id: int, connection: Connection) -> None:
+        while True:
+            data = await connection.stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                return
+            await self.call(self._receive, peer_id, data, trio.current_time())
+            if await self.store_thread.run(self.mesh.is_closed, peer_id):
+                return
+
+    async def _writer(self, peer_id: int, connection: Connection, scope: trio.CancelScope) -> None:
+        while True:
+            await connection.doorbell.wait()
+            data, closed = await self.store_thread.run(self._take, peer_id)
+            if data:
+                await connection.stream.send_all(data)
+            if closed:
+                scope.cancel()
+                return
+
+    def _take(self, peer_id: int) -> tuple[bytes, bool]:
+        return self.mesh.take_data(peer_id), self.mesh.is_closed(peer_id)
+
+    async def _timers(self) -> None:
+        while True:
+            next_timer = await self.store_thread.run(self.mesh.next_timer)
+            with trio.move_on_at(min(next_timer, trio.current_time() + 1.0)):
+                await self._timer_bell.wait()
+                continue
+            await self.call(self.mesh.handle_timers, trio.current_time(), self._wall_clock_ms())
+
+    async def goodbye(self) -> None:
+        """Tell every peer we are leaving, best effort, before the daemon exits."""
+        out = await self.store_thread.run(self.mesh.close_all, GoodbyeCode.NORMAL, "shutting down")
+        with trio.move_on_after(0.5):
+            for peer_id in out.dirty:
+                connection = self._connections.get(peer_id)
+                if connection is not None:
+                    data = await self.store_thread.run(self.mesh.take_data, peer_id)
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await connection.stream.send_all(data)
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return format_address(host, port)
