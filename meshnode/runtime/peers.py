@@ -67,6 +67,7 @@ class Connection:
     stream: trio.abc.Stream
     address: str
     initiator: bool
+    handshake_bytes: int
     doorbell: Doorbell = field(default_factory=Doorbell)
 
 
@@ -117,6 +118,7 @@ class PeerService:
         found = []
         for peer in list(self.mesh.peers.values()):
             stats = peer.session.stats
+            connection = self._connections.get(peer.id)
             found.append(
                 {
                     "node_id": encode_node_id(peer.node),
@@ -128,6 +130,16 @@ class PeerService:
                     "records_in": stats.records_in,
                     "records_out": stats.records_out,
                     "state": peer.session.state.value,
+                    "handshake_bytes": connection.handshake_bytes if connection else 0,
+                    "reconcile_bytes_in": stats.reconcile_bytes_in,
+                    "reconcile_bytes_out": stats.reconcile_bytes_out,
+                    "reconcile_messages": stats.reconcile_messages,
+                    "reconcile_rounds": stats.reconcile_rounds,
+                    "last_reconcile": {
+                        "have": stats.last_reconcile[0],
+                        "need": stats.last_reconcile[1],
+                    },
+                    "pushes_dropped": stats.pushes_dropped,
                 }
             )
         return found
@@ -199,14 +211,18 @@ class PeerService:
             rng=lambda: secrets.token_bytes(32),
             replay_cache=None if initiator else self._replays,
         )
+        handshake_bytes = 0
         with trio.move_on_after(self.config.handshake_timeout) as deadline:
             try:
-                await stream.send_all(handshake.start())
+                first = handshake.start()
+                handshake_bytes += len(first)
+                await stream.send_all(first)
                 while handshake.established is None:
                     data = await stream.receive_some(RECEIVE_SIZE)
                     if not data:
                         return "lost"
                     answer = handshake.receive_data(data)
+                    handshake_bytes += len(data) + len(answer)
                     if answer:
                         await stream.send_all(answer)
             except HandshakeError as exc:
@@ -222,7 +238,9 @@ class PeerService:
         peer_id, out = await self.store_thread.run(
             self._open, established, initiator, address, trio.current_time()
         )
-        connection = Connection(stream, address, initiator)
+        connection = Connection(
+            stream, address, initiator, handshake_bytes - len(established.leftover)
+        )
         self._connections[peer_id] = connection
         log.info(
             "connected to %s at %s (%s)",
