@@ -37,6 +37,7 @@ from meshnode.core.negentropy import (
 )
 
 RECORD_BATCH_BYTES = 256 * 1024
+LAG_CHECK_INTERVAL = 1.0  # how often a lagging session looks whether it may reconcile
 
 
 class Channel(Protocol):
@@ -243,6 +244,7 @@ class PeerSession:
             self._last_received + self.config.idle_timeout,
             self._last_sent + self.config.ping_interval,
             self._next_reconcile,
+            self._clock + LAG_CHECK_INTERVAL if self._lagging else float("inf"),
         )
 
     def handle_timer(self, now: float) -> list[Event]:

@@ -1,0 +1,125 @@
+"""Generate ``peer.json``: a fixed peer-protocol transcript, byte for byte.
+
+Run from the repository root: ``python protocol/vectors/generate_peer.py``.
+Every key and random value is fixed below, and Ed25519 and the Noise
+handshake are deterministic given them, so a second implementation fed the
+same inputs must produce exactly these bytes. ``tests/test_peer_vectors.py``
+checks that the committed file is what this script produces and that a
+responder reading the initiator's bytes (and back) gets these messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from meshnode.core import messages as m
+from meshnode.core.handshake import BINDING_CONTEXT, PROLOGUE, PROTOCOL_NAME, PeerHandshake
+from meshnode.core.identity import Identity
+from meshnode.core.negentropy import SINGLE_FIRST, Initiator, Responder, SortedItems
+from meshnode.core.record import sign_record
+from meshnode.store.base import reconcile_timestamp
+
+OUT = Path(__file__).with_name("peer.json")
+T0 = 1_790_000_000_000
+
+
+def _seed(label: str) -> bytes:
+    return hashlib.sha256(f"meshnode peer vector {label}".encode()).digest()
+
+
+def _wire(sender: Any, message: m.Message) -> dict[str, str]:
+    plain = m.encode(message)
+    return {
+        "message": type(message).__name__.lower(),
+        "plaintext": plain.hex(),
+        "wire": sender.seal(plain).hex(),
+    }
+
+
+def build() -> dict[str, Any]:
+    alice, bob = Identity(_seed("alice identity")), Identity(_seed("bob identity"))
+    network_key = _seed("network key")
+    keys = {
+        name: _seed(name)
+        for name in ("alice static", "bob static", "alice ephemeral", "bob ephemeral")
+    }
+    initiator = PeerHandshake(
+        initiator=True,
+        identity=alice,
+        static_key=X25519PrivateKey.from_private_bytes(keys["alice static"]),
+        network_key=network_key,
+        rng=lambda: keys["alice ephemeral"],
+    )
+    responder = PeerHandshake(
+        initiator=False,
+        identity=bob,
+        static_key=X25519PrivateKey.from_private_bytes(keys["bob static"]),
+        network_key=network_key,
+        rng=lambda: keys["bob ephemeral"],
+    )
+    msg1 = initiator.start()
+    msg2 = responder.receive_data(msg1)
+    msg3 = initiator.receive_data(msg2)
+    responder.receive_data(msg3)
+    a, b = initiator.established, responder.established
+    assert a is not None and b is not None
+
+    shared = sign_record(alice, seq=1, key="profile/name", value="Alice", created_ms=T0)
+    only_alice = sign_record(alice, seq=2, key="offer/tea", value="hot", created_ms=T0 + 1000)
+    alice_items = SortedItems(
+        (reconcile_timestamp(r.created_ms), r.id) for r in (shared, only_alice)
+    )
+    bob_items = SortedItems([(reconcile_timestamp(shared.created_ms), shared.id)])
+    round_ = Initiator(alice_items, strategy=SINGLE_FIRST, frame_size_limit=60_000)
+    bob_round = Responder(bob_items, strategy=SINGLE_FIRST, frame_size_limit=60_000)
+    transcript = [
+        ("alice", _wire(a.channel, m.Hello(1, (), ("192.0.2.1:7744",), "meshnode/0.1.0"))),
+        ("bob", _wire(b.channel, m.Hello(1, (), (), "meshnode/0.1.0"))),
+    ]
+    outgoing: bytes | None = round_.initiate()
+    have: tuple[bytes, ...] = ()
+    while outgoing is not None:
+        transcript.append(("alice", _wire(a.channel, m.Reconcile(True, outgoing))))
+        reply = bob_round.reconcile(outgoing)
+        transcript.append(("bob", _wire(b.channel, m.Reconcile(False, reply))))
+        step = round_.reconcile(reply)
+        have += step.have_ids
+        outgoing = step.message
+    assert have == (only_alice.id,)
+    transcript += [
+        ("alice", _wire(a.channel, m.Records((only_alice.raw,)))),
+        ("bob", _wire(b.channel, m.Want((shared.id,)))),
+        ("alice", _wire(a.channel, m.Ping(42))),
+        ("bob", _wire(b.channel, m.Pong(42))),
+        ("alice", _wire(a.channel, m.Goodbye(0, "shutting down"))),
+    ]
+    return {
+        "protocol": PROTOCOL_NAME,
+        "prologue": PROLOGUE.hex(),
+        "binding_context": BINDING_CONTEXT.hex(),
+        "network_key": network_key.hex(),
+        "alice_identity_seed": alice.seed().hex(),
+        "bob_identity_seed": bob.seed().hex(),
+        "alice_node_id": alice.node_id,
+        "bob_node_id": bob.node_id,
+        **{name.replace(" ", "_"): value.hex() for name, value in keys.items()},
+        "handshake": {"message1": msg1.hex(), "message2": msg2.hex(), "message3": msg3.hex()},
+        "handshake_hash": a.handshake_hash.hex(),
+        "records": {"shared": shared.raw.hex(), "only_alice": only_alice.raw.hex()},
+        "transcript": [{"from": who, **entry} for who, entry in transcript],
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render(), encoding="utf-8")
+    sys.stderr.write(f"wrote {OUT}\n")

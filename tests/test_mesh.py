@@ -1,0 +1,239 @@
+"""Gossip between nodes (protocol/peer.md §5), on the deterministic in-memory network."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshnode.core import messages as m
+from meshnode.core.session import SessionConfig, State
+from tests.helpers import identity, record
+from tests.meshnet import Network, PlainChannel
+
+
+def line(n: int) -> Network:
+    net = Network()
+    for i in range(n):
+        net.add(i)
+    for i in range(n - 1):
+        net.connect(i, i + 1)
+    net.settle()
+    return net
+
+
+def test_a_record_reaches_the_far_end_of_a_line_through_relays() -> None:
+    net = line(5)
+    record, _ = net.nodes[0].publish("offer/tea", "hot", ttl_ms=None, now_ms=net.now_ms)
+    net.settle()
+    for mesh in net.nodes:
+        assert mesh.node.store.get(record.author, "offer/tea", net.now_ms) == record
+
+
+def test_a_relayed_record_is_never_sent_back_nor_twice() -> None:
+    net = line(3)
+    net.nodes[0].publish("a", 1, ttl_ms=None, now_ms=net.now_ms)
+    net.settle()
+    middle = net.nodes[1]
+    towards_start, towards_end = (p.session.stats for p in middle.peers.values())
+    assert (towards_start.records_in, towards_start.records_out) == (1, 0)
+    assert (towards_end.records_in, towards_end.records_out) == (0, 1)
+
+
+def test_a_node_that_was_away_catches_up_when_it_returns() -> None:
+    net = line(3)
+    link = net.links[1]
+    net.disconnect(link)
+    net.nodes[0].publish("while/away", 1, ttl_ms=None, now_ms=net.now_ms)
+    net.nodes[2].publish("meanwhile", 2, ttl_ms=None, now_ms=net.now_ms)
+    net.nodes[2].publish("meanwhile", 3, ttl_ms=None, now_ms=net.now_ms + 1)
+    net.settle()
+    net.connect(1, 2)
+    net.settle()
+    assert net.keys(0) == net.keys(1) == net.keys(2)
+    assert len(net.keys(2)) == 2
+    latest = net.nodes[0].node.store.get(
+        net.nodes[2].node.identity.public_key, "meanwhile", net.now_ms
+    )
+    assert latest is not None and latest.value == 3
+
+
+def test_deletions_spread() -> None:
+    net = line(3)
+    net.nodes[2].publish("offer/x", "y", ttl_ms=None, now_ms=net.now_ms)
+    net.settle()
+    net.nodes[2].delete("offer/x", now_ms=net.now_ms + 1)
+    net.settle()
+    author = net.nodes[2].node.identity.public_key
+    kept = net.nodes[0].node.store.get(author, "offer/x", net.now_ms)
+    assert kept is not None and kept.is_tombstone
+
+
+def test_nodes_in_sync_reconcile_in_one_round_trip_of_a_few_bytes() -> None:
+    net = Network()
+    a, b = net.add(0), net.add(1)
+    shared = [record(identity(n % 10), f"k/{n}").raw for n in range(500)]
+    a.ingest(shared, net.now_ms)
+    b.ingest(shared, net.now_ms)
+    net.connect(0, 1)
+    net.settle()
+    stats = next(iter(a.peers.values())).session.stats
+    assert stats.reconcile_messages == 2
+    assert stats.reconcile_bytes_in + stats.reconcile_bytes_out <= 40
+    assert stats.records_in == stats.records_out == 0
+
+
+@settings(max_examples=40)
+@given(
+    st.sets(st.integers(0, 59), max_size=60),
+    st.sets(st.integers(0, 59), max_size=60),
+    st.integers(0, 3),
+)
+def test_any_two_nodes_converge_to_the_union(mine: set[int], theirs: set[int], seed: int) -> None:
+    pool = POOL
+    net = Network(seed=seed)
+    a, b = net.add(0), net.add(1)
+    a.ingest([pool[i] for i in mine], net.now_ms)
+    b.ingest([pool[i] for i in theirs], net.now_ms)
+    net.connect(0, 1)
+    net.settle()
+    union = {(p.author, p.key) for p in (POOL_RECORDS[i] for i in mine | theirs)}
+    assert net.keys(0) == net.keys(1) == union
+    sent = sum(p.session.stats.records_out for mesh in net.nodes for p in mesh.peers.values())
+    assert sent == len(mine ^ theirs)  # cost follows the difference
+
+
+POOL_RECORDS = [
+    record(identity(n % 7), f"pool/{n}", value=n, created_ms=1_790_000_000_000 + n * 997)
+    for n in range(60)
+]
+POOL = [r.raw for r in POOL_RECORDS]
+
+
+def test_a_peer_sending_an_invalid_record_is_cut_off_and_reported() -> None:
+    net = line(2)
+    forged = bytearray(record(identity(9), "x").raw)
+    forged[-1] ^= 1
+    victim = net.nodes[1]
+    peer_id = next(iter(victim.peers))
+    session = victim.peers[peer_id].session
+    out = victim.receive(
+        peer_id, PlainChannel().seal(m.encode(m.Records((bytes(forged),)))), net.now, net.now_ms
+    )
+    assert session.state is State.CLOSED
+    assert out.misbehaved == [net.nodes[0].node.identity.public_key]
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.INVALID_RECORD]
+    assert b"\x07\x02" in victim.take_data(peer_id)  # goodbye, code 2
+
+
+def test_garbage_from_a_peer_ends_the_session_as_a_protocol_violation() -> None:
+    net = line(2)
+    victim = net.nodes[1]
+    peer_id = next(iter(victim.peers))
+    out = victim.receive(peer_id, b"\xc1\xc1\xc1", net.now, net.now_ms)
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.PROTOCOL]
+    assert out.misbehaved
+
+
+def test_the_first_message_must_be_hello() -> None:
+    net = Network()
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+    )
+    out = mesh.receive(peer_id, m.encode(m.Ping(1)), 0, net.now_ms)
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.PROTOCOL]
+
+
+def test_both_ends_keep_the_same_one_of_two_duplicate_connections() -> None:
+    net = Network()
+    net.add(0)
+    net.add(1)
+    first = net.connect(0, 1)
+    second = net.connect(1, 0)
+    kept = []
+    for link in (first, second):
+        a_open = not net.nodes[link.a].peers[link.a_peer].session.closed
+        b_open = not net.nodes[link.b].peers[link.b_peer].session.closed
+        assert a_open == b_open
+        kept.append(a_open)
+    assert sorted(kept) == [False, True]
+    smaller = min(range(2), key=lambda i: net.nodes[i].node.identity.public_key)
+    survivor = first if kept[0] else second
+    assert survivor.a == smaller  # the survivor was dialed by the smaller key
+
+
+def test_quiet_sessions_ping_and_silent_ones_close() -> None:
+    net = line(2)
+    net.advance(15)
+    assert all(mesh.peers[next(iter(mesh.peers))].session.outbox_size for mesh in net.nodes)
+    net.settle()  # pings and pongs flow: both stay open
+    outs = net.advance(44)
+    assert not any(o.closed for o in outs)
+    net.links.clear()  # the wire goes dead: nothing is delivered any more
+    outs = net.advance(46)
+    assert {closed.code for o in outs for _, closed in o.closed} == {m.GoodbyeCode.IDLE}
+
+
+def test_the_dialer_reconciles_periodically() -> None:
+    net = line(2)
+    dialer = next(iter(net.nodes[0].peers.values())).session
+    assert dialer.stats.reconcile_rounds == 1
+    for _ in range(4):
+        net.advance(15)
+        net.settle()
+    assert dialer.stats.reconcile_rounds == 2
+
+
+def test_a_slow_peer_loses_live_pushes_but_not_records() -> None:
+    net = Network()
+    net.add(0)
+    net.add(1)
+    link = net.connect(0, 1)
+    net.settle()
+    publisher = net.nodes[0]
+    session = publisher.peers[link.a_peer].session
+    object.__setattr__(session, "config", SessionConfig(max_outbox=2000))
+    net.links.clear()  # the peer stops reading for a while
+    for n in range(40):
+        publisher.publish(f"burst/{n}", "x" * 100, ttl_ms=None, now_ms=net.now_ms + n)
+    assert session.stats.pushes_dropped > 0
+    net.links.append(link)
+    net.settle()
+    net.advance(1)  # the timer notices the drained outbox and reconciles
+    net.settle()
+    assert len(net.keys(1)) == 40
+
+
+def test_records_from_outside_any_session_are_relayed_too() -> None:
+    net = line(2)
+    outside = record(identity(42), "sneakernet/bundle")
+    out = net.nodes[0].ingest([outside.raw], net.now_ms)
+    assert out.stored == [outside]
+    net.settle()
+    assert net.nodes[1].node.store.get(outside.author, outside.key, net.now_ms) == outside
+
+
+@pytest.mark.parametrize("version", [0])
+def test_a_peer_without_a_common_version_is_told_so(version: int) -> None:
+    net = Network()
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+    )
+    out = mesh.receive(peer_id, m.encode(m.Hello(version, (), (), "old")), 0, net.now_ms)
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.VERSION]

@@ -1,0 +1,169 @@
+"""Real daemons talking over loopback: encrypted sessions, relay, catch-up, outsiders."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.helpers import Daemon
+
+pytestmark = pytest.mark.slow
+
+MakeDaemon = Callable[..., Daemon]
+
+
+def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def keys(daemon: Daemon) -> set[tuple[str, str]]:
+    with daemon.client() as client:
+        return {(r["author"], r["key"]) for r in client.query(limit=10_000)["records"]}
+
+
+def peer_count(daemon: Daemon) -> int:
+    with daemon.client() as client:
+        return len(client.call("peers"))
+
+
+def test_a_line_of_daemons_converges_and_catches_up_after_a_kill(
+    daemon_factory: MakeDaemon,
+) -> None:
+    ports = [free_port() for _ in range(4)]
+    nodes = [daemon_factory(f"n{i}") for i in range(4)]
+
+    def start(i: int) -> None:
+        dial = ("--peer", f"127.0.0.1:{ports[i - 1]}") if i else ()
+        nodes[i].start("--listen", f"127.0.0.1:{ports[i]}", *dial)
+
+    for i in range(4):
+        start(i)
+    wait_for(
+        lambda: all(peer_count(n) == (1 if i in (0, 3) else 2) for i, n in enumerate(nodes)),
+        what="the line",
+    )
+    with nodes[0].client() as client:
+        client.publish("offer/tea", "hot")
+    with nodes[3].client() as client:
+        client.publish("offer/cake", "lemon")
+    wait_for(lambda: all(len(keys(n)) == 2 for n in nodes), what="first convergence")
+
+    nodes[2].stop(signal.SIGKILL)
+    with nodes[0].client() as client:
+        client.publish("while/c/was/down", 1)
+    with nodes[3].client() as client:
+        client.publish("island", "d alone")
+    wait_for(lambda: len(keys(nodes[1])) == 3, what="b to hear from a")
+    start(2)
+    wait_for(
+        lambda: len({frozenset(keys(n)) for n in nodes} | set()) == 1 and len(keys(nodes[0])) == 4,
+        timeout=30,
+        what="convergence after the restart",
+    )
+    for node in nodes:
+        assert "Traceback" not in node.log()
+
+
+def test_nodes_with_different_network_keys_never_connect(daemon_factory: MakeDaemon) -> None:
+    key = subprocess.run(
+        [sys.executable, "-m", "meshnode", "network", "new"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert key.startswith("mesh1")
+    inside = daemon_factory("inside").start("--network-key", key)
+    outsider = daemon_factory("outsider").start("--peer", inside.peer_address)
+    time.sleep(1.5)
+    assert peer_count(inside) == peer_count(outsider) == 0
+    assert "network-key" in inside.log()
+    friend = daemon_factory("friend").start("--network-key", key, "--peer", inside.peer_address)
+    wait_for(lambda: peer_count(inside) == 1 and peer_count(friend) == 1, what="the friend")
+
+
+def test_an_outsider_gets_no_reply_at_all(daemon: Daemon) -> None:
+    host, port = daemon.peer_address.rsplit(":", 1)
+    for junk in (b"\x00\x30" + bytes(48), b"GET / HTTP/1.0\r\n\r\n", b"\x00\x01x"):
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            sock.sendall(junk)
+            sock.settimeout(12)
+            assert sock.recv(4096) == b""  # closed, having sent nothing
+    assert peer_count(daemon) == 0
+
+
+def test_a_node_told_to_dial_itself_stops_trying(daemon_factory: MakeDaemon) -> None:
+    port = free_port()
+    node = daemon_factory().start("--listen", f"127.0.0.1:{port}", "--peer", f"127.0.0.1:{port}")
+    wait_for(lambda: "this node itself" in node.log(), what="the self-dial to be noticed")
+    assert peer_count(node) == 0
+
+
+def test_peers_lists_connections_with_traffic(daemon_factory: MakeDaemon) -> None:
+    a = daemon_factory("a").start()
+    b = daemon_factory("b").start("--peer", a.peer_address)
+    wait_for(lambda: peer_count(a) == 1, what="the connection")
+    b.cli("publish", "x", "1")
+    wait_for(lambda: len(keys(a)) == 1, what="the record")
+    [entry] = [json.loads(line) for line in a.cli("peers", "--json").stdout.splitlines()]
+    with b.client() as client:
+        assert entry["node_id"] == client.node_id()["node_id"]
+    assert entry["direction"] == "in" and entry["records_in"] == 1
+    assert entry["bytes_in"] > 0 and entry["bytes_out"] > 0 and entry["handshake_bytes"] == 406
+    assert "node1" in b.cli("peers").stdout
+
+
+def test_a_graceful_stop_says_goodbye_and_the_peer_redials_after_a_restart(
+    daemon_factory: MakeDaemon,
+) -> None:
+    port = free_port()
+    a = daemon_factory("a").start("--listen", f"127.0.0.1:{port}")
+    b = daemon_factory("b").start("--peer", f"127.0.0.1:{port}")
+    wait_for(lambda: peer_count(b) == 1, what="the connection")
+    a.stop()
+    wait_for(lambda: peer_count(b) == 0, timeout=5, what="b to notice")
+    a.start("--listen", f"127.0.0.1:{port}")
+    wait_for(lambda: peer_count(b) == 1, timeout=20, what="the redial")
+
+
+def test_peers_connect_over_ipv6_loopback(daemon_factory: MakeDaemon) -> None:
+    try:
+        port = free_port(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    a = daemon_factory("a").start("--listen", f"[::1]:{port}")
+    b = daemon_factory("b").start("--peer", f"[::1]:{port}")
+    wait_for(lambda: peer_count(a) == 1 and peer_count(b) == 1, what="the IPv6 connection")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--network-key", "mesh1nope"), "invalid network key"),
+        (("--peer", "1.2.3.4:99999"), "port"),
+        (("--listen", "::1:7744"), "[addr]:port"),
+    ],
+)
+def test_bad_run_options_are_refused_with_exit_2(
+    daemon_factory: MakeDaemon, args: tuple[str, ...], message: str
+) -> None:
+    node = daemon_factory()
+    node.start(*args, wait=False)
+    assert node.process is not None
+    assert node.process.wait(10) == 2
+    assert message in node.log()
