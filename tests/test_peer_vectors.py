@@ -45,7 +45,10 @@ def test_both_sides_reproduce_the_handshake_and_read_the_whole_transcript() -> N
     assert bob.receive_data(shake["message3"]) == b""
     assert alice.established is not None and bob.established is not None
     assert alice.established.handshake_hash.hex() == VECTOR["handshake_hash"]
-    assert Identity(bytes.fromhex(VECTOR["bob_identity_seed"])).public_key == alice.established.remote_node
+    assert (
+        Identity(bytes.fromhex(VECTOR["bob_identity_seed"])).public_key
+        == alice.established.remote_node
+    )
 
     channels = {"alice": alice.established.channel, "bob": bob.established.channel}
     decoders = {"alice": m.MessageDecoder(), "bob": m.MessageDecoder()}
