@@ -2,7 +2,8 @@
 
 Every command except ``run`` is a thin client of the control socket and must
 start fast: this module imports neither trio, zeroconf nor a crypto backend
-(``tests/test_layering.py`` checks). Exit codes: 0 success, 1 the operation
+(``tests/test_layering.py`` checks), and modules only some commands need are
+imported inside those commands. Exit codes: 0 success, 1 the operation
 failed (not found, daemon error), 2 bad input (nothing was stored), 3 no
 daemon is running.
 """
@@ -10,13 +11,10 @@ daemon is running.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import re
-import secrets
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -66,6 +64,8 @@ def check_author(text: str | None) -> str | None:
 def to_json(value: Any) -> Any:
     """JSON has no bytes: a msgpack bin value is shown as ``{"$bin": "<base64>"}``."""
     if isinstance(value, bytes):
+        import base64
+
         return {"$bin": base64.b64encode(value).decode()}
     if isinstance(value, list):
         return [to_json(v) for v in value]
@@ -118,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_network_new(args: argparse.Namespace) -> int:
+    import secrets
+
     print(encode_network_key(secrets.token_bytes(NETWORK_KEY_SIZE)))
     return EXIT_OK
 
@@ -136,6 +138,8 @@ def cmd_peers(client: Client, args: argparse.Namespace) -> int:
 
 
 def _when(ms: int) -> str:
+    import time
+
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
@@ -243,6 +247,22 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter with the width found cheaply.
+
+    Left to itself, every formatter (argparse makes one per ``add_argument``)
+    imports ``shutil`` to ask for the terminal width, which costs the CLI
+    tens of milliseconds on each start.
+    """
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size().columns
+        except OSError:
+            width = 80
+        super().__init__(prog, width=max(width - 2, 40))
+
+
 def _node_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "--data-dir",
@@ -261,19 +281,26 @@ def _node_options(parser: argparse.ArgumentParser, default: object) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # --data-dir and --socket may come before or after the command; SUPPRESS keeps a
     # command's unset option from overwriting one given before the command.
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     _node_options(common, argparse.SUPPRESS)
-    reading = argparse.ArgumentParser(add_help=False)
+    reading = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     reading.add_argument("--json", action="store_true", help="print JSON, one object per line")
 
     parser = argparse.ArgumentParser(
-        prog="meshnode", description="A serverless, local-first mesh node."
+        prog="meshnode",
+        description="A serverless, local-first mesh node.",
+        formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
     _node_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="run the node daemon in the foreground")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the node daemon in the foreground",
+        formatter_class=_Formatter,
+    )
     run.add_argument(
         "--log-level",
         default="info",
@@ -299,13 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="join the mesh of this key (mesh1...; default $MESHNODE_NETWORK_KEY, else public)",
     )
     run.set_defaults(handler=None)
-    network = sub.add_parser("network", help="network keys")
+    network = sub.add_parser("network", help="network keys", formatter_class=_Formatter)
     network_sub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
-    new = network_sub.add_parser("new", help="print a fresh network key to share as an invite")
+    new = network_sub.add_parser(
+        "new", help="print a fresh network key to share as an invite", formatter_class=_Formatter
+    )
     new.set_defaults(handler=None, offline=cmd_network_new)
 
     def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common, reading], help=help_text)
+        p = sub.add_parser(
+            name, parents=[common, reading], help=help_text, formatter_class=_Formatter
+        )
         p.set_defaults(handler=handler)
         return p
 

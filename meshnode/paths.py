@@ -7,7 +7,6 @@ Shared by the daemon and the CLI so both derive the same paths from the same
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,6 +46,8 @@ def socket_path(
     elif env.get("MESHNODE_SOCKET"):
         chosen = Path(os.path.abspath(Path(env["MESHNODE_SOCKET"]).expanduser()))
     elif env.get("XDG_RUNTIME_DIR"):
+        import hashlib  # here, not at the top: the CLI's start-up time counts
+
         tag = hashlib.sha256(str(home).encode()).hexdigest()[:8]
         chosen = Path(env["XDG_RUNTIME_DIR"]) / "meshnode" / f"{home.name}-{tag}.sock"
     else:

@@ -10,13 +10,15 @@ not outsiders out.
 
 from __future__ import annotations
 
-import hashlib
-
 from meshnode.core import bech32m
 
 NETWORK_KEY_PREFIX = "mesh"
 NETWORK_KEY_SIZE = 32
-PUBLIC_NETWORK_KEY = hashlib.sha256(b"meshnode public network v1").digest()
+# SHA-256("meshnode public network v1"), written out so that the CLI need not
+# import hashlib to start (tests/test_netkey.py checks the two agree).
+PUBLIC_NETWORK_KEY = bytes.fromhex(
+    "5548fa12b9ff2523afcc41e4f4e17ab53d3be755679d86a2e1cd9dbd1756eff0"
+)
 
 
 class NetworkKeyError(ValueError):

@@ -14,8 +14,6 @@ cheaply.
 
 from __future__ import annotations
 
-import hashlib
-
 from meshnode.core import bech32m
 
 NODE_ID_PREFIX = "node"
@@ -46,6 +44,8 @@ def decode_node_id(text: str) -> bytes:
 
 def fingerprint(public_key: bytes) -> str:
     """Short, comparable digest of a public key: ``xxxxx-xxxxx``."""
+    import hashlib  # here, not at the top: the CLI validates ids and must start fast
+
     digest = hashlib.sha256(public_key).digest()
     bits = int.from_bytes(digest[:7], "big") >> 6  # the first 50 bits
     chars = [bech32m.CHARSET[(bits >> (5 * (9 - i))) & 31] for i in range(10)]
