@@ -13,7 +13,7 @@ from meshnode.core.netkey import (
 
 
 def test_the_public_network_key_is_the_documented_hash() -> None:
-    assert PUBLIC_NETWORK_KEY == hashlib.sha256(b"meshnode public network v1").digest()
+    assert hashlib.sha256(b"meshnode public network v1").digest() == PUBLIC_NETWORK_KEY
     assert encode_network_key(PUBLIC_NETWORK_KEY) == (
         "mesh124y05y4elujj8t7vg8j0fct6k57nhe64v7wcdghpekwm696kalcqxlwejc"
     )
