@@ -65,7 +65,8 @@ class Client:
         self.socket_path = Path(socket_path)
         self._timeout = timeout
         self._sock: socket.socket | None = None
-        self._decoder = RpcDecoder(MAX_RESPONSE_BYTES)
+        # The daemon is trusted to answer sanely; the bounds only stop a runaway.
+        self._decoder = RpcDecoder(MAX_RESPONSE_BYTES, max_depth=64, max_items=50_000_000)
         self._msgids = itertools.count(1)
         self._received: deque[Response | Notification] = deque()  # read, not yet handled
         self._notifications: deque[Notification] = deque()  # arrived during a call

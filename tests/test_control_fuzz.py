@@ -131,7 +131,11 @@ def test_random_and_malformed_frames_never_crash_the_daemon(
 def test_an_oversized_request_gets_an_error_and_a_closed_connection(shared_daemon: Daemon) -> None:
     big = encode_request(1, "publish", [{"key": "k", "value": b"x" * 2_000_000}])
     [message] = exchange(shared_daemon.socket, big)
-    assert message == [2, "error", [{"code": "bad-request", "message": "message too large"}]]
+    assert message == [
+        2,
+        "error",
+        [{"code": "bad-request", "message": "a message is larger than 1048576 bytes"}],
+    ]
     assert_alive(shared_daemon)
 
 

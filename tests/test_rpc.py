@@ -53,8 +53,16 @@ def test_a_partial_message_waits_for_the_rest() -> None:
 def test_a_message_larger_than_the_limit_is_refused_without_buffering_it() -> None:
     decoder = RpcDecoder(1024)
     big = encode_request(1, "publish", [{"value": b"x" * 2000}])
-    with pytest.raises(RpcProtocolError, match="too large"):
+    with pytest.raises(RpcProtocolError, match="larger than 1024 bytes"):
         decoder.feed(big[:1500])
+
+
+def test_a_message_larger_than_the_limit_is_refused_even_in_small_pieces() -> None:
+    decoder = RpcDecoder(1024)
+    big = encode_request(1, "publish", [{"value": [1] * 2000}])
+    with pytest.raises(RpcProtocolError, match="larger than"):
+        for start in range(0, len(big), 100):
+            decoder.feed(big[start : start + 100])
 
 
 @pytest.mark.parametrize(
@@ -83,11 +91,16 @@ def test_bombs_and_garbage_are_refused(data: bytes) -> None:
         RpcDecoder(4096).feed(data)
 
 
-def test_a_length_claiming_gigabytes_allocates_nothing_and_hits_the_limit() -> None:
-    decoder = RpcDecoder(4096)
-    assert decoder.feed(b"\xdb\xff\xff\xff\xff") == []
-    with pytest.raises(RpcProtocolError, match="too large"):
-        decoder.feed(b"x" * 5000)
+def test_a_length_claiming_gigabytes_is_refused_at_once() -> None:
+    with pytest.raises(RpcProtocolError, match="larger than"):
+        RpcDecoder(4096).feed(b"\xdb\xff\xff\xff\xff")
+
+
+def test_nesting_and_element_counts_are_bounded_before_decoding() -> None:
+    with pytest.raises(RpcProtocolError, match="deeper"):
+        RpcDecoder(4096, max_depth=4).feed(b"\x91" * 10)
+    with pytest.raises(RpcProtocolError, match="elements"):
+        RpcDecoder(1 << 20, max_items=100).feed(b"\xdc\x00\xc8" + b"\x90" * 200)
 
 
 @given(st.binary(max_size=200))

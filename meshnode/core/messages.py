@@ -14,8 +14,9 @@ stream of msgpack arrays whose first element is the message type::
 
 Unknown message types are ignored (so a later version can add some); known
 ones must have exactly their shape. The decoder never buffers more than
-``MAX_MESSAGE_BYTES``: a length prefix claiming gigabytes fails at once,
-without allocating them.
+``MAX_MESSAGE_BYTES`` of a message, nor decodes one nested deeper or holding
+more elements than the protocol's own: a length claiming gigabytes fails at
+once, without allocating them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from meshnode.core.msgscan import ScanError, ValueStream
 from meshnode.core.record import ID_SIZE, MAX_RECORD_BYTES
 
 PROTOCOL_VERSION = 1
@@ -34,6 +36,8 @@ MAX_RECORDS_PER_MESSAGE = 1024
 MAX_IDS_PER_MESSAGE = 16384
 MAX_LISTEN_ADDRESSES = 16
 MAX_TEXT = 256
+MAX_DEPTH = 3  # hello: message array > map > list of strings
+MAX_MESSAGE_FIELDS = 256  # room for a hello's map and lists beside the largest id list
 
 
 class PeerProtocolError(Exception):
@@ -126,37 +130,31 @@ def encode(message: Message) -> bytes:
 
 
 class MessageDecoder:
-    """Decrypted bytes in, messages out; bounded, and strict about shapes."""
+    """Decrypted bytes in, messages out; bounded, and strict about shapes.
+
+    Message boundaries are found by ``msgscan`` before anything is decoded, so
+    a message may not pass ``MAX_MESSAGE_BYTES``, nest deeper than the
+    protocol's messages do, or hold more elements than the largest of them.
+    """
 
     def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_buffer_size=MAX_MESSAGE_BYTES,
-            max_bin_len=MAX_MESSAGE_BYTES,
-            max_str_len=MAX_MESSAGE_BYTES,
-            max_array_len=MAX_IDS_PER_MESSAGE,
-            max_map_len=64,
-            max_ext_len=0,
+        self._values = ValueStream(
+            max_bytes=MAX_MESSAGE_BYTES,
+            max_depth=MAX_DEPTH,
+            max_items=MAX_IDS_PER_MESSAGE + MAX_MESSAGE_FIELDS,
         )
 
     def feed(self, data: bytes) -> list[Message]:
         try:
-            self._unpacker.feed(data)
-        except msgpack.BufferFull:
-            raise PeerProtocolError(f"a message is larger than {MAX_MESSAGE_BYTES} bytes") from None
+            values = self._values.feed(data)
+        except ScanError as exc:
+            raise PeerProtocolError(str(exc)) from None
         messages: list[Message] = []
-        while True:
-            try:
-                obj = next(self._unpacker)
-            except StopIteration:
-                return messages
-            except Exception as exc:  # msgpack reports bad bytes with many types
-                raise PeerProtocolError(f"malformed message: {exc}") from None
-            message = parse(obj)
+        for value in values:
+            message = parse(value)
             if message is not None:
                 messages.append(message)
+        return messages
 
 
 def parse(obj: Any) -> Message | None:
@@ -213,8 +211,12 @@ def _records(raws: Any) -> Records:
 
 
 def _ids(ids: Any) -> tuple[bytes, ...]:
-    if type(ids) is not list or not all(type(i) is bytes and len(i) == ID_SIZE for i in ids):
-        raise ValueError("a list of 32-byte record ids")
+    if (
+        type(ids) is not list
+        or len(ids) > MAX_IDS_PER_MESSAGE
+        or not all(type(i) is bytes and len(i) == ID_SIZE for i in ids)
+    ):
+        raise ValueError(f"a list of at most {MAX_IDS_PER_MESSAGE} 32-byte record ids")
     return tuple(ids)
 
 

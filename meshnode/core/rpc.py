@@ -13,7 +13,8 @@ arguments, and errors are maps ``{"code": str, "message": str}``; see
 ``protocol/control.md``.
 
 ``RpcDecoder`` turns received bytes into messages and never buffers more than
-``max_message_bytes``: a message that does not fit raises ``RpcProtocolError``.
+``max_message_bytes`` of one: a message that does not fit raises
+``RpcProtocolError``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import msgpack
+
+from meshnode.core.msgscan import ScanError, ValueStream
 
 REQUEST = 0
 RESPONSE = 1
@@ -75,31 +78,29 @@ def error_map(code: str, message: str) -> dict[str, str]:
 
 
 class RpcDecoder:
-    """Bytes in, messages out, with a hard bound on buffered bytes."""
+    """Bytes in, messages out, each within hard bounds (see ``msgscan``).
 
-    def __init__(self, max_message_bytes: int) -> None:
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
+    ``max_message_bytes`` bounds one message however it arrives; depth and
+    element counts bound what decoding it may allocate.
+    """
+
+    def __init__(
+        self, max_message_bytes: int, *, max_depth: int = 24, max_items: int = 65536
+    ) -> None:
+        self._values = ValueStream(
+            max_bytes=max_message_bytes,
+            max_depth=max_depth,
+            max_items=max_items,
             strict_map_key=False,
-            max_buffer_size=max_message_bytes,
         )
 
     def feed(self, data: bytes) -> list[Message]:
         """Take received bytes; return every message now complete."""
         try:
-            self._unpacker.feed(data)
-        except msgpack.BufferFull:
-            raise RpcProtocolError("message too large") from None
-        messages: list[Message] = []
-        while True:
-            try:
-                obj = next(self._unpacker)
-            except StopIteration:
-                return messages
-            except Exception as exc:  # msgpack raises many types for bad bytes
-                raise RpcProtocolError(f"malformed msgpack: {type(exc).__name__}") from None
-            messages.append(_classify(obj))
+            values = self._values.feed(data)
+        except ScanError as exc:
+            raise RpcProtocolError(str(exc)) from None
+        return [_classify(value) for value in values]
 
 
 def _classify(obj: Any) -> Message:
