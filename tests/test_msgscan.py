@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshnode.core.msgscan import Scanner, ScanError, ValueStream
+from meshnode.core.msgscan import ScanError, Scanner, ValueStream
 
 values = st.recursive(
     st.none()
