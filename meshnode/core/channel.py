@@ -61,22 +61,31 @@ class SecureChannel:
         self._send = send
         self._receive = receive
         self._frames = FrameDecoder()
+        self._failed = False
+
+    def _check(self) -> None:
+        if self._failed:
+            raise ChannelError("the channel failed before; the connection is finished")
 
     def seal(self, plaintext: bytes) -> bytes:
+        self._check()
         out = bytearray()
         try:
             for start in range(0, len(plaintext), MAX_CHUNK):
                 chunk = plaintext[start : start + MAX_CHUNK]
                 out += frame(self._send.encrypt_with_ad(b"", chunk))
         except NoiseError as exc:
+            self._failed = True
             raise ChannelError(f"cannot encrypt: {exc}") from None
         return bytes(out)
 
     def open(self, data: bytes) -> bytes:
+        self._check()
         plaintext = bytearray()
         for message in self._frames.feed(data):
             try:
                 plaintext += self._receive.decrypt_with_ad(b"", message)
             except NoiseError as exc:
+                self._failed = True
                 raise ChannelError(f"a frame does not decrypt: {exc}") from None
         return bytes(plaintext)

@@ -179,7 +179,7 @@ def _hello(body: Any) -> Hello:
         raise ValueError("hello is a map")
     version, features = body.get("v"), body.get("features", [])
     listen, agent = body.get("listen", []), body.get("agent", "")
-    if type(version) is not int or version < 0:
+    if type(version) is not int:
         raise ValueError("hello needs a protocol version")
     if not _strings(features, 64) or not _strings(listen, MAX_LISTEN_ADDRESSES):
         raise ValueError("features and listen are short lists of short strings")
