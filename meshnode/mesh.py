@@ -184,7 +184,7 @@ class Mesh:
     def items(self) -> ItemIndex:
         """The Negentropy item set of live records, rebuilt only after changes."""
         if self._items is None:
-            self._items = SortedItems(self.node.store.items(self._items_now_ms))
+            self._items = SortedItems.from_sorted(self.node.store.items(self._items_now_ms))
         return self._items
 
     def forget_items(self) -> None:

@@ -37,6 +37,7 @@ from meshnode.core.messages import (
     Pong,
     Reconcile,
     Records,
+    Role,
     Want,
     encode,
 )
@@ -54,8 +55,9 @@ SAMPLES: dict[str, Message] = {
         tuple("l" * MAX_TEXT for _ in range(MAX_LISTEN_ADDRESSES)),
         "a" * MAX_TEXT,
     ),
-    "reconcile-initiator": Reconcile(True, b"\x61\x00negentropy"),
-    "reconcile-responder": Reconcile(False, b""),
+    "reconcile-initiator": Reconcile(Role.OPEN, b"\x61\x00negentropy"),
+    "reconcile-responder": Reconcile(Role.REPLY, b""),
+    "reconcile-continue": Reconcile(Role.CONTINUE, b"\x61"),
     "records": Records((b"\x01record one", b"\x02record two", b"")),
     "records-empty": Records(()),
     "records-largest": Records((bytes(MAX_RECORD_BYTES),)),
@@ -129,8 +131,8 @@ def test_a_stream_of_every_message_type_decodes_in_order() -> None:
 def test_the_wire_form_is_an_array_starting_with_the_type() -> None:
     assert msgpack.unpackb(encode(Ping(5))) == [5, 5]
     assert msgpack.unpackb(encode(Pong(6))) == [6, 6]
-    assert msgpack.unpackb(encode(Reconcile(True, b"x"))) == [1, 0, b"x"]
-    assert msgpack.unpackb(encode(Reconcile(False, b"x"))) == [1, 1, b"x"]
+    assert msgpack.unpackb(encode(Reconcile(Role.OPEN, b"x"))) == [1, 0, b"x"]
+    assert msgpack.unpackb(encode(Reconcile(Role.REPLY, b"x"))) == [1, 1, b"x"]
     assert msgpack.unpackb(encode(Want((ID_A,)))) == [3, [ID_A]]
     assert msgpack.unpackb(encode(Have((ID_A,)))) == [4, [ID_A]]
     assert msgpack.unpackb(encode(Records((b"r",)))) == [2, [b"r"]]
@@ -160,7 +162,7 @@ def test_a_goodbye_reason_is_cut_to_256_characters_both_ways() -> None:
 
 def test_the_largest_message_is_accepted_whole_and_in_chunks() -> None:
     """A reconcile of exactly MAX_MESSAGE_BYTES: 8 bytes of header, then the payload."""
-    message = Reconcile(True, bytes(MAX_MESSAGE_BYTES - 8))
+    message = Reconcile(Role.OPEN, bytes(MAX_MESSAGE_BYTES - 8))
     data = encode(message)
     assert len(data) == MAX_MESSAGE_BYTES
     assert MessageDecoder().feed(data) == [message]
@@ -168,7 +170,7 @@ def test_the_largest_message_is_accepted_whole_and_in_chunks() -> None:
 
 
 def test_a_message_one_byte_over_the_limit_is_refused_whole() -> None:
-    data = encode(Reconcile(True, bytes(MAX_MESSAGE_BYTES - 7)))
+    data = encode(Reconcile(Role.OPEN, bytes(MAX_MESSAGE_BYTES - 7)))
     assert len(data) == MAX_MESSAGE_BYTES + 1
     with pytest.raises(PeerProtocolError, match="larger than"):
         MessageDecoder().feed(data)
@@ -177,7 +179,7 @@ def test_a_message_one_byte_over_the_limit_is_refused_whole() -> None:
 def test_a_message_one_byte_over_the_limit_is_refused_in_chunks() -> None:
     """Regression: msgpack's Unpacker bounds only unconsumed bytes, so a message arriving
     in pieces once passed any limit (fixed in 0e4a287 by scanning headers first)."""
-    data = encode(Reconcile(True, bytes(MAX_MESSAGE_BYTES - 7)))
+    data = encode(Reconcile(Role.OPEN, bytes(MAX_MESSAGE_BYTES - 7)))
     with pytest.raises(PeerProtocolError):
         feed_chunks(MessageDecoder(), chunked(data))
 
@@ -240,7 +242,7 @@ WRONG_SHAPES: list[Any] = [
     [0, {b"v": 1}],
     # reconcile
     [1, 0],
-    [1, 2, b""],
+    [1, 3, b""],
     [1, -1, b""],
     [1, True, b""],
     [1, 0.0, b""],

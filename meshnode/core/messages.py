@@ -62,11 +62,17 @@ class Hello:
     agent: str
 
 
+class Role(enum.IntEnum):
+    """Whose Negentropy message a ``reconcile`` carries; either side may run a round."""
+
+    OPEN = 0  # the first message of a round, from its initiator
+    REPLY = 1  # from the round's responder
+    CONTINUE = 2  # a later message from the round's initiator
+
+
 @dataclass(frozen=True, slots=True)
 class Reconcile:
-    """A Negentropy message; either side may run a round, so the role says whose."""
-
-    from_initiator: bool
+    role: Role
     payload: bytes
 
 
@@ -112,8 +118,8 @@ def encode(message: Message) -> bytes:
                 0,
                 {"v": version, "features": list(features), "listen": list(listen), "agent": agent},
             ]
-        case Reconcile(from_initiator, payload):
-            body = [1, 0 if from_initiator else 1, payload]
+        case Reconcile(role, payload):
+            body = [1, int(role), payload]
         case Records(raws):
             body = [2, list(raws)]
         case Want(ids):
@@ -196,10 +202,13 @@ def _strings(value: Any, most: int) -> bool:
     )
 
 
+_ROLES = frozenset(int(role) for role in Role)
+
+
 def _reconcile(role: Any, payload: Any) -> Reconcile:
-    if role not in (0, 1) or type(role) is not int or type(payload) is not bytes:
-        raise ValueError("reconcile is a role (0 or 1) and bin")
-    return Reconcile(role == 0, payload)
+    if type(role) is not int or role not in _ROLES or type(payload) is not bytes:
+        raise ValueError("reconcile is a role (0, 1 or 2) and bin")
+    return Reconcile(Role(role), payload)
 
 
 def _records(raws: Any) -> Records:

@@ -29,14 +29,21 @@ from meshnode.core import messages as m
 from meshnode.core.channel import ChannelError
 from meshnode.core.messages import GoodbyeCode, PeerProtocolError
 from meshnode.core.negentropy import (
-    SINGLE_FIRST,
     Initiator,
     ItemIndex,
     NegentropyError,
     Responder,
+    Strategy,
 )
 
 RECORD_BATCH_BYTES = 256 * 1024
+
+# Open with one fingerprint over everything (peers in sync settle in one round
+# trip), then split a mismatched range in 4, listing ids below 4 items. Measured
+# at n = 100,000 with 10 differences: 16-way splits (the reference's) cost
+# 2.3 KB per difference, 8-way 0.94 KB, 4-way 0.68 KB, for one or two more
+# round trips. The spec leaves splitting to the sender, so any peer copes.
+STRATEGY = Strategy(open_with_single_fingerprint=True, buckets=4, id_list_below=4)
 LAG_CHECK_INTERVAL = 1.0  # how often a lagging session looks whether it may reconcile
 
 
@@ -143,6 +150,7 @@ class PeerSession:
         self._decoder = m.MessageDecoder()
         self._outbox = bytearray()
         self._round: Initiator | None = None
+        self._responding: ItemIndex | None = None  # our snapshot for the peer's round
         self._round_found = [0, 0]  # have, need so far in the running round
         self._lagging = False
         self._clock = now  # the latest time the driver told us; stamps what we send
@@ -221,11 +229,11 @@ class PeerSession:
             return False
         self._round_found = [0, 0]
         self._round = Initiator(
-            self._items(), strategy=SINGLE_FIRST, frame_size_limit=self.config.frame_size_limit
+            self._items(), strategy=STRATEGY, frame_size_limit=self.config.frame_size_limit
         )
         self.stats.reconcile_rounds += 1
         self._lagging = False
-        self._send_reconcile(True, self._round.initiate())
+        self._send_reconcile(m.Role.OPEN, self._round.initiate())
         if self.initiator:
             self._next_reconcile = now + self.config.reconcile_interval
         return True
@@ -272,9 +280,9 @@ class PeerSession:
             self.stats.reconcile_bytes_out += len(encoded)
         self._last_sent = self._clock
 
-    def _send_reconcile(self, from_initiator: bool, payload: bytes) -> None:
+    def _send_reconcile(self, role: m.Role, payload: bytes) -> None:
         self.stats.reconcile_messages += 1
-        self._send(m.Reconcile(from_initiator, payload))
+        self._send(m.Reconcile(role, payload))
 
     def _on_message(self, message: m.Message, now: float) -> list[Event]:
         if self.state is State.AWAITING_HELLO:
@@ -290,10 +298,10 @@ class PeerSession:
         match message:
             case m.Hello():
                 raise PeerProtocolError("hello was sent twice")
-            case m.Reconcile(from_initiator, payload):
+            case m.Reconcile(role, payload):
                 self.stats.reconcile_bytes_in += len(m.encode(message))
                 self.stats.reconcile_messages += 1
-                return self._on_reconcile(from_initiator, payload)
+                return self._on_reconcile(role, payload)
             case m.Records(raws):
                 self.stats.records_in += len(raws)
                 return [RecordsReceived(raws)]
@@ -310,12 +318,16 @@ class PeerSession:
                 return [SessionClosed(code, reason, by_peer=True)]
         return []
 
-    def _on_reconcile(self, from_initiator: bool, payload: bytes) -> list[Event]:
-        if from_initiator:
+    def _on_reconcile(self, role: m.Role, payload: bytes) -> list[Event]:
+        if role is not m.Role.REPLY:
+            # One snapshot of our items for the whole of the peer's round, so records
+            # stored meanwhile neither change fingerprints mid-round nor cost a rebuild.
+            if role is m.Role.OPEN or self._responding is None:
+                self._responding = self._items()
             responder = Responder(
-                self._items(), strategy=SINGLE_FIRST, frame_size_limit=self.config.frame_size_limit
+                self._responding, strategy=STRATEGY, frame_size_limit=self.config.frame_size_limit
             )
-            self._send_reconcile(False, responder.reconcile(payload))
+            self._send_reconcile(m.Role.REPLY, responder.reconcile(payload))
             return []
         if self._round is None:
             raise PeerProtocolError("a reconcile reply to no round")
@@ -328,7 +340,7 @@ class PeerSession:
         if step.have_ids:
             events.append(RecordsWanted(step.have_ids))
         if step.message is not None:
-            self._send_reconcile(True, step.message)
+            self._send_reconcile(m.Role.CONTINUE, step.message)
         else:
             self._round = None
             have, need = self._round_found

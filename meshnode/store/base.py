@@ -223,7 +223,7 @@ class Store(ABC):
 
     @abstractmethod
     def items(self, now_ms: int) -> list[tuple[int, bytes]]:
-        """(reconciliation timestamp, id) of every live record; see ``reconcile_timestamp``."""
+        """Sorted (reconciliation timestamp, id) of every live record (``reconcile_timestamp``)."""
 
     @abstractmethod
     def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:

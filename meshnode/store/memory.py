@@ -47,11 +47,11 @@ class MemoryStore(Store):
         return found if limit is None else found[:limit]
 
     def items(self, now_ms: int) -> list[tuple[int, bytes]]:
-        return [
+        return sorted(
             (reconcile_timestamp(record.created_ms), record.id)
             for record, dead_at in self._records.values()
             if not _dead(dead_at, now_ms)
-        ]
+        )
 
     def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
         found = []

@@ -117,8 +117,8 @@ class SQLiteStore(Store):
     def items(self, now_ms: int) -> list[tuple[int, bytes]]:
         with self._errors("read"):
             return self._db.execute(
-                "SELECT min(created_ms / 1000, ?), id FROM records"
-                " WHERE dead_at IS NULL OR dead_at > ?",
+                "SELECT min(created_ms / 1000, ?) AS t, id FROM records"
+                " WHERE dead_at IS NULL OR dead_at > ? ORDER BY t, id",
                 (MAX_RECONCILE_TIMESTAMP, now_ms),
             ).fetchall()
 

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from meshnode.core import messages as m
 from meshnode.core.handshake import BINDING_CONTEXT, PROLOGUE, PROTOCOL_NAME, PeerHandshake
 from meshnode.core.identity import Identity
-from meshnode.core.negentropy import SINGLE_FIRST, Initiator, Responder, SortedItems
+from meshnode.core.negentropy import Initiator, Responder, SortedItems
 from meshnode.core.record import sign_record
+from meshnode.core.session import STRATEGY
 from meshnode.store.base import reconcile_timestamp
 
 OUT = Path(__file__).with_name("peer.json")
@@ -76,18 +77,20 @@ def build() -> dict[str, Any]:
         (reconcile_timestamp(r.created_ms), r.id) for r in (shared, only_alice)
     )
     bob_items = SortedItems([(reconcile_timestamp(shared.created_ms), shared.id)])
-    round_ = Initiator(alice_items, strategy=SINGLE_FIRST, frame_size_limit=60_000)
-    bob_round = Responder(bob_items, strategy=SINGLE_FIRST, frame_size_limit=60_000)
+    round_ = Initiator(alice_items, strategy=STRATEGY, frame_size_limit=60_000)
+    bob_round = Responder(bob_items, strategy=STRATEGY, frame_size_limit=60_000)
     transcript = [
         ("alice", _wire(a.channel, m.Hello(1, (), ("192.0.2.1:7744",), "meshnode/0.1.0"))),
         ("bob", _wire(b.channel, m.Hello(1, (), (), "meshnode/0.1.0"))),
     ]
     outgoing: bytes | None = round_.initiate()
     have: tuple[bytes, ...] = ()
+    role = m.Role.OPEN
     while outgoing is not None:
-        transcript.append(("alice", _wire(a.channel, m.Reconcile(True, outgoing))))
+        transcript.append(("alice", _wire(a.channel, m.Reconcile(role, outgoing))))
         reply = bob_round.reconcile(outgoing)
-        transcript.append(("bob", _wire(b.channel, m.Reconcile(False, reply))))
+        transcript.append(("bob", _wire(b.channel, m.Reconcile(m.Role.REPLY, reply))))
+        role = m.Role.CONTINUE
         step = round_.reconcile(reply)
         have += step.have_ids
         outgoing = step.message
