@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from meshnode.core import messages as m
 from meshnode.core.canonical import Value
 from meshnode.core.negentropy import ItemIndex, SortedItems
-from meshnode.core.record import Record
+from meshnode.core.record import Record, RecordError
 from meshnode.core.session import (
     Channel,
     Event,
@@ -34,7 +34,7 @@ from meshnode.core.session import (
     SessionClosed,
     SessionConfig,
 )
-from meshnode.node import Node
+from meshnode.node import Node, NodeError, Publication
 
 
 @dataclass(slots=True)
@@ -172,6 +172,13 @@ class Mesh:
         record = self.node.publish(key, value, now_ms=now_ms, ttl_ms=ttl_ms)
         return record, self._stored([record], source=None)
 
+    def publish_many(
+        self, publications: Sequence[Publication], *, now_ms: int
+    ) -> tuple[list[Record | NodeError | RecordError], Output]:
+        """Group commit: sign and store all in one transaction, push them in one message."""
+        results = self.node.publish_many(publications, now_ms=now_ms)
+        return results, self._stored([r for r in results if isinstance(r, Record)], source=None)
+
     def delete(self, key: str, *, now_ms: int) -> tuple[Record, Output]:
         record = self.node.delete(key, now_ms=now_ms)
         return record, self._stored([record], source=None)
@@ -196,18 +203,22 @@ class Mesh:
     def _handle(self, peer: Peer, events: Sequence[Event], now_ms: int, out: Output) -> None:
         out.dirty.add(peer.id)
         store = self.node.store
+        received = [
+            raw for event in events if isinstance(event, RecordsReceived) for raw in event.raws
+        ]
+        if received:
+            # Everything one chunk of bytes brought is verified and stored in one batch.
+            report = self.node.ingest(received, now_ms=now_ms)
+            self._merge(out, self._stored(report.result.stored, source=peer.id))
+            if report.rejected:
+                reason = f"invalid record: {report.rejected[0]}"
+                out.closed.append(
+                    (peer.id, peer.session.close(m.GoodbyeCode.INVALID_RECORD, reason))
+                )
+                out.misbehaved.append(peer.node)
+                return
         for event in events:
             match event:
-                case RecordsReceived(raws):
-                    report = self.node.ingest(raws, now_ms=now_ms)
-                    self._merge(out, self._stored(report.result.stored, source=peer.id))
-                    if report.rejected:
-                        reason = f"invalid record: {report.rejected[0]}"
-                        out.closed.append(
-                            (peer.id, peer.session.close(m.GoodbyeCode.INVALID_RECORD, reason))
-                        )
-                        out.misbehaved.append(peer.node)
-                        return
                 case RecordsWanted(ids):
                     peer.session.send_records(store.raw_by_ids(ids, now_ms))
                 case HaveAnnounced(ids):

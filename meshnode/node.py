@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from meshnode.core.canonical import Value
 from meshnode.core.identity import Identity
 from meshnode.core.record import MAX_INT63, Record, RecordError, decode_many, sign_record
-from meshnode.store.base import IngestResult, Outcome, Store
+from meshnode.store.base import IngestResult, Store
 
 # 2026-01-01T00:00:00Z. A clock before this is unset (a Raspberry Pi without
 # network time boots in 1970); such a node can publish, but not with an expiry,
@@ -49,6 +49,13 @@ class ClockUnset(NodeError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Publication:
+    key: str
+    value: Value
+    ttl_ms: int | None = None
+
+
 @dataclass(slots=True)
 class IngestReport:
     result: IngestResult
@@ -62,47 +69,90 @@ class Node:
 
     def publish(self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None) -> Record:
         """Sign and store a new version of one of this node's own keys."""
-        if value is None:
+        [result] = self.publish_many([Publication(key, value, ttl_ms)], now_ms=now_ms)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def publish_many(
+        self, publications: Sequence[Publication], *, now_ms: int
+    ) -> list[Record | NodeError | RecordError]:
+        """Sign and store several publications in one transaction: a group commit.
+
+        Each gets its own result, a record or the error that refused it; one bad
+        publication does not fail the others.
+        """
+        prepared: list[tuple[str, Value, int | None] | NodeError] = []
+        for publication in publications:
+            try:
+                prepared.append(self._prepare(publication, now_ms))
+            except NodeError as exc:
+                prepared.append(exc)
+        return self._store_own(prepared, now_ms)
+
+    def _prepare(self, publication: Publication, now_ms: int) -> tuple[str, Value, int | None]:
+        if publication.value is None:
             raise InvalidArgument("a nil value marks a deletion; delete the key instead")
-        expires_ms = None
-        if ttl_ms is not None:
-            if type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS:
-                raise InvalidArgument(
-                    f"ttl must be a positive number of milliseconds up to 10 years, got {ttl_ms!r}"
-                )
-            if now_ms < CLOCK_FLOOR_MS:
-                raise ClockUnset(
-                    "this node's clock is not set (it reads before 2026), so an expiry"
-                    " would be wrong on every other node; set the clock or publish"
-                    " without --ttl"
-                )
-            expires_ms = now_ms + ttl_ms
-        return self._store_own(key, value, now_ms, expires_ms)
+        ttl_ms = publication.ttl_ms
+        if ttl_ms is None:
+            return publication.key, publication.value, None
+        if type(ttl_ms) is not int or not 0 < ttl_ms <= MAX_TTL_MS:
+            raise InvalidArgument(
+                f"ttl must be a positive number of milliseconds up to 10 years, got {ttl_ms!r}"
+            )
+        if now_ms < CLOCK_FLOOR_MS:
+            raise ClockUnset(
+                "this node's clock is not set (it reads before 2026), so an expiry"
+                " would be wrong on every other node; set the clock or publish"
+                " without --ttl"
+            )
+        return publication.key, publication.value, now_ms + ttl_ms
 
     def delete(self, key: str, *, now_ms: int) -> Record:
         """Replace one of this node's records with a signed tombstone."""
         current = self.store.get(self.identity.public_key, key, now_ms)
         if current is None or current.is_tombstone:
             raise NotFound(f"no record {key!r} to delete")
-        return self._store_own(key, None, now_ms, None)
+        [result] = self._store_own([(key, None, None)], now_ms)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    def _store_own(self, key: str, value: Value, now_ms: int, expires_ms: int | None) -> Record:
-        seq = max(self.store.high_seq(self.identity.public_key) + 1, min(now_ms, MAX_INT63))
-        record = sign_record(
-            self.identity,
-            seq=seq,
-            key=key,
-            value=value,
-            created_ms=max(now_ms, 0),
-            expires_ms=expires_ms,
+    def _store_own(
+        self, prepared: Sequence[tuple[str, Value, int | None] | NodeError], now_ms: int
+    ) -> list[Record | NodeError | RecordError]:
+        seq = self.store.high_seq(self.identity.public_key)
+        results: list[Record | NodeError | RecordError] = []
+        for entry in prepared:
+            if isinstance(entry, NodeError):
+                results.append(entry)
+                continue
+            key, value, expires_ms = entry
+            seq = max(seq + 1, min(now_ms, MAX_INT63))
+            try:
+                results.append(
+                    sign_record(
+                        self.identity,
+                        seq=seq,
+                        key=key,
+                        value=value,
+                        created_ms=max(now_ms, 0),
+                        expires_ms=expires_ms,
+                    )
+                )
+            except RecordError as exc:
+                results.append(exc)
+        records = [r for r in results if isinstance(r, Record)]
+        stored = {r.id for r in self.store.ingest(records, now_ms).stored}
+        return [
+            self._full() if isinstance(r, Record) and r.id not in stored else r for r in results
+        ]
+
+    def _full(self) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"the store is full ({self.store.total_bytes} bytes of"
+            f" {self.store.limits.max_total_bytes}) with this node's own records"
         )
-        result = self.store.ingest([record], now_ms)
-        if result.outcomes[Outcome.QUOTA]:
-            raise QuotaExceeded(
-                f"the store is full ({self.store.total_bytes} bytes of"
-                f" {self.store.limits.max_total_bytes}) with this node's own records"
-            )
-        return record
 
     def ingest(self, raws: Sequence[bytes], *, now_ms: int) -> IngestReport:
         """Verify foreign records, then store the valid ones in one batch."""

@@ -17,8 +17,16 @@ from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
 from meshnode.core.record import Record, RecordError
 from meshnode.mesh import Output
-from meshnode.node import ClockUnset, InvalidArgument, NotFound, QuotaExceeded
+from meshnode.node import (
+    ClockUnset,
+    InvalidArgument,
+    NodeError,
+    NotFound,
+    Publication,
+    QuotaExceeded,
+)
 from meshnode.runtime.peers import PeerService
+from meshnode.runtime.publisher import Publisher, Ticket
 from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
 
@@ -57,6 +65,25 @@ class Paths:
     socket: str
 
 
+def _api_error(exc: Exception) -> ApiError:
+    """The wire code for an error a node operation raised; anything else is a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    for kinds, code in _ERROR_CODES:
+        if isinstance(exc, kinds):
+            return ApiError(code, str(exc))
+    raise exc
+
+
+_ERROR_CODES: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
+    ((RecordError, InvalidArgument), "invalid-params"),
+    (NotFound, "not-found"),
+    (QuotaExceeded, "quota-exceeded"),
+    (ClockUnset, "clock-unset"),
+    (StoreError, "store-error"),
+)
+
+
 class Args:
     """Named arguments of one call, checked as they are taken."""
 
@@ -89,6 +116,10 @@ class Args:
         except NodeIdError as exc:
             raise ApiError("invalid-params", str(exc)) from None
 
+    def remaining(self) -> dict[Any, Any]:
+        """The arguments not taken yet, as the map they came in."""
+        return dict(self._named)
+
     def done(self) -> None:
         if self._named:
             names = ", ".join(sorted(map(str, self._named)))
@@ -96,8 +127,9 @@ class Args:
 
 
 class Api:
-    def __init__(self, peers: PeerService, paths: Paths) -> None:
+    def __init__(self, peers: PeerService, publisher: Publisher, paths: Paths) -> None:
         self.peers = peers
+        self.publisher = publisher
         self.mesh = peers.mesh
         self.node = peers.mesh.node
         self.store_thread = peers.store_thread
@@ -123,16 +155,8 @@ class Api:
             raise ApiError("unknown-method", f"no method {method!r}")
         try:
             return await handler(Args(params))
-        except (RecordError, InvalidArgument) as exc:
-            raise ApiError("invalid-params", str(exc)) from None
-        except NotFound as exc:
-            raise ApiError("not-found", str(exc)) from None
-        except QuotaExceeded as exc:
-            raise ApiError("quota-exceeded", str(exc)) from None
-        except ClockUnset as exc:
-            raise ApiError("clock-unset", str(exc)) from None
-        except StoreError as exc:
-            raise ApiError("store-error", str(exc)) from None
+        except (RecordError, NodeError, StoreError) as exc:
+            raise _api_error(exc) from None
 
     async def ping(self, args: Args) -> str:
         args.done()
@@ -173,16 +197,23 @@ class Api:
             "listening": list(self.peers.listening),
         }
 
-    async def publish(self, args: Args) -> dict[str, Any]:
+    def submit_publish(self, params: list[Any]) -> Ticket:
+        """Queue a publish now, in request order; its result comes with the next batch."""
+        args = Args(params)
         key = args.take("key", str)
         value = args.take("value", object)
         ttl_ms = args.take("ttl_ms", int, None)
         args.done()
-        record, _ = await self.peers.call(self._publish, key, value, ttl_ms)
-        return record_view(record)
+        return self.publisher.submit(Publication(key, value, ttl_ms))
 
-    def _publish(self, key: str, value: Any, ttl_ms: int | None) -> tuple[Record, Output]:
-        return self.mesh.publish(key, value, now_ms=wall_clock_ms(), ttl_ms=ttl_ms)
+    async def publish(self, args: Args) -> dict[str, Any]:
+        return await self.finish_publish(self.submit_publish([args.remaining()]))
+
+    async def finish_publish(self, ticket: Ticket) -> dict[str, Any]:
+        try:
+            return record_view(await ticket.wait())
+        except Exception as exc:
+            raise _api_error(exc) from None
 
     async def delete(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)

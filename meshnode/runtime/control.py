@@ -28,6 +28,7 @@ from meshnode.core.rpc import (
     error_map,
 )
 from meshnode.runtime.api import Api, ApiError, Args, record_view
+from meshnode.runtime.publisher import Ticket
 from meshnode.runtime.watch import Subscription
 
 log = logging.getLogger(__name__)
@@ -145,26 +146,52 @@ class Connection:
                 log.info("closing a control connection: %s", exc)
                 await self.send(encode_notification("error", [error_map("bad-request", str(exc))]))
                 return
-            for request in requests:
-                await self._answer(request, nursery)
+            await self._answer_all(requests, nursery)
 
-    async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
+    async def _answer_all(self, requests: list[Request], nursery: trio.Nursery) -> None:
+        """Answer pipelined requests in order; their publishes are queued at once, in order.
+
+        So a client that sends many publishes without waiting gets them stored in
+        a few group commits, and still sees every answer in request order.
+        """
+        tickets: list[Ticket | ApiError | None] = []
+        for request in requests:
+            ticket: Ticket | ApiError | None = None
+            if request.method == "publish":
+                try:
+                    ticket = self.api.submit_publish(request.params)
+                except ApiError as exc:
+                    ticket = exc
+            tickets.append(ticket)
+        out = bytearray()
+        for request, ticket in zip(requests, tickets, strict=True):
+            if out and not (isinstance(ticket, Ticket) and ticket.done.is_set()):
+                await self.send(bytes(out))  # don't hold answers back while waiting
+                out.clear()
+            out += await self._response(request, ticket, nursery)
+        await self.send(bytes(out))
+
+    async def _response(
+        self, request: Request, ticket: Ticket | ApiError | None, nursery: trio.Nursery
+    ) -> bytes:
         try:
-            if request.method == "watch":
-                result: Any = self._watch(Args(request.params), nursery)
+            if isinstance(ticket, ApiError):
+                raise ticket
+            if ticket is not None:
+                result: Any = await self.api.finish_publish(ticket)
+            elif request.method == "watch":
+                result = self._watch(Args(request.params), nursery)
             elif request.method == "unwatch":
                 result = self._unwatch(Args(request.params))
             else:
                 result = await self.api.call(request.method, request.params)
         except ApiError as exc:
-            await self.send(encode_response(request.msgid, error_map(exc.code, exc.message), None))
-            return
+            return encode_response(request.msgid, error_map(exc.code, exc.message), None)
         except Exception:
             log.exception("internal error in control method %r", request.method)
             error = error_map("internal", "internal error; see the daemon's log")
-            await self.send(encode_response(request.msgid, error, None))
-            return
-        await self.send(encode_response(request.msgid, None, result))
+            return encode_response(request.msgid, error, None)
+        return encode_response(request.msgid, None, result)
 
     def _watch(self, args: Args, nursery: trio.Nursery) -> dict[str, int]:
         prefix = args.take("prefix", str, "")

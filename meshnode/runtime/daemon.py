@@ -28,6 +28,7 @@ from meshnode.node import Node
 from meshnode.runtime.api import Api, Paths, wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
 from meshnode.runtime.peers import PeerConfig, PeerService
+from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.store.base import StoreError, StoreLimits
@@ -107,7 +108,10 @@ async def _main(config: DaemonConfig, node: Node) -> None:
         PeerConfig(network_key=config.network_key, listen=config.listen, peers=config.peers),
         wall_clock_ms,
     )
-    api = Api(peers, Paths(data_dir=str(config.data_dir), socket=str(config.socket_path)))
+    publisher = Publisher(peers, wall_clock_ms)
+    api = Api(
+        peers, publisher, Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
+    )
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, peers)
@@ -116,6 +120,7 @@ async def _main(config: DaemonConfig, node: Node) -> None:
             except OSError as exc:
                 raise StartupError(f"cannot listen for peers: {exc}") from None
             mesh.listen = tuple(peers.listening)
+            nursery.start_soon(publisher.run)
             nursery.start_soon(ControlServer(api, listener).serve)
             nursery.start_soon(_purge_loop, mesh, store_thread)
             log.info(

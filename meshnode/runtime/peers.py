@@ -34,6 +34,7 @@ from meshnode.store.base import StoreError
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
+SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before the session keeps them
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,28 @@ class Doorbell:
 
 @dataclass(eq=False)
 class Connection:
+    """A peer connection's trio side: the bytes waiting for its writer.
+
+    While ``congested`` (the peer does not read fast enough), new bytes stay in
+    the session's outbox, where the session notices and stops live pushes.
+    """
+
     stream: trio.abc.Stream
     address: str
     initiator: bool
     handshake_bytes: int
     doorbell: Doorbell = field(default_factory=Doorbell)
+    pending: bytearray = field(default_factory=bytearray)
+    congested: bool = False
+    closing: bool = False
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Bytes taken from sessions on the store thread, for the writers on the trio thread."""
+
+    data: dict[int, bytes] = field(default_factory=dict)
+    closing: set[int] = field(default_factory=set)
 
 
 class PeerService:
@@ -94,11 +112,19 @@ class PeerService:
 
     # -- what the rest of the daemon uses -----------------------------------------
 
-    def apply(self, out: Output) -> None:
+    def apply(self, out: Output, delivery: Delivery) -> None:
         """Act on a mesh call's output, on the trio thread."""
-        for peer_id in out.dirty:
+        for peer_id, data in delivery.data.items():
             connection = self._connections.get(peer_id)
             if connection is not None:
+                connection.pending += data
+                if len(connection.pending) > SEND_BUFFER_LIMIT:
+                    connection.congested = True
+                connection.doorbell.ring()
+        for peer_id in delivery.closing:
+            connection = self._connections.get(peer_id)
+            if connection is not None:
+                connection.closing = True
                 connection.doorbell.ring()
         if out.stored:
             self.hub.publish(out.stored)
@@ -108,11 +134,34 @@ class PeerService:
         self._timer_bell.ring()
 
     async def call(self, fn: Any, *args: Any) -> Any:
-        """Run a mesh method on the store thread and apply its output."""
-        result = await self.store_thread.run(fn, *args)
-        out = result[1] if isinstance(result, tuple) else result
-        self.apply(out)
+        """Run a mesh method on the store thread, take the bytes it made, apply its output.
+
+        ``fn`` returns an ``Output`` or a tuple whose last item is one.
+        """
+
+        def job() -> tuple[Any, Output, Delivery]:
+            result = fn(*args)
+            out = result[-1] if isinstance(result, tuple) else result
+            return result, out, self._collect(out)
+
+        result, out, delivery = await self.store_thread.run(job)
+        self.apply(out, delivery)
         return result
+
+    def _collect(self, out: Output) -> Delivery:
+        """On the store thread: the bytes each affected, uncongested session has to send."""
+        delivery = Delivery()
+        for peer_id in out.dirty:
+            connection = self._connections.get(peer_id)
+            if connection is None:
+                continue
+            if not connection.congested:
+                data = self.mesh.take_data(peer_id)
+                if data:
+                    delivery.data[peer_id] = data
+            if self.mesh.is_closed(peer_id):
+                delivery.closing.add(peer_id)
+        return delivery
 
     def peer_list(self) -> list[dict[str, Any]]:
         found = []
@@ -248,7 +297,7 @@ class PeerService:
             address,
             "out" if initiator else "in",
         )
-        self.apply(out)
+        await self.call(_same, out)  # deliver the hello (and any duplicate's goodbye)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, peer_id, connection, nursery.cancel_scope)
@@ -257,7 +306,10 @@ class PeerService:
                         self._receive, peer_id, established.leftover, trio.current_time()
                     )
                 await self._reader(peer_id, connection)
-                nursery.cancel_scope.cancel()
+                if connection.closing:
+                    nursery.cancel_scope.deadline = trio.current_time() + 2.0  # flush goodbye
+                else:
+                    nursery.cancel_scope.cancel()
         finally:
             self._connections.pop(peer_id, None)
             await self.store_thread.run(self.mesh.drop, peer_id)
@@ -280,26 +332,25 @@ class PeerService:
         return self.mesh.receive(peer_id, data, now, self._wall_clock_ms())
 
     async def _reader(self, peer_id: int, connection: Connection) -> None:
-        while True:
+        while not connection.closing:
             data = await connection.stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return
             await self.call(self._receive, peer_id, data, trio.current_time())
-            if await self.store_thread.run(self.mesh.is_closed, peer_id):
-                return
 
     async def _writer(self, peer_id: int, connection: Connection, scope: trio.CancelScope) -> None:
         while True:
             await connection.doorbell.wait()
-            data, closed = await self.store_thread.run(self._take, peer_id)
-            if data:
+            while connection.pending:
+                data = bytes(connection.pending)
+                connection.pending.clear()
                 await connection.stream.send_all(data)
-            if closed:
+            if connection.congested:
+                connection.congested = False
+                await self.call(_dirty, peer_id)  # what the session kept meanwhile
+            elif connection.closing:
                 scope.cancel()
                 return
-
-    def _take(self, peer_id: int) -> tuple[bytes, bool]:
-        return self.mesh.take_data(peer_id), self.mesh.is_closed(peer_id)
 
     async def _timers(self) -> None:
         while True:
@@ -319,6 +370,14 @@ class PeerService:
                     data = await self.store_thread.run(self.mesh.take_data, peer_id)
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await connection.stream.send_all(data)
+
+
+def _same(out: Output) -> Output:
+    return out
+
+
+def _dirty(peer_id: int) -> Output:
+    return Output(dirty={peer_id})
 
 
 def _peer_address(stream: trio.SocketStream) -> str:
