@@ -14,13 +14,15 @@ hands the node one of its own newer records, ``high_seq`` rises past it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from meshnode.core.canonical import Value
 from meshnode.core.identity import Identity
 from meshnode.core.record import MAX_INT63, Record, RecordError, decode_many, sign_record
 from meshnode.store.base import IngestResult, Store
+
+DecodeResult = tuple[list[Record], list[RecordError]]
 
 # 2026-01-01T00:00:00Z. A clock before this is unset (a Raspberry Pi without
 # network time boots in 1970); such a node can publish, but not with an expiry,
@@ -62,10 +64,22 @@ class IngestReport:
     rejected: list[RecordError] = field(default_factory=list)
 
 
+MapFn = Callable[
+    [Callable[[Sequence[bytes]], DecodeResult], Iterable[Sequence[bytes]]], Iterable[DecodeResult]
+]
+PARALLEL_CHUNK = 128  # records per verification job when a map runs jobs in parallel
+
+
 class Node:
-    def __init__(self, identity: Identity, store: Store) -> None:
+    def __init__(
+        self, identity: Identity, store: Store, *, parallel_map: MapFn | None = None
+    ) -> None:
+        """``parallel_map``, if given, runs verification jobs concurrently (the runtime
+        passes a thread pool's ``map``: libsodium releases the GIL while it verifies).
+        """
         self.identity = identity
         self.store = store
+        self._parallel_map = parallel_map
 
     def publish(self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None) -> Record:
         """Sign and store a new version of one of this node's own keys."""
@@ -156,7 +170,14 @@ class Node:
 
     def ingest(self, raws: Sequence[bytes], *, now_ms: int) -> IngestReport:
         """Verify foreign records, then store the valid ones in one batch."""
-        good, bad = decode_many(raws)
+        if self._parallel_map is None or len(raws) < 2 * PARALLEL_CHUNK:
+            good, bad = decode_many(raws)
+        else:
+            chunks = [raws[i : i + PARALLEL_CHUNK] for i in range(0, len(raws), PARALLEL_CHUNK)]
+            good, bad = [], []
+            for chunk_good, chunk_bad in self._parallel_map(decode_many, chunks):
+                good.extend(chunk_good)
+                bad.extend(chunk_bad)
         return IngestReport(self.store.ingest(good, now_ms), bad)
 
     def get(self, key: str, *, now_ms: int, author: bytes | None = None) -> Record | None:

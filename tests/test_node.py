@@ -99,3 +99,20 @@ def test_ingest_verifies_then_stores_and_reports() -> None:
     assert report.result.stored == [good]
     assert report.result.outcomes[Outcome.STORED] == 1
     assert [e.reason for e in report.rejected] == ["bad-signature", "not-a-record"]
+
+
+def test_a_parallel_map_verifies_in_chunks_with_the_same_result() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    alice = identity(1)
+    raws = [record(alice, f"k/{n}").raw for n in range(700)]
+    forged = bytearray(raws[500])
+    forged[-1] ^= 1
+    raws[500] = bytes(forged)
+    with ThreadPoolExecutor(2) as pool:
+        parallel = Node(ME, MemoryStore(ME.public_key), parallel_map=pool.map)
+        report = parallel.ingest(raws, now_ms=T0)
+    serial = node().ingest(raws, now_ms=T0)
+    assert [r.id for r in report.result.stored] == [r.id for r in serial.result.stored]
+    assert len(report.result.stored) == 699
+    assert [e.reason for e in report.rejected] == ["bad-signature"]

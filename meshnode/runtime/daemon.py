@@ -15,6 +15,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,10 +83,12 @@ def run(config: DaemonConfig) -> None:
             raise StartupError(str(exc)) from None
         if created:
             log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
-        try:
-            trio.run(_main, config, Node(identity, store))
-        finally:
-            store.close()
+        # Verification runs on both cores when peers send many records at once.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
+            try:
+                trio.run(_main, config, Node(identity, store, parallel_map=verifiers.map))
+            finally:
+                store.close()
     finally:
         lock.release()
 
