@@ -109,8 +109,10 @@ def main() -> None:
     with temp_dir() as tmp:
         owner = Identity(bytes(32))  # the node; not one of the authors
         store = SQLiteStore(tmp / "store.sqlite3", owner.public_key, StoreLimits())
+        # As the daemon does (runtime/daemon.py): verification jobs on a two-thread pool.
+        verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
         try:
-            node = Node(owner, store)
+            node = Node(owner, store, parallel_map=verifiers.map)
             log(
                 "raw verify (cryptography"
                 + (", libsodium" if HAVE_NACL else "")
@@ -133,6 +135,7 @@ def main() -> None:
                     )
             stats = store.stats(INGEST_NOW_MS)
         finally:
+            verifiers.shutdown()
             store.close()
     raw_rate = len(jobs) / verify_s
     nacl_rate = len(jobs) / nacl_s if nacl_s else None
