@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,8 +12,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tests.helpers import Daemon
+from meshnode.core import messages as m
+from meshnode.core.handshake import PeerHandshake
+from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from tests.helpers import Daemon, identity, record
 
 pytestmark = pytest.mark.slow
 
@@ -167,3 +172,60 @@ def test_bad_run_options_are_refused_with_exit_2(
     assert node.process is not None
     assert node.process.wait(10) == 2
     assert message in node.log()
+
+
+def test_static_peers_come_from_the_config_file(daemon_factory: MakeDaemon) -> None:
+    a = daemon_factory("a").start()
+    b = daemon_factory("b")
+    b.data_dir.mkdir(mode=0o700, parents=True)
+    (b.data_dir / "config.toml").write_text(f'peers = ["{a.peer_address}"]\n')
+    b.start()
+    wait_for(lambda: peer_count(a) == 1 and peer_count(b) == 1, what="the configured peer")
+
+
+def _talk_as_a_peer(
+    address: str, who: int, messages: list[m.Message], until_hello: bool = False
+) -> list[m.Message]:
+    """Connect as a hand-driven peer, send ``messages``; return what came back until the
+    daemon closed the connection (or, with ``until_hello``, until it said hello)."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        handshake = PeerHandshake(
+            initiator=True,
+            identity=identity(who),
+            static_key=X25519PrivateKey.generate(),
+            network_key=PUBLIC_NETWORK_KEY,
+            rng=lambda: os.urandom(32),
+        )
+        sock.sendall(handshake.start())
+        while handshake.established is None:
+            answer = handshake.receive_data(sock.recv(65536))
+            if answer:
+                sock.sendall(answer)
+        channel = handshake.established.channel
+        sock.sendall(b"".join(channel.seal(m.encode(message)) for message in messages))
+        decoder = m.MessageDecoder()
+        received: list[m.Message] = []
+        data = handshake.established.leftover
+        while True:
+            received.extend(decoder.feed(channel.open(data)))
+            if until_hello and any(isinstance(r, m.Hello) for r in received):
+                return received
+            data = sock.recv(65536)
+            if not data:
+                return received
+
+
+def test_a_peer_sending_a_forged_record_is_cut_off_and_refused_for_a_while(
+    daemon: Daemon,
+) -> None:
+    forged = bytearray(record(identity(5), "fake/news", "lies").raw)
+    forged[-1] ^= 1
+    hello = m.Hello(1, (), (), "evil/1")
+    replies = _talk_as_a_peer(daemon.peer_address, 66, [hello, m.Records((bytes(forged),))])
+    goodbyes = [r for r in replies if isinstance(r, m.Goodbye)]
+    assert [g.code for g in goodbyes] == [m.GoodbyeCode.INVALID_RECORD]
+    assert keys(daemon) == set()
+    assert _talk_as_a_peer(daemon.peer_address, 66, [hello]) == []  # banned: no hello back
+    others = _talk_as_a_peer(daemon.peer_address, 67, [hello], until_hello=True)
+    assert any(isinstance(r, m.Hello) for r in others)  # other nodes are still welcome

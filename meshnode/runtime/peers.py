@@ -107,6 +107,7 @@ class PeerService:
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
         self._bans: dict[bytes, float] = {}
+        self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
         self._timer_bell = Doorbell()
         self.listening: list[str] = []
 
@@ -221,6 +222,11 @@ class PeerService:
         address = format_address(host, port)
         delay = self.config.backoff_initial
         while True:
+            known = self._nodes_at.get(address)
+            banned_until = self._bans.get(known, 0.0) if known is not None else 0.0
+            if banned_until > trio.current_time():
+                log.info("not dialling %s until its ban ends", address)
+                await trio.sleep_until(banned_until)
             stream: trio.SocketStream | None = None
             with trio.move_on_after(self.config.connect_timeout):
                 try:
@@ -281,6 +287,8 @@ class PeerService:
             log.info("handshake with %s timed out", address)
             return "handshake"
         established = handshake.established
+        if initiator:
+            self._nodes_at[address] = established.remote_node
         banned_until = self._bans.get(established.remote_node, 0.0)
         if banned_until > trio.current_time():
             return "banned"
