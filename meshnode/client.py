@@ -141,15 +141,10 @@ class Client:
             sock.sendall(encode_request(msgid, method, [params] if params else []))
         except OSError as exc:
             raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
-        while True:
-            message = self._read_message()
-            if isinstance(message, Notification):
-                _raise_if_error(message)
-                self._notifications.append(message)
-            elif message.msgid == msgid:
-                if message.error is not None:
-                    raise _remote_error(message.error)
-                return message.result
+        answer = self._answer(msgid)
+        if isinstance(answer, RemoteError):
+            raise answer
+        return answer
 
     # -- the methods, with Python signatures -----------------------------------
 
@@ -203,7 +198,8 @@ class Client:
             for _ in range(max(1, min(len(waiting), window // 2))):
                 results.append(self._answer(waiting.popleft()))
 
-    def _answer(self, msgid: int) -> dict[str, Any] | RemoteError:
+    def _answer(self, msgid: int) -> Any:
+        """The result of request ``msgid``, or its ``RemoteError``; notifications are kept."""
         while True:
             message = self._read_message()
             if isinstance(message, Notification):
@@ -212,7 +208,7 @@ class Client:
             elif message.msgid == msgid:
                 if message.error is not None:
                     return _remote_error(message.error)
-                return message.result  # type: ignore[no-any-return]
+                return message.result
 
     def get(self, key: str, author: str | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"key": key}

@@ -8,8 +8,25 @@ from hypothesis import strategies as st
 
 from meshnode.core import messages as m
 from meshnode.core.session import SessionConfig, State
+from meshnode.mesh import Mesh
 from tests.helpers import identity, record
 from tests.meshnet import Network, PlainChannel
+
+
+def responder_session(net: Network) -> tuple[Mesh, int]:
+    """Node 0 with a session that node 1 dialled, driven by hand (no bytes from node 1 yet)."""
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+    )
+    return mesh, peer_id
 
 
 def line(n: int) -> Network:
@@ -137,17 +154,7 @@ def test_garbage_from_a_peer_ends_the_session_as_a_protocol_violation() -> None:
 
 def test_the_first_message_must_be_hello() -> None:
     net = Network()
-    net.add(0)
-    net.add(1)
-    mesh = net.nodes[0]
-    peer_id, _ = mesh.open(
-        remote=net.nodes[1].node.identity.public_key,
-        initiator=False,
-        channel=PlainChannel(),
-        address="x",
-        now=0,
-        now_ms=net.now_ms,
-    )
+    mesh, peer_id = responder_session(net)
     out = mesh.receive(peer_id, m.encode(m.Ping(1)), 0, net.now_ms)
     assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.PROTOCOL]
 
@@ -221,19 +228,9 @@ def test_records_from_outside_any_session_are_relayed_too() -> None:
     assert net.nodes[1].node.store.get(outside.author, outside.key, net.now_ms) == outside
 
 
-@pytest.mark.parametrize("version", [0])
+@pytest.mark.parametrize("version", [0, -3])
 def test_a_peer_without_a_common_version_is_told_so(version: int) -> None:
     net = Network()
-    net.add(0)
-    net.add(1)
-    mesh = net.nodes[0]
-    peer_id, _ = mesh.open(
-        remote=net.nodes[1].node.identity.public_key,
-        initiator=False,
-        channel=PlainChannel(),
-        address="x",
-        now=0,
-        now_ms=net.now_ms,
-    )
+    mesh, peer_id = responder_session(net)
     out = mesh.receive(peer_id, m.encode(m.Hello(version, (), (), "old")), 0, net.now_ms)
     assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.VERSION]

@@ -85,3 +85,11 @@ def decode(hrp: str, text: str) -> bytes:
     if _polymod(_hrp_expand(hrp) + data) != _BECH32M_CONST:
         raise Bech32Error("checksum mismatch (a character is wrong or missing)")
     return bytes(_convert_bits(data[:-6], 5, 8, pad=False))
+
+
+def decode_fixed(hrp: str, text: str, size: int) -> bytes:
+    """Decode ``text`` (surrounding white space ignored) to exactly ``size`` bytes."""
+    payload = decode(hrp, text.strip())
+    if len(payload) != size:
+        raise Bech32Error(f"wrong length ({len(payload)} bytes, expected {size})")
+    return payload

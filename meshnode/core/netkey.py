@@ -33,9 +33,6 @@ def encode_network_key(key: bytes) -> str:
 
 def decode_network_key(text: str) -> bytes:
     try:
-        key = bech32m.decode(NETWORK_KEY_PREFIX, text.strip())
+        return bech32m.decode_fixed(NETWORK_KEY_PREFIX, text, NETWORK_KEY_SIZE)
     except bech32m.Bech32Error as exc:
         raise NetworkKeyError(f"invalid network key: {exc}") from None
-    if len(key) != NETWORK_KEY_SIZE:
-        raise NetworkKeyError("invalid network key: wrong length")
-    return key

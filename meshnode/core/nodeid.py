@@ -41,12 +41,9 @@ def encode_node_id(public_key: bytes) -> str:
 def decode_node_id(text: str) -> bytes:
     """Public key bytes of a printable node id, or ``NodeIdError`` saying why not."""
     try:
-        key = bech32m.decode(NODE_ID_PREFIX, text.strip())
+        return bech32m.decode_fixed(NODE_ID_PREFIX, text, PUBLIC_KEY_SIZE)
     except bech32m.Bech32Error as exc:
         raise NodeIdError(f"invalid node id {text!r}: {exc}") from None
-    if len(key) != PUBLIC_KEY_SIZE:
-        raise NodeIdError(f"invalid node id {text!r}: wrong length")
-    return key
 
 
 def fingerprint(public_key: bytes) -> str:
