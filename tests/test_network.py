@@ -229,3 +229,13 @@ def test_a_peer_sending_a_forged_record_is_cut_off_and_refused_for_a_while(
     assert _talk_as_a_peer(daemon.peer_address, 66, [hello]) == []  # banned: no hello back
     others = _talk_as_a_peer(daemon.peer_address, 67, [hello], until_hello=True)
     assert any(isinstance(r, m.Hello) for r in others)  # other nodes are still welcome
+
+
+def test_a_port_in_use_is_a_clear_start_up_error(daemon_factory: MakeDaemon) -> None:
+    first = daemon_factory("first").start()
+    second = daemon_factory("second")
+    second.start("--listen", first.peer_address, wait=False)
+    assert second.process is not None
+    assert second.process.wait(10) == 1
+    assert "cannot listen for peers" in second.log() and "Address already in use" in second.log()
+    assert "Traceback" not in second.log()

@@ -28,7 +28,7 @@ from meshnode.mesh import Mesh
 from meshnode.node import Node
 from meshnode.runtime.api import Api, Paths, wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
-from meshnode.runtime.peers import PeerConfig, PeerService
+from meshnode.runtime.peers import ListenError, PeerConfig, PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
@@ -116,13 +116,15 @@ async def _main(config: DaemonConfig, node: Node) -> None:
         peers, publisher, Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
     )
     try:
+        try:
+            peer_listeners = await peers.open_listeners()
+        except ListenError as exc:
+            await listener.aclose()
+            raise StartupError(str(exc)) from None
+        mesh.listen = tuple(peers.listening)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, peers)
-            try:
-                await nursery.start(peers.run)
-            except OSError as exc:
-                raise StartupError(f"cannot listen for peers: {exc}") from None
-            mesh.listen = tuple(peers.listening)
+            nursery.start_soon(peers.run, peer_listeners)
             nursery.start_soon(publisher.run)
             nursery.start_soon(ControlServer(api, listener).serve)
             nursery.start_soon(_purge_loop, mesh, store_thread)

@@ -49,6 +49,10 @@ class PeerConfig:
     ban_seconds: float = 600.0
 
 
+class ListenError(Exception):
+    """The peer listeners cannot be opened (a port in use, an address not here)."""
+
+
 class Doorbell:
     """Wakes one waiting task; rings while nobody waits are remembered once."""
 
@@ -196,20 +200,33 @@ class PeerService:
 
     # -- tasks ----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
+    async def open_listeners(self) -> list[trio.SocketListener]:
+        """Bind every listen address now, so a port in use fails start-up plainly."""
+        listeners: list[trio.SocketListener] = []
+        try:
             for host, port in self.config.listen:
-                listeners = await trio.open_tcp_listeners(port, host=host)
-                for listener in listeners:
-                    sockname = listener.socket.getsockname()
-                    self.listening.append(format_address(sockname[0], sockname[1]))
-                    nursery.start_soon(self._serve, listener)
+                listeners.extend(await trio.open_tcp_listeners(port, host=host))
+        except OSError as exc:
+            for listener in listeners:
+                await listener.aclose()
+            where = ", ".join(format_address(h, p) for h, p in self.config.listen)
+            raise ListenError(
+                f"cannot listen for peers on {where}: {exc.strerror or exc}"
+            ) from None
+        for listener in listeners:
+            sockname = listener.socket.getsockname()
+            self.listening.append(format_address(sockname[0], sockname[1]))
+        return listeners
+
+    async def run(self, listeners: list[trio.SocketListener]) -> None:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._serve, listener)
             if self.listening:
                 log.info("listening for peers on %s", ", ".join(self.listening))
             for host, port in self.config.peers:
                 nursery.start_soon(self._dial_loop, host, port)
             nursery.start_soon(self._timers)
-            task_status.started()
 
     async def _serve(self, listener: trio.SocketListener) -> None:
         async with listener, trio.open_nursery() as nursery:
