@@ -128,13 +128,38 @@ def test_queries_filter_by_author_and_prefix_in_key_order(make_store: MakeStore)
     assert store.query(now_ms=NOW, prefix="nothing/") == []
 
 
-def test_high_seq_remembers_the_highest_seq_ever_stored(make_store: MakeStore) -> None:
+def test_high_seq_remembers_the_nodes_highest_seq_ever(make_store: MakeStore) -> None:
     store = make_store(StoreLimits(tombstone_retention_ms=1))
-    stored(store, [record(ALICE, seq=7), record(ALICE, value=None, seq=9, created_ms=NOW)])
+    stored(store, [record(OWNER, seq=7), record(OWNER, value=None, seq=9, created_ms=NOW)])
     store.purge(NOW + 1)
     assert store.stats(NOW).records == 0
-    assert store.high_seq(ALICE.public_key) == 9
-    assert store.high_seq(BOB.public_key) == 0
+    assert store.high_seq(OWNER.public_key) == 9
+
+
+def test_foreign_authors_leave_no_trace_beyond_their_records(make_store: MakeStore) -> None:
+    store = make_store()
+    stored(store, [record(identity(1000 + n), expires_ms=T0 + 1) for n in range(20)])
+    assert store.stats(NOW).records == 0 and store.total_bytes == 0
+    assert store.high_seq(identity(1000).public_key) == 0
+
+
+def test_making_room_that_purges_the_stored_version_keeps_the_books_right(
+    make_store: MakeStore,
+) -> None:
+    old = record(ALICE, "k", value="x" * 100, seq=1, expires_ms=NOW + 5)
+    filler = record(BOB, "f", value="x" * 100)
+    store = make_store(StoreLimits(max_total_bytes=len(old.raw) + len(filler.raw)))
+    stored(store, [old, filler])
+    newer = record(ALICE, "k", value="y" * 150, seq=2)
+    assert stored(store, [newer], now=NOW + 5) == [Outcome.STORED]
+    assert store.usage(ALICE.public_key) == (1, len(newer.raw))
+    assert store.total_bytes == sum(len(r.raw) for r in store.query(now_ms=NOW + 5))
+
+
+def test_a_tombstone_from_the_far_future_is_stored_not_overflowed(make_store: MakeStore) -> None:
+    far = record(ALICE, value=None, created_ms=2**63 - 2)
+    assert stored(store := make_store(), [far, record(ALICE, "other")]) == [Outcome.STORED] * 2
+    assert store.get(ALICE.public_key, "k", NOW) == far
 
 
 def test_a_foreign_author_is_held_to_its_record_quota(make_store: MakeStore) -> None:
@@ -219,12 +244,12 @@ def test_stats_count_live_records(make_store: MakeStore) -> None:
 def test_sqlite_keeps_records_usage_and_high_seq_across_reopening(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     store = SQLiteStore(path, OWNER.public_key)
-    stored(store, [record(ALICE, "a", seq=3), record(ALICE, "b", seq=5)])
+    stored(store, [record(ALICE, "a", seq=3), record(OWNER, "b", seq=5)])
     usage = store.usage(ALICE.public_key)
     store.close()
     reopened = SQLiteStore(path, OWNER.public_key)
     assert reopened.usage(ALICE.public_key) == usage
-    assert reopened.high_seq(ALICE.public_key) == 5
+    assert reopened.high_seq(OWNER.public_key) == 5
     assert [r.key for r in reopened.query(now_ms=NOW)] == ["a", "b"]
     assert reopened.file_bytes() > 0
     reopened.close()

@@ -90,7 +90,7 @@ class Record:
         """When this record stops being served: its expiry, or a tombstone's end."""
         if self.value is not None:
             return self.expires_ms
-        end = self.created_ms + tombstone_retention_ms
+        end = min(self.created_ms + tombstone_retention_ms, MAX_INT63)  # fits a signed int64
         return end if self.expires_ms is None else min(end, self.expires_ms)
 
     def supersedes(self, other: Record) -> bool:

@@ -101,16 +101,17 @@ class Store(ABC):
         """Store verified records in one transaction; say what became of each."""
         result = IngestResult()
         with self._atomic():
-            high: dict[bytes, int] = {}
+            own_high = 0
             for record in records:
                 outcome = self._ingest_one(record, now_ms)
                 result.outcomes[outcome] += 1
                 if outcome is Outcome.STORED:
                     result.stored.append(record)
-                if record.seq > high.get(record.author, 0):
-                    high[record.author] = record.seq
-            for author, seq in high.items():
-                self._raise_high_seq(author, seq)
+                if record.author == self.owner:
+                    # Every own seq in the batch, stored or not, so none is ever reused.
+                    own_high = max(own_high, record.seq)
+            if own_high:
+                self._raise_high_seq(self.owner, own_high)
         return result
 
     def _ingest_one(self, record: Record, now_ms: int) -> Outcome:
@@ -135,8 +136,12 @@ class Store(ABC):
             ):
                 return Outcome.QUOTA
         overflow = self._total_bytes + size - old_size - self.limits.max_total_bytes
-        if overflow > 0 and not self._make_room(overflow, record, now_ms):
-            return Outcome.QUOTA
+        if overflow > 0:
+            if not self._make_room(overflow, record, now_ms):
+                return Outcome.QUOTA
+            # Making room purges dead records, perhaps the stored version of this key.
+            current = self._current(record.author, record.key)
+            old_size = current.size if current is not None else 0
         if current is not None:
             self._remove(record.author, record.key)
             self._account(record.author, -1, -old_size)
@@ -235,7 +240,11 @@ class Store(ABC):
 
     @abstractmethod
     def high_seq(self, author: bytes) -> int:
-        """The highest seq ever stored for ``author`` (0 if none), persisted."""
+        """The highest seq this node has signed or stored of its own (0 if none), persisted.
+
+        Kept for the store's owner only: nothing needs it for foreign authors, and
+        keeping it for them would grow without bound.
+        """
 
     @abstractmethod
     def stats(self, now_ms: int) -> StoreStats: ...
