@@ -36,6 +36,10 @@ from meshnode.core.session import (
 )
 from meshnode.node import Node, NodeError, Publication
 
+# What one chunk of a peer's bytes may make us send in records. A want beyond it
+# is answered in part; the peer asks again in its next round (protocol/peer.md §5).
+WANT_REPLY_BUDGET = 4 * 1024 * 1024
+
 
 @dataclass(slots=True)
 class Output:
@@ -217,10 +221,13 @@ class Mesh:
                 )
                 out.misbehaved.append(peer.node)
                 return
+        budget = WANT_REPLY_BUDGET
         for event in events:
             match event:
                 case RecordsWanted(ids):
-                    peer.session.send_records(store.raw_by_ids(ids, now_ms))
+                    raws = store.raw_by_ids(ids, now_ms, max_bytes=max(budget, 0))
+                    budget -= sum(len(raw) for raw in raws)
+                    peer.session.send_records(raws)
                 case HaveAnnounced(ids):
                     wanted = store.missing(ids)
                     if wanted:

@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshnode.core import messages as m
+from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.session import SessionConfig, State
-from meshnode.mesh import Mesh
-from tests.helpers import identity, record
+from meshnode.mesh import WANT_REPLY_BUDGET, Mesh
+from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel
 
 
@@ -234,3 +235,82 @@ def test_a_peer_without_a_common_version_is_told_so(version: int) -> None:
     mesh, peer_id = responder_session(net)
     out = mesh.receive(peer_id, m.encode(m.Hello(version, (), (), "old")), 0, net.now_ms)
     assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.VERSION]
+
+
+# An id list of nothing over the whole range: the question that makes a responder list
+# every id it has, as large a reply as a frame allows.
+EVERYTHING_PLEASE = encode_message([IdListRange(Bound(INFINITY), ())])
+
+
+def _hello_then(mesh: Mesh, peer_id: int, *messages: m.Message, now: float = 0) -> list:  # type: ignore[type-arg]
+    hello = m.encode(m.Hello(1, (), (), "peer"))
+    mesh.receive(peer_id, hello, now, T0)
+    mesh.take_data(peer_id)
+    return mesh.receive(peer_id, b"".join(m.encode(x) for x in messages), now, T0).closed
+
+
+def test_a_reconcile_message_over_the_frame_limit_is_a_violation() -> None:
+    mesh, peer_id = responder_session(Network())
+    closed = _hello_then(mesh, peer_id, m.Reconcile(m.Role.OPEN, b"\x61" + bytes(60_001)))
+    assert [c.code for _, c in closed] == [m.GoodbyeCode.PROTOCOL]
+
+
+def test_reconcile_messages_that_do_not_wait_for_replies_are_a_violation() -> None:
+    mesh, peer_id = responder_session(Network())
+    closed = _hello_then(mesh, peer_id, *[m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)] * 2)
+    assert [c.code for _, c in closed] == [m.GoodbyeCode.PROTOCOL]
+
+
+def test_a_want_for_everything_is_answered_within_a_budget() -> None:
+    net = Network()
+    mesh, peer_id = responder_session(net)
+    big = [record(identity(n % 50), f"big/{n}", value="x" * 16_000) for n in range(400)]
+    mesh.ingest([r.raw for r in big], T0)
+    _hello_then(mesh, peer_id, m.Want(tuple(r.id for r in big)))
+    sent = mesh.take_data(peer_id)
+    assert 0 < len(sent) <= WANT_REPLY_BUDGET + 64 * 1024
+
+
+def test_a_peer_opening_rounds_back_to_back_gets_the_same_snapshot() -> None:
+    net = Network()
+    mesh, peer_id = responder_session(net)
+    builds = 0
+    real_items = mesh.node.store.items
+
+    def counting(now_ms: int) -> list[tuple[int, bytes]]:
+        nonlocal builds
+        builds += 1
+        return real_items(now_ms)
+
+    mesh.node.store.items = counting  # type: ignore[method-assign]
+    opening = m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)
+    _hello_then(mesh, peer_id)
+    for n in range(5):
+        mesh.ingest([record(identity(7), f"new/{n}").raw], T0)  # every change would force a rebuild
+        mesh.receive(peer_id, m.encode(opening), 0.1 * n, T0)
+    assert builds == 1
+    mesh.receive(peer_id, m.encode(opening), 5.0, T0)
+    assert builds == 2
+
+
+def test_a_round_the_peer_stops_answering_is_abandoned() -> None:
+    net = Network()
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=True,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=T0,
+    )
+    mesh.receive(peer_id, m.encode(m.Hello(1, (), (), "mute")), 0, T0)
+    session = mesh.peers[peer_id].session
+    assert session.stats.reconcile_rounds == 1
+    for t in range(10, 130, 10):  # it pings, so it stays, but never answers a round
+        mesh.receive(peer_id, m.encode(m.Ping(t)), t, T0)
+        mesh.handle_timers(t, T0)
+    assert not session.closed
+    assert session.stats.reconcile_rounds == 3  # at 0, then 60 and 120 once each was abandoned

@@ -45,6 +45,8 @@ RECORD_BATCH_BYTES = 256 * 1024
 # round trips. The spec leaves splitting to the sender, so any peer copes.
 STRATEGY = Strategy(open_with_single_fingerprint=True, buckets=4, id_list_below=4)
 LAG_CHECK_INTERVAL = 1.0  # how often a lagging session looks whether it may reconcile
+SNAPSHOT_REUSE = 1.0  # a peer opening rounds faster than this gets the same item snapshot
+ROUND_TIMEOUT = 60.0  # a round of ours the peer stopped answering is abandoned
 
 
 class Channel(Protocol):
@@ -151,6 +153,8 @@ class PeerSession:
         self._outbox = bytearray()
         self._round: Initiator | None = None
         self._responding: ItemIndex | None = None  # our snapshot for the peer's round
+        self._responding_since = float("-inf")
+        self._round_started = float("-inf")
         self._round_found = [0, 0]  # have, need so far in the running round
         self._lagging = False
         self._clock = now  # the latest time the driver told us; stamps what we send
@@ -182,7 +186,12 @@ class PeerSession:
         try:
             plaintext = self._channel.open(data)
             events: list[Event] = []
-            for message in self._decoder.feed(plaintext):
+            messages = self._decoder.feed(plaintext)
+            asks = sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
+            if asks > 1:
+                # A round's initiator waits for each reply before it sends again.
+                raise PeerProtocolError("several reconcile messages without waiting for replies")
+            for message in messages:
                 events.extend(self._on_message(message, now))
                 if self.closed:
                     break
@@ -228,6 +237,7 @@ class PeerSession:
         if self.state is not State.OPEN or self._round is not None:
             return False
         self._round_found = [0, 0]
+        self._round_started = now
         self._round = Initiator(
             self._items(), strategy=STRATEGY, frame_size_limit=self.config.frame_size_limit
         )
@@ -253,6 +263,7 @@ class PeerSession:
             self._last_sent + self.config.ping_interval,
             self._next_reconcile,
             self._clock + LAG_CHECK_INTERVAL if self._lagging else float("inf"),
+            self._round_started + ROUND_TIMEOUT if self._round is not None else float("inf"),
         )
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -261,6 +272,8 @@ class PeerSession:
         self._clock = now
         if now >= self._last_received + self.config.idle_timeout:
             return [self.close(GoodbyeCode.IDLE, "nothing heard for too long")]
+        if self._round is not None and now >= self._round_started + ROUND_TIMEOUT:
+            self._round = None  # the peer stopped answering; a later round starts afresh
         if now >= self._next_reconcile and not self.reconcile(now):
             self._next_reconcile = now + self.config.reconcile_interval
         if self._lagging and not self._outbox:
@@ -299,9 +312,11 @@ class PeerSession:
             case m.Hello():
                 raise PeerProtocolError("hello was sent twice")
             case m.Reconcile(role, payload):
+                if len(payload) > self.config.frame_size_limit:
+                    raise PeerProtocolError("a reconcile message is larger than its frame limit")
                 self.stats.reconcile_bytes_in += len(m.encode(message))
                 self.stats.reconcile_messages += 1
-                return self._on_reconcile(role, payload)
+                return self._on_reconcile(role, payload, now)
             case m.Records(raws):
                 self.stats.records_in += len(raws)
                 return [RecordsReceived(raws)]
@@ -318,12 +333,15 @@ class PeerSession:
                 return [SessionClosed(code, reason, by_peer=True)]
         return []
 
-    def _on_reconcile(self, role: m.Role, payload: bytes) -> list[Event]:
+    def _on_reconcile(self, role: m.Role, payload: bytes, now: float) -> list[Event]:
         if role is not m.Role.REPLY:
             # One snapshot of our items for the whole of the peer's round, so records
-            # stored meanwhile neither change fingerprints mid-round nor cost a rebuild.
-            if role is m.Role.OPEN or self._responding is None:
+            # stored meanwhile neither change fingerprints mid-round nor cost a rebuild;
+            # a peer opening rounds back to back cannot make us rebuild each time.
+            fresh = role is m.Role.OPEN and now >= self._responding_since + SNAPSHOT_REUSE
+            if fresh or self._responding is None:
                 self._responding = self._items()
+                self._responding_since = now
             responder = Responder(
                 self._responding, strategy=STRATEGY, frame_size_limit=self.config.frame_size_limit
             )

@@ -231,8 +231,13 @@ class Store(ABC):
         """Sorted (reconciliation timestamp, id) of every live record (``reconcile_timestamp``)."""
 
     @abstractmethod
-    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
-        """The encodings of the live records among ``ids``; unknown ids are skipped."""
+    def raw_by_ids(
+        self, ids: Sequence[bytes], now_ms: int, *, max_bytes: int | None = None
+    ) -> list[bytes]:
+        """The encodings of the live records among ``ids``; unknown ids are skipped.
+
+        With ``max_bytes``, stops before the total would pass it.
+        """
 
     @abstractmethod
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:

@@ -53,13 +53,19 @@ class MemoryStore(Store):
             if not _dead(dead_at, now_ms)
         )
 
-    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
+    def raw_by_ids(
+        self, ids: Sequence[bytes], now_ms: int, *, max_bytes: int | None = None
+    ) -> list[bytes]:
         found = []
+        total = 0
         for record_id in ids:
             author_key = self._by_id.get(record_id)
             if author_key is not None:
                 record, dead_at = self._records[author_key]
                 if not _dead(dead_at, now_ms):
+                    total += len(record.raw)
+                    if max_bytes is not None and total > max_bytes:
+                        break
                     found.append(record.raw)
         return found
 

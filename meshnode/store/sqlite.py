@@ -121,20 +121,24 @@ class SQLiteStore(Store):
                 (MAX_RECONCILE_TIMESTAMP, now_ms),
             ).fetchall()
 
-    def raw_by_ids(self, ids: Sequence[bytes], now_ms: int) -> list[bytes]:
+    def raw_by_ids(
+        self, ids: Sequence[bytes], now_ms: int, *, max_bytes: int | None = None
+    ) -> list[bytes]:
         found: list[bytes] = []
+        total = 0
         with self._errors("read"):
             for start in range(0, len(ids), _IN_CHUNK):
                 chunk = list(ids[start : start + _IN_CHUNK])
                 marks = ",".join("?" * len(chunk))
-                found.extend(
-                    raw
-                    for (raw,) in self._db.execute(
-                        f"SELECT raw FROM records WHERE id IN ({marks})"
-                        " AND (dead_at IS NULL OR dead_at > ?)",
-                        (*chunk, now_ms),
-                    )
-                )
+                for (raw,) in self._db.execute(
+                    f"SELECT raw FROM records WHERE id IN ({marks})"
+                    " AND (dead_at IS NULL OR dead_at > ?)",
+                    (*chunk, now_ms),
+                ):
+                    total += len(raw)
+                    if max_bytes is not None and total > max_bytes:
+                        return found
+                    found.append(raw)
         return found
 
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:
