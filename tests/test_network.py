@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,17 +12,22 @@ import sys
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.core import messages as m
+from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import PeerHandshake
+from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from meshnode.runtime.peers import MAX_CONNECTIONS
 from tests.helpers import Daemon, identity, record
 
 pytestmark = pytest.mark.slow
 
 MakeDaemon = Callable[..., Daemon]
+EVERYTHING_PLEASE = encode_message([IdListRange(Bound(INFINITY), ())])
 
 
 def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
@@ -239,3 +245,81 @@ def test_a_port_in_use_is_a_clear_start_up_error(daemon_factory: MakeDaemon) -> 
     assert second.process.wait(10) == 1
     assert "cannot listen for peers" in second.log() and "Address already in use" in second.log()
     assert "Traceback" not in second.log()
+
+
+def _handshaken(address: str, who: int) -> tuple[socket.socket, SecureChannel]:
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        return sock, _shake(sock, who)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _shake(sock: socket.socket, who: int) -> SecureChannel:
+    handshake = PeerHandshake(
+        initiator=True,
+        identity=identity(who),
+        static_key=X25519PrivateKey.generate(),
+        network_key=PUBLIC_NETWORK_KEY,
+        rng=lambda: os.urandom(32),
+    )
+    sock.sendall(handshake.start())
+    while handshake.established is None:
+        answer = handshake.receive_data(sock.recv(65536))
+        if answer:
+            sock.sendall(answer)
+    return handshake.established.channel
+
+
+def test_a_peer_that_asks_without_reading_cannot_grow_the_daemon(daemon: Daemon) -> None:
+    with daemon.client() as client:
+        client.publish_many((f"bulk/{n}", "x" * 300, None) for n in range(3000))
+    process = psutil.Process(daemon.process.pid)  # type: ignore[union-attr]
+    before = process.memory_info().rss
+    sock, channel = _handshaken(daemon.peer_address, 70)
+    question = m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with contextlib.suppress(OSError):  # the daemon stops reading us, or drops us
+            sock.sendall(channel.seal(m.encode(m.Hello(1, (), (), "greedy"))))
+            for _ in range(300):  # each asks for ~100 KB of ids; we never read a byte
+                sock.sendall(channel.seal(m.encode(question)))
+                time.sleep(0.005)
+        grown = (process.memory_info().rss - before) / 1e6
+        assert grown < 40, f"the daemon grew by {grown:.0f} MB"
+        with daemon.client() as client:
+            assert client.call("ping") == "pong"
+        started = time.monotonic()
+        assert daemon.stop() == 0  # it still stops cleanly and promptly with the peer attached
+        assert time.monotonic() - started < 2.5
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_flood_of_connections_is_capped_and_the_daemon_lives(daemon: Daemon) -> None:
+    host, port = daemon.peer_address.rsplit(":", 1)
+    flood = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 20):
+            flood.append(socket.create_connection((host, int(port)), timeout=10))
+        refused = 0
+        for sock in flood[-20:]:
+            sock.settimeout(5)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                refused += sock.recv(1) == b""
+        assert refused >= 15  # the ones past the cap were closed at once
+        with daemon.client() as client:
+            assert client.call("ping") == "pong"
+    finally:
+        for sock in flood:
+            sock.close()
+    wait_for(
+        lambda: any(
+            isinstance(r, m.Hello)
+            for r in _talk_as_a_peer(
+                daemon.peer_address, 71, [m.Hello(1, (), (), "late")], until_hello=True
+            )
+        ),
+        what="a real peer to be welcome again",
+    )

@@ -88,7 +88,12 @@ class ControlServer:
     async def serve(self) -> None:
         async with self.listener, trio.open_nursery() as nursery:
             while True:
-                stream = await self.listener.accept()
+                try:
+                    stream = await self.listener.accept()
+                except OSError as exc:
+                    log.warning("cannot accept a control connection: %s", exc.strerror or exc)
+                    await trio.sleep(0.1)
+                    continue
                 nursery.start_soon(self._connection, stream)
 
     async def _connection(self, stream: trio.SocketStream) -> None:

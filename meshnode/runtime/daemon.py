@@ -38,6 +38,7 @@ from meshnode.store.sqlite import SQLiteStore
 log = logging.getLogger("meshnode")
 
 PURGE_INTERVAL_S = 60.0
+GOODBYE_TIMEOUT = 1.0  # of the 2 s a clean stop may take
 
 
 class StartupError(Exception):
@@ -144,8 +145,11 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope, peers: PeerService) ->
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, shutting down", signal.Signals(signum).name)
-            await peers.goodbye()
-            cancel_scope.cancel()
+            try:
+                with trio.move_on_after(GOODBYE_TIMEOUT):
+                    await peers.goodbye()
+            finally:
+                cancel_scope.cancel()
             return
 
 

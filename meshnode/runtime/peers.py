@@ -34,7 +34,10 @@ from meshnode.store.base import StoreError
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
-SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before the session keeps them
+SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before it counts as congested
+WRITE_TIMEOUT = 30.0  # a peer that takes no bytes for this long is dropped
+CLOSING_GRACE = 2.0  # a closing connection's last bytes get this long to leave
+MAX_CONNECTIONS = 128  # peer connections at once, handshaking ones included
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class Connection:
     """A peer connection's trio side: the bytes waiting for its writer.
 
     While ``congested`` (the peer does not read fast enough), new bytes stay in
-    the session's outbox, where the session notices and stops live pushes.
+    the session's outbox, where the session notices and stops live pushes, and
+    the reader stops reading: a peer that does not take our answers gets no
+    more of its questions answered, so it cannot make us buffer without bound.
     """
 
     stream: trio.abc.Stream
@@ -83,6 +88,8 @@ class Connection:
     pending: bytearray = field(default_factory=bytearray)
     congested: bool = False
     closing: bool = False
+    drained: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope | None = None  # the connection's tasks, once they run
 
 
 @dataclass(slots=True)
@@ -112,6 +119,7 @@ class PeerService:
         self._connections: dict[int, Connection] = {}
         self._bans: dict[bytes, float] = {}
         self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
+        self._count = 0  # peer connections, handshaking ones included
         self._timer_bell = Doorbell()
         self.listening: list[str] = []
 
@@ -131,11 +139,17 @@ class PeerService:
             if connection is not None:
                 connection.closing = True
                 connection.doorbell.ring()
+                if connection.scope is not None:
+                    # Its reader or writer may be blocked on a silent peer: bound the wait.
+                    deadline = trio.current_time() + CLOSING_GRACE
+                    connection.scope.deadline = min(connection.scope.deadline, deadline)
         if out.stored:
             self.hub.publish(out.stored)
         for node in out.misbehaved:
             log.warning("peer %s misbehaved; not talking to it for a while", encode_node_id(node))
-            self._bans[node] = trio.current_time() + self.config.ban_seconds
+            now = trio.current_time()
+            self._bans = {n: until for n, until in self._bans.items() if until > now}
+            self._bans[node] = now + self.config.ban_seconds
         self._timer_bell.ring()
 
     async def call(self, fn: Any, *args: Any) -> Any:
@@ -231,9 +245,18 @@ class PeerService:
     async def _serve(self, listener: trio.SocketListener) -> None:
         async with listener, trio.open_nursery() as nursery:
             while True:
-                stream = await listener.accept()
-                address = _peer_address(stream)
-                nursery.start_soon(self._guarded, stream, False, address)
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # Out of file descriptors or memory: a flood must not end the daemon.
+                    log.warning("cannot accept a peer connection: %s", exc.strerror or exc)
+                    await trio.sleep(0.1)
+                    continue
+                if self._count >= MAX_CONNECTIONS:
+                    log.warning("refusing a peer connection: %d are open", self._count)
+                    await stream.aclose()
+                    continue
+                nursery.start_soon(self._guarded, stream, False, _peer_address(stream))
 
     async def _dial_loop(self, host: str, port: int) -> None:
         address = format_address(host, port)
@@ -263,15 +286,20 @@ class PeerService:
     async def _guarded(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
         """Run one connection; whatever happens, the daemon carries on."""
         outcome = "lost"
+        self._count += 1
         try:
             async with stream:
                 outcome = await self._connection(stream, initiator, address)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away
+        except* trio.TooSlowError:
+            log.info("peer at %s took no bytes for %.0f s; dropped", address, WRITE_TIMEOUT)
         except* StoreError as group:
             log.error("store error with peer %s: %s", address, group.exceptions[0])
         except* Exception:
             log.exception("a connection with %s failed; the daemon carries on", address)
+        finally:
+            self._count -= 1
         return outcome
 
     async def _connection(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
@@ -325,6 +353,7 @@ class PeerService:
         await self.call(_same, out)  # deliver the hello (and any duplicate's goodbye)
         try:
             async with trio.open_nursery() as nursery:
+                connection.scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, peer_id, connection, nursery.cancel_scope)
                 if established.leftover:
                     await self.call(
@@ -332,7 +361,9 @@ class PeerService:
                     )
                 await self._reader(peer_id, connection)
                 if connection.closing:
-                    nursery.cancel_scope.deadline = trio.current_time() + 2.0  # flush goodbye
+                    nursery.cancel_scope.deadline = min(
+                        nursery.cancel_scope.deadline, trio.current_time() + CLOSING_GRACE
+                    )  # the writer flushes the goodbye, then ends the connection
                 else:
                     nursery.cancel_scope.cancel()
         finally:
@@ -358,6 +389,9 @@ class PeerService:
 
     async def _reader(self, peer_id: int, connection: Connection) -> None:
         while not connection.closing:
+            if connection.congested:
+                await connection.drained.wait()  # answer no more until the peer reads
+                continue
             data = await connection.stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return
@@ -369,9 +403,12 @@ class PeerService:
             while connection.pending:
                 data = bytes(connection.pending)
                 connection.pending.clear()
-                await connection.stream.send_all(data)
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await connection.stream.send_all(data)
             if connection.congested:
                 connection.congested = False
+                connection.drained.set()
+                connection.drained = trio.Event()
                 await self.call(_dirty, peer_id)  # what the session kept meanwhile
             elif connection.closing:
                 scope.cancel()
@@ -386,15 +423,15 @@ class PeerService:
             await self.call(self.mesh.handle_timers, trio.current_time(), self._wall_clock_ms())
 
     async def goodbye(self) -> None:
-        """Tell every peer we are leaving, best effort, before the daemon exits."""
-        out = await self.store_thread.run(self.mesh.close_all, GoodbyeCode.NORMAL, "shutting down")
-        with trio.move_on_after(0.5):
-            for peer_id in out.dirty:
-                connection = self._connections.get(peer_id)
-                if connection is not None:
-                    data = await self.store_thread.run(self.mesh.take_data, peer_id)
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await connection.stream.send_all(data)
+        """Tell every peer we are leaving, best effort, before the daemon exits.
+
+        The goodbyes go through each connection's writer like any other bytes
+        (a second sender on a stream would collide with a writer blocked on a
+        peer that does not read); the caller bounds how long this may take.
+        """
+        await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, "shutting down")
+        while any(c.pending for c in self._connections.values()):
+            await trio.sleep(0.01)
 
 
 def _same(out: Output) -> Output:
