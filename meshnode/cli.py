@@ -208,11 +208,14 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
 def cmd_query(client: Client, args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise BadInput("--limit must be at least 1")
+    if args.since_seq is not None and args.since_seq < 0:
+        raise BadInput("--since-seq must not be negative")
     answer = client.query(
         prefix=args.prefix,
         author=check_author(args.author),
         limit=args.limit,
         include_deleted=args.deleted,
+        min_seq=args.since_seq or 0,
     )
     for record in answer["records"]:
         print(dumps(record) if args.json else _line(record))
@@ -356,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--author", metavar="ID", help="only this node's records")
     p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 1000)")
     p.add_argument("--deleted", action="store_true", help="include deletions")
+    p.add_argument("--since-seq", type=int, metavar="SEQ", help="only records with seq >= SEQ")
     p = command("delete", cmd_delete, "delete one of this node's records (signed tombstone)")
     p.add_argument("key")
     p = command("watch", cmd_watch, "print records as they are stored, until interrupted")

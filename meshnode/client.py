@@ -222,8 +222,11 @@ class Client:
         author: str | None = None,
         limit: int | None = None,
         include_deleted: bool = False,
+        min_seq: int = 0,
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"prefix": prefix, "include_deleted": include_deleted}
+        if min_seq:
+            params["min_seq"] = min_seq
         if author is not None:
             params["author"] = author
         if limit is not None:

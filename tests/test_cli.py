@@ -239,3 +239,11 @@ def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:
     )
     assert "Traceback" not in result.stderr
     assert os.path.exists(daemon.socket)
+
+
+def test_query_since_a_seq(daemon: Daemon) -> None:
+    first = json.loads(daemon.cli("publish", "a", "1", "--json").stdout)
+    daemon.cli("publish", "b", "2")
+    since = daemon.cli("query", "--since-seq", str(first["seq"] + 1), "--json").stdout
+    assert [json.loads(line)["key"] for line in since.splitlines()] == ["b"]
+    assert daemon.cli("query", "--since-seq", "-1").returncode == 2

@@ -314,3 +314,11 @@ def test_items_are_the_live_records_sorted_for_reconciliation(make_store: MakeSt
     found = store.raw_by_ids([r.id for r in records] + [b"\0" * 32], T0 + 1)
     assert sorted(found) == sorted(r.raw for r in records[:3])  # unknown and expired: skipped
     assert store.missing([records[0].id, b"\1" * 32]) == [b"\1" * 32]
+
+
+def test_queries_by_seq_return_what_an_author_wrote_since(make_store: MakeStore) -> None:
+    store = make_store()
+    stored(store, [record(ALICE, f"k{n}", seq=n) for n in range(1, 6)] + [record(BOB, "b", seq=9)])
+    since = store.query(now_ms=NOW, author=ALICE.public_key, min_seq=4)
+    assert [r.seq for r in since] == [4, 5]
+    assert len(store.query(now_ms=NOW, min_seq=5)) == 2

@@ -248,21 +248,27 @@ class Api:
         prefix = args.take("prefix", str, "")
         author = args.take_author()
         limit = args.take("limit", int, DEFAULT_QUERY_LIMIT)
+        min_seq = args.take("min_seq", int, 0)
         deleted = args.take("include_deleted", bool, False)
         args.done()
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise ApiError("invalid-params", f"limit is 1 to {MAX_QUERY_LIMIT}")
-        records = await self.store_thread.run(self._query, prefix, author, limit + 1, deleted)
+        records = await self.store_thread.run(
+            self._query, prefix, author, min_seq, limit + 1, deleted
+        )
         return {
             "records": [record_view(r) for r in records[:limit]],
             "more": len(records) > limit,
         }
 
-    def _query(self, prefix: str, author: bytes | None, limit: int, deleted: bool) -> list[Record]:
+    def _query(
+        self, prefix: str, author: bytes | None, min_seq: int, limit: int, deleted: bool
+    ) -> list[Record]:
         return self.node.store.query(
             now_ms=wall_clock_ms(),
             author=author,
             prefix=prefix,
+            min_seq=min_seq,
             limit=limit,
             include_tombstones=deleted,
         )

@@ -221,10 +221,15 @@ class Store(ABC):
         now_ms: int,
         author: bytes | None = None,
         prefix: str = "",
+        min_seq: int = 0,
         limit: int | None = None,
         include_tombstones: bool = False,
     ) -> list[Record]:
-        """Live records ordered by (key, author)."""
+        """Live records with ``seq >= min_seq``, ordered by (key, author).
+
+        ``min_seq`` with an author asks "what has this author written since": seqs
+        only grow, so a reader that remembers the highest seq it saw misses nothing.
+        """
 
     @abstractmethod
     def items(self, now_ms: int) -> list[tuple[int, bytes]]:

@@ -32,6 +32,7 @@ class MemoryStore(Store):
         now_ms: int,
         author: bytes | None = None,
         prefix: str = "",
+        min_seq: int = 0,
         limit: int | None = None,
         include_tombstones: bool = False,
     ) -> list[Record]:
@@ -40,6 +41,7 @@ class MemoryStore(Store):
             for (rec_author, key), (record, dead_at) in self._records.items()
             if (author is None or rec_author == author)
             and key.startswith(prefix)
+            and record.seq >= min_seq
             and not _dead(dead_at, now_ms)
             and (include_tombstones or not record.is_tombstone)
         ]

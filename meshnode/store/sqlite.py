@@ -87,11 +87,15 @@ class SQLiteStore(Store):
         now_ms: int,
         author: bytes | None = None,
         prefix: str = "",
+        min_seq: int = 0,
         limit: int | None = None,
         include_tombstones: bool = False,
     ) -> list[Record]:
         where = ["(dead_at IS NULL OR dead_at > ?)"]
         args: list[object] = [now_ms]
+        if min_seq > 0:
+            where.append("seq >= ?")
+            args.append(min_seq)
         if author is not None:
             where.append("author = ?")
             args.append(author)
