@@ -14,14 +14,14 @@ from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel
 
 
-def responder_session(net: Network) -> tuple[Mesh, int]:
-    """Node 0 with a session that node 1 dialled, driven by hand (no bytes from node 1 yet)."""
+def hand_driven_session(net: Network, initiator: bool = False) -> tuple[Mesh, int]:
+    """Node 0 with a session to node 1 driven by hand (no bytes from node 1 yet)."""
     net.add(0)
     net.add(1)
     mesh = net.nodes[0]
     peer_id, _ = mesh.open(
         remote=net.nodes[1].node.identity.public_key,
-        initiator=False,
+        initiator=initiator,
         channel=PlainChannel(),
         address="x",
         now=0,
@@ -155,7 +155,7 @@ def test_garbage_from_a_peer_ends_the_session_as_a_protocol_violation() -> None:
 
 def test_the_first_message_must_be_hello() -> None:
     net = Network()
-    mesh, peer_id = responder_session(net)
+    mesh, peer_id = hand_driven_session(net)
     out = mesh.receive(peer_id, m.encode(m.Ping(1)), 0, net.now_ms)
     assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.PROTOCOL]
 
@@ -232,7 +232,7 @@ def test_records_from_outside_any_session_are_relayed_too() -> None:
 @pytest.mark.parametrize("version", [0, -3])
 def test_a_peer_without_a_common_version_is_told_so(version: int) -> None:
     net = Network()
-    mesh, peer_id = responder_session(net)
+    mesh, peer_id = hand_driven_session(net)
     out = mesh.receive(peer_id, m.encode(m.Hello(version, (), (), "old")), 0, net.now_ms)
     assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.VERSION]
 
@@ -250,20 +250,20 @@ def _hello_then(mesh: Mesh, peer_id: int, *messages: m.Message, now: float = 0) 
 
 
 def test_a_reconcile_message_over_the_frame_limit_is_a_violation() -> None:
-    mesh, peer_id = responder_session(Network())
+    mesh, peer_id = hand_driven_session(Network())
     closed = _hello_then(mesh, peer_id, m.Reconcile(m.Role.OPEN, b"\x61" + bytes(60_001)))
     assert [c.code for _, c in closed] == [m.GoodbyeCode.PROTOCOL]
 
 
 def test_reconcile_messages_that_do_not_wait_for_replies_are_a_violation() -> None:
-    mesh, peer_id = responder_session(Network())
+    mesh, peer_id = hand_driven_session(Network())
     closed = _hello_then(mesh, peer_id, *[m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)] * 2)
     assert [c.code for _, c in closed] == [m.GoodbyeCode.PROTOCOL]
 
 
 def test_a_want_for_everything_is_answered_within_a_budget() -> None:
     net = Network()
-    mesh, peer_id = responder_session(net)
+    mesh, peer_id = hand_driven_session(net)
     big = [record(identity(n % 50), f"big/{n}", value="x" * 16_000) for n in range(400)]
     mesh.ingest([r.raw for r in big], T0)
     _hello_then(mesh, peer_id, m.Want(tuple(r.id for r in big)))
@@ -273,7 +273,7 @@ def test_a_want_for_everything_is_answered_within_a_budget() -> None:
 
 def test_a_peer_opening_rounds_back_to_back_gets_the_same_snapshot() -> None:
     net = Network()
-    mesh, peer_id = responder_session(net)
+    mesh, peer_id = hand_driven_session(net)
     builds = 0
     real_items = mesh.node.store.items
 
@@ -294,18 +294,7 @@ def test_a_peer_opening_rounds_back_to_back_gets_the_same_snapshot() -> None:
 
 
 def test_a_round_the_peer_stops_answering_is_abandoned() -> None:
-    net = Network()
-    net.add(0)
-    net.add(1)
-    mesh = net.nodes[0]
-    peer_id, _ = mesh.open(
-        remote=net.nodes[1].node.identity.public_key,
-        initiator=True,
-        channel=PlainChannel(),
-        address="x",
-        now=0,
-        now_ms=T0,
-    )
+    mesh, peer_id = hand_driven_session(Network(), initiator=True)
     mesh.receive(peer_id, m.encode(m.Hello(1, (), (), "mute")), 0, T0)
     session = mesh.peers[peer_id].session
     assert session.stats.reconcile_rounds == 1

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.core import messages as m
 from meshnode.core.channel import SecureChannel
-from meshnode.core.handshake import PeerHandshake
+from meshnode.core.handshake import Established, PeerHandshake
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.runtime.peers import MAX_CONNECTIONS
@@ -196,23 +196,12 @@ def _talk_as_a_peer(
     daemon closed the connection (or, with ``until_hello``, until it said hello)."""
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        handshake = PeerHandshake(
-            initiator=True,
-            identity=identity(who),
-            static_key=X25519PrivateKey.generate(),
-            network_key=PUBLIC_NETWORK_KEY,
-            rng=lambda: os.urandom(32),
-        )
-        sock.sendall(handshake.start())
-        while handshake.established is None:
-            answer = handshake.receive_data(sock.recv(65536))
-            if answer:
-                sock.sendall(answer)
-        channel = handshake.established.channel
+        established = _shake(sock, who)
+        channel = established.channel
         sock.sendall(b"".join(channel.seal(m.encode(message)) for message in messages))
         decoder = m.MessageDecoder()
         received: list[m.Message] = []
-        data = handshake.established.leftover
+        data = established.leftover
         while True:
             received.extend(decoder.feed(channel.open(data)))
             if until_hello and any(isinstance(r, m.Hello) for r in received):
@@ -251,13 +240,14 @@ def _handshaken(address: str, who: int) -> tuple[socket.socket, SecureChannel]:
     host, port = address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
     try:
-        return sock, _shake(sock, who)
+        return sock, _shake(sock, who).channel
     except BaseException:
         sock.close()
         raise
 
 
-def _shake(sock: socket.socket, who: int) -> SecureChannel:
+def _shake(sock: socket.socket, who: int) -> Established:
+    """Run the handshake as node ``who`` over a connected socket."""
     handshake = PeerHandshake(
         initiator=True,
         identity=identity(who),
@@ -270,7 +260,7 @@ def _shake(sock: socket.socket, who: int) -> SecureChannel:
         answer = handshake.receive_data(sock.recv(65536))
         if answer:
             sock.sendall(answer)
-    return handshake.established.channel
+    return handshake.established
 
 
 def test_a_peer_that_asks_without_reading_cannot_grow_the_daemon(daemon: Daemon) -> None:
