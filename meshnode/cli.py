@@ -170,6 +170,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
             f" {info['store_limit_bytes']} bytes of records",
         ),
+        ("peers", f"{info['peers']} connected"),
+        ("listening", ", ".join(info["listening"]) or "(not listening)"),
         ("data dir", info["data_dir"]),
         ("socket", info["socket"]),
     ]

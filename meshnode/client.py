@@ -244,8 +244,12 @@ class Client:
         params: dict[str, Any] = {"prefix": prefix}
         if author is not None:
             params["author"] = author
+        # Registered now, not at the first next(): nothing stored after this call is missed.
         watch_id = self.call("watch", **params)["watch"]
         self._sock_blocking()
+        return self._watch_events(watch_id)
+
+    def _watch_events(self, watch_id: int) -> Iterator[dict[str, Any]]:
         while True:
             if self._notifications:
                 message = self._notifications.popleft()

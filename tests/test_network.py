@@ -313,3 +313,20 @@ def test_a_flood_of_connections_is_capped_and_the_daemon_lives(daemon: Daemon) -
         ),
         what="a real peer to be welcome again",
     )
+
+
+def test_watch_sees_records_that_arrive_from_peers(daemon_factory: MakeDaemon) -> None:
+    a = daemon_factory("a").start()
+    b = daemon_factory("b").start("--peer", a.peer_address)
+    wait_for(lambda: peer_count(b) == 1, what="the connection")
+    with b.client() as watcher:
+        events = watcher.watch(prefix="offer/")
+        with a.client() as client:
+            client.publish("offer/bread", "fresh")
+        event = next(events)
+    assert (event["event"], event["record"]["key"], event["record"]["value"]) == (
+        "put",
+        "offer/bread",
+        "fresh",
+    )
+    assert "1 connected" in b.cli("status").stdout
