@@ -11,17 +11,20 @@ daemon is running.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from meshnode import __version__, paths
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
 from meshnode.core.netkey import NETWORK_KEY_SIZE, encode_network_key
 from meshnode.core.nodeid import NodeIdError, decode_node_id
+
+# ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -75,6 +78,8 @@ def to_json(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
+    import json  # only --json and structured values need it
+
     return json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
 
 
@@ -185,8 +190,10 @@ def cmd_publish(client: Client, args: argparse.Namespace) -> int:
         if args.value is not None:
             raise BadInput("give the value either as an argument or with --json-value, not both")
         try:
+            import json
+
             value = json.loads(args.json_value)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
             raise BadInput(f"--json-value is not valid JSON: {exc}") from None
     elif args.value is not None:
         value = sys.stdin.read() if args.value == "-" else args.value

@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from meshnode import paths
 from meshnode.core.rpc import (
@@ -29,6 +28,11 @@ from meshnode.core.rpc import (
     TrustingRpcDecoder,
     encode_request,
 )
+
+# ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 
