@@ -303,3 +303,27 @@ def test_a_round_the_peer_stops_answering_is_abandoned() -> None:
         mesh.handle_timers(t, T0)
     assert not session.closed
     assert session.stats.reconcile_rounds == 3  # at 0, then 60 and 120 once each was abandoned
+
+
+def test_a_peer_asking_too_fast_is_told_it_overloads_us() -> None:
+    mesh, peer_id = hand_driven_session(Network())
+    _hello_then(mesh, peer_id)
+    closed: list = []  # type: ignore[type-arg]
+    for n in range(200):  # one question per read, as the rules say, but 1,000 a second
+        closed = mesh.receive(
+            peer_id, m.encode(m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)), n / 1000, T0
+        ).closed
+        if closed:
+            break
+    assert [c.code for _, c in closed] == [m.GoodbyeCode.OVERLOADED]
+    assert 50 <= n < 60
+
+
+def test_a_steady_questioner_within_the_rate_is_answered_forever() -> None:
+    mesh, peer_id = hand_driven_session(Network())
+    _hello_then(mesh, peer_id)
+    for n in range(500):  # 10 a second for 50 seconds
+        out = mesh.receive(
+            peer_id, m.encode(m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)), n / 10, T0
+        )
+        assert not out.closed

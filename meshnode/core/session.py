@@ -47,6 +47,11 @@ STRATEGY = Strategy(open_with_single_fingerprint=True, buckets=4, id_list_below=
 LAG_CHECK_INTERVAL = 1.0  # how often a lagging session looks whether it may reconcile
 SNAPSHOT_REUSE = 1.0  # a peer opening rounds faster than this gets the same item snapshot
 ROUND_TIMEOUT = 60.0  # a round of ours the peer stopped answering is abandoned
+# Negentropy questions a peer may ask: a bucket of 50 that refills at 20 a second. A full
+# sync of 100,000 records asks about 5 a second; answering one can cost a tenth of a
+# second of the store thread, which all peers share.
+QUESTION_BURST = 50.0
+QUESTION_RATE = 20.0
 
 
 class Channel(Protocol):
@@ -154,6 +159,8 @@ class PeerSession:
         self._round: Initiator | None = None
         self._responding: ItemIndex | None = None  # our snapshot for the peer's round
         self._responding_since = float("-inf")
+        self._questions = QUESTION_BURST  # tokens left in the bucket
+        self._questions_at = now
         self._round_started = float("-inf")
         self._round_found = [0, 0]  # have, need so far in the running round
         self._lagging = False
@@ -335,6 +342,12 @@ class PeerSession:
 
     def _on_reconcile(self, role: m.Role, payload: bytes, now: float) -> list[Event]:
         if role is not m.Role.REPLY:
+            refill = (now - self._questions_at) * QUESTION_RATE
+            self._questions = min(QUESTION_BURST, self._questions + refill)
+            self._questions_at = now
+            if self._questions < 1:
+                return [self.close(GoodbyeCode.OVERLOADED, "too many reconcile messages")]
+            self._questions -= 1
             # One snapshot of our items for the whole of the peer's round, so records
             # stored meanwhile neither change fingerprints mid-round nor cost a rebuild;
             # a peer opening rounds back to back cannot make us rebuild each time.
