@@ -120,7 +120,6 @@ class PeerService:
         self._bans: dict[bytes, float] = {}
         self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
         self._count = 0  # peer connections, handshaking ones included
-        self._timer_bell = Doorbell()
         self.listening: list[str] = []
 
     # -- what the rest of the daemon uses -----------------------------------------
@@ -150,7 +149,6 @@ class PeerService:
             now = trio.current_time()
             self._bans = {n: until for n, until in self._bans.items() if until > now}
             self._bans[node] = now + self.config.ban_seconds
-        self._timer_bell.ring()
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run a mesh method on the store thread, take the bytes it made, apply its output.
@@ -415,11 +413,14 @@ class PeerService:
                 return
 
     async def _timers(self) -> None:
+        """Run session timers when due, looking at least once a second.
+
+        No mesh call creates a timer due sooner than that (the shortest, a lagging
+        session's check, is a second away), so nothing needs to wake this early.
+        """
         while True:
             next_timer = await self.store_thread.run(self.mesh.next_timer)
-            with trio.move_on_at(min(next_timer, trio.current_time() + 1.0)):
-                await self._timer_bell.wait()
-                continue
+            await trio.sleep_until(min(next_timer, trio.current_time() + 1.0))
             await self.call(self.mesh.handle_timers, trio.current_time(), self._wall_clock_ms())
 
     async def goodbye(self) -> None:
