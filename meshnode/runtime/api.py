@@ -116,10 +116,6 @@ class Args:
         except NodeIdError as exc:
             raise ApiError("invalid-params", str(exc)) from None
 
-    def remaining(self) -> dict[Any, Any]:
-        """The arguments not taken yet, as the map they came in."""
-        return dict(self._named)
-
     def done(self) -> None:
         if self._named:
             names = ", ".join(sorted(map(str, self._named)))
@@ -142,7 +138,6 @@ class Api:
             "ping": self.ping,
             "id": self.id,
             "status": self.status,
-            "publish": self.publish,
             "get": self.get,
             "query": self.query,
             "delete": self.delete,
@@ -205,9 +200,6 @@ class Api:
         ttl_ms = args.take("ttl_ms", int, None)
         args.done()
         return self.publisher.submit(Publication(key, value, ttl_ms))
-
-    async def publish(self, args: Args) -> dict[str, Any]:
-        return await self.finish_publish(self.submit_publish([args.remaining()]))
 
     async def finish_publish(self, ticket: Ticket) -> dict[str, Any]:
         try:
