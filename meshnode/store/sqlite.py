@@ -131,9 +131,7 @@ class SQLiteStore(Store):
         found: list[bytes] = []
         total = 0
         with self._errors("read"):
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = list(ids[start : start + _IN_CHUNK])
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _id_chunks(ids):
                 for (raw,) in self._db.execute(
                     f"SELECT raw FROM records WHERE id IN ({marks})"
                     " AND (dead_at IS NULL OR dead_at > ?)",
@@ -148,9 +146,7 @@ class SQLiteStore(Store):
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:
         present: set[bytes] = set()
         with self._errors("read"):
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = list(ids[start : start + _IN_CHUNK])
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _id_chunks(ids):
                 present.update(
                     row[0]
                     for row in self._db.execute(
@@ -293,6 +289,13 @@ def _open(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _id_chunks(ids: Sequence[bytes]) -> Iterator[tuple[list[bytes], str]]:
+    """``ids`` in chunks that fit one ``IN (...)``, each with its ``?`` placeholders."""
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = list(ids[start : start + _IN_CHUNK])
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _prefix_end(prefix: str) -> str | None:
