@@ -69,9 +69,17 @@ def test_non_canonical_encodings_are_rejected(data: bytes) -> None:
         (b"\xdd\xff\xff\xff\xff", "malformed"),  # array32 claiming 4 billion items
         (b"\xdb\xff\xff\xff\xff", "malformed"),  # str32 claiming 4 GiB
         (b"\xd4\x01\x00", "bad-value"),  # fixext
-        (b"\x81\x01\x02", "malformed"),  # int map key
+        (b"\x81\x01\x02", "bad-value"),  # int map key
         (b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", "bad-value"),  # NaN
         (b"\x91" * 17 + b"\xc0", "bad-value"),  # nested too deep
+        (b"\x91" * 5000 + b"\xc0", "bad-value"),  # deeper than msgpack's own stack
+        (b"\xd6\xff\x00\x00\x00\x01", "bad-value"),  # the msgpack timestamp is an ext type
+        (b"\xd5\xff\x00\x01", "bad-value"),  # ext -1 of a length no timestamp has
+        (b"\xca\x7f\xc0\x00\x00", "bad-value"),  # a NaN float32: the value, then the form
+        (b"\x82\xa1b\x01\xa1a\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", "bad-value"),
+        (b"\x92\xd4\x01\x00", "malformed"),  # an ext, then the input ends: malformed first
+        (b"\x82\xa1a\x01\xa1a\x02", "not-canonical"),  # duplicate keys
+        (b"\x82\xa1b\x01\xa1a\x02", "not-canonical"),  # unsorted keys
     ],
 )
 def test_invalid_bytes_are_rejected_with_their_kind(data: bytes, kind: str) -> None:
@@ -114,3 +122,16 @@ def test_lone_surrogates_cannot_be_encoded() -> None:
 def test_plain_msgpack_and_canonical_agree_on_canonical_input() -> None:
     value = {"a": [1, -1, 1.5, "x", b"y", None, True]}
     assert canonical.pack(value) == msgpack.packb(value, use_bin_type=True)
+
+
+@given(st.one_of(st.binary(max_size=64), values.map(canonical.pack)))
+@example(b"\xd6\xff\x00\x00\x00\x01")
+@example(b"\x81\xc4\x01a\x01")
+def test_the_fast_decoder_and_the_classifier_agree(data: bytes) -> None:
+    kind, _ = canonical.diagnose(data)
+    try:
+        canonical.unpack(data)
+    except CanonicalError as exc:
+        assert exc.kind == kind != ""
+    else:
+        assert kind == ""
