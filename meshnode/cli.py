@@ -130,7 +130,10 @@ def cmd_network_new(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(client: Client, args: argparse.Namespace) -> int:
-    for peer in client.call("peers"):
+    if args.bans:
+        return _show_bans(client, args)
+    peers = client.call("peers")
+    for peer in peers:
         if args.json:
             print(dumps(peer))
         else:
@@ -139,6 +142,32 @@ def cmd_peers(client: Client, args: argparse.Namespace) -> int:
                 f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
                 f"  records {peer['records_in']}/{peer['records_out']}"
             )
+    if not peers and not args.json:
+        print("no peer is connected")
+    return EXIT_OK
+
+
+def _show_bans(client: Client, args: argparse.Namespace) -> int:
+    bans = client.call("bans")
+    for ban in bans:
+        if args.json:
+            print(dumps(ban))
+        else:
+            print(
+                f"{ban['node_id']}  {ban['retry_after']} s left  since {_when(ban['since_ms'])}"
+                f"  {ban['reason']}"
+            )
+    if not bans and not args.json:
+        print("no node is banned")
+    return EXIT_OK
+
+
+def cmd_unban(client: Client, args: argparse.Namespace) -> int:
+    client.call("unban", node_id=check_author(args.node_id))
+    if args.json:
+        print(dumps({"node_id": args.node_id, "unbanned": True}))
+    else:
+        print(f"lifted the ban on {args.node_id}")
     return EXIT_OK
 
 
@@ -353,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("id", cmd_id, "print this node's id")
-    command("peers", cmd_peers, "list connected peers")
+    p = command("peers", cmd_peers, "list connected peers")
+    p.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
+    p = command("unban", cmd_unban, "lift a ban on a node now")
+    p.add_argument("node_id", metavar="ID", help="the banned node's id")
     command("status", cmd_status, "show the node's state")
     p = command("publish", cmd_publish, "sign and store a record")
     p.add_argument("key", help="the record's key, such as profile/name")

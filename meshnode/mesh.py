@@ -11,7 +11,7 @@ simulator can call it directly.
 
 Every call returns an ``Output``: the sessions that have bytes to send, the
 records newly stored (for ``watch``), the sessions that ended, and the peers
-that misbehaved (for the runtime to stop redialling them for a while).
+that sent invalid records (for the runtime's ban list, ``meshnode.bans``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from meshnode.core.session import (
 )
 from meshnode.node import Node, NodeError, Publication
 
+# What this node announces in hello (protocol/peer.md §4.3).
+FEATURES = (m.RETRY_AFTER,)
 # What one chunk of a peer's bytes may make us send in records. A want beyond it
 # is answered in part; the peer asks again in its next round (protocol/peer.md §5).
 WANT_REPLY_BUDGET = 4 * 1024 * 1024
@@ -46,7 +48,7 @@ class Output:
     dirty: set[int] = field(default_factory=set)  # sessions with bytes to send
     stored: list[Record] = field(default_factory=list)
     closed: list[tuple[int, SessionClosed]] = field(default_factory=list)
-    misbehaved: list[bytes] = field(default_factory=list)
+    misbehaved: list[tuple[bytes, int, str]] = field(default_factory=list)  # node, code, reason
 
 
 @dataclass(slots=True)
@@ -91,15 +93,17 @@ class Mesh:
         address: str,
         now: float,
         now_ms: int,
+        banned_for: int | None = None,
     ) -> tuple[int, Output]:
         """Start a session over a finished handshake; keep one session per remote node.
 
         Two nodes that dial each other at once end up with two connections. Both
         keep the one dialed by the node with the smaller public key, so they agree
         without talking about it; with the same dialer, the older one stays.
+        A node banned for ``banned_for`` more seconds gets goodbye 7 after its hello.
         """
         self._items_now_ms = now_ms
-        hello = m.Hello(m.PROTOCOL_VERSION, (), self.listen, self.agent)
+        hello = m.Hello(m.PROTOCOL_VERSION, FEATURES, self.listen, self.agent)
         session = PeerSession(
             initiator=initiator,
             channel=channel,
@@ -112,6 +116,9 @@ class Mesh:
         peer = Peer(next(self._ids), remote, session, address, now_ms)
         self.peers[peer.id] = peer
         out = Output(dirty={peer.id})
+        if banned_for is not None:
+            session.refuse(m.GoodbyeCode.BANNED, m.Why.BANNED, banned_for)
+            return peer.id, out
         for other in list(self.peers.values()):
             if other is peer or other.node != remote or other.session.closed:
                 continue
@@ -120,7 +127,7 @@ class Mesh:
                 preferred = min(self.node.identity.public_key, remote)
                 loser = peer if self._dialer(other) == preferred else other
             out.closed.append(
-                (loser.id, loser.session.close(m.GoodbyeCode.DUPLICATE, "already connected"))
+                (loser.id, loser.session.close(m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE))
             )
             out.dirty.add(loser.id)
         return peer.id, out
@@ -215,11 +222,11 @@ class Mesh:
             report = self.node.ingest(received, now_ms=now_ms)
             self._merge(out, self._stored(report.result.stored, source=peer.id))
             if report.rejected:
-                reason = f"invalid record: {report.rejected[0]}"
+                reason = m.invalid_record_reason(report.rejected[0].reason)
                 out.closed.append(
                     (peer.id, peer.session.close(m.GoodbyeCode.INVALID_RECORD, reason))
                 )
-                out.misbehaved.append(peer.node)
+                out.misbehaved.append((peer.node, m.GoodbyeCode.INVALID_RECORD, reason))
                 return
         budget = WANT_REPLY_BUDGET
         for event in events:
@@ -232,10 +239,8 @@ class Mesh:
                     wanted = store.missing(ids)
                     if wanted:
                         peer.session.want(wanted)
-                case SessionClosed(code, _, _) as closed:
+                case SessionClosed() as closed:
                     out.closed.append((peer.id, closed))
-                    if code == m.GoodbyeCode.PROTOCOL and not closed.by_peer:
-                        out.misbehaved.append(peer.node)
 
     def _stored(self, records: list[Record], source: int | None) -> Output:
         out = Output(stored=list(records))

@@ -221,9 +221,34 @@ def test_a_peer_sending_a_forged_record_is_cut_off_and_refused_for_a_while(
     goodbyes = [r for r in replies if isinstance(r, m.Goodbye)]
     assert [g.code for g in goodbyes] == [m.GoodbyeCode.INVALID_RECORD]
     assert keys(daemon) == set()
-    assert _talk_as_a_peer(daemon.peer_address, 66, [hello]) == []  # banned: no hello back
     others = _talk_as_a_peer(daemon.peer_address, 67, [hello], until_hello=True)
     assert any(isinstance(r, m.Hello) for r in others)  # other nodes are still welcome
+
+
+def test_a_banned_node_is_told_why_and_for_how_long_and_the_operator_can_lift_it(
+    daemon: Daemon,
+) -> None:
+    forged = bytearray(record(identity(5), "fake/news", "lies").raw)
+    forged[-1] ^= 1
+    plain = m.Hello(1, (), (), "evil/1")
+    _talk_as_a_peer(daemon.peer_address, 66, [plain, m.Records((bytes(forged),))])
+
+    [hello, goodbye] = _talk_as_a_peer(daemon.peer_address, 66, [plain])
+    assert isinstance(hello, m.Hello)
+    assert goodbye == m.Goodbye(m.GoodbyeCode.BANNED, "banned")  # no feature: the 0.1.0 form
+    aware = m.Hello(1, (m.RETRY_AFTER,), (), "evil/2")
+    [_, goodbye] = _talk_as_a_peer(daemon.peer_address, 66, [aware])
+    assert isinstance(goodbye, m.Goodbye) and goodbye.code == m.GoodbyeCode.BANNED
+    assert goodbye.retry_after is not None and 590 <= goodbye.retry_after <= 600
+
+    listed = daemon.cli("peers", "--bans").stdout
+    assert identity(66).node_id in listed and "invalid record: bad-signature" in listed
+    assert "banned peer" in daemon.log()
+    assert daemon.cli("unban", identity(66).node_id).returncode == 0
+    assert daemon.cli("peers", "--bans").stdout.strip() == "no node is banned"
+    assert daemon.cli("unban", identity(66).node_id).returncode == 1  # nothing left to lift
+    welcome = _talk_as_a_peer(daemon.peer_address, 66, [plain], until_hello=True)
+    assert not any(isinstance(r, m.Goodbye) for r in welcome)
 
 
 def test_a_port_in_use_is_a_clear_start_up_error(daemon_factory: MakeDaemon) -> None:

@@ -89,7 +89,7 @@ def _describe(record: Record, seed: bytes, name: str) -> dict[str, Any]:
 
 def _resign(identity: Identity, fields: list[Any]) -> bytes:
     """Encode ``fields`` as given (even invalid ones) and sign them correctly."""
-    unsigned = msgpack.packb(fields, use_bin_type=True)
+    unsigned: bytes = msgpack.packb(fields, use_bin_type=True)
     signature = identity.sign(SIGNING_CONTEXT + unsigned)
     return msgpack.packb([*fields, signature], use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -141,7 +141,7 @@ def _invalid_cases(good: Record) -> list[tuple[str, str, bytes]]:
 
 
 def _uint16_seq(a: Identity, base: list[Any]) -> bytes:
-    unsigned = msgpack.packb(base, use_bin_type=True)
+    unsigned: bytes = msgpack.packb(base, use_bin_type=True)
     unsigned = unsigned.replace(b"\x07\xac", b"\xcd\x00\x07\xac", 1)
     signature = a.sign(SIGNING_CONTEXT + unsigned)
     return b"\x98" + unsigned[1:] + b"\xc4\x40" + signature
@@ -149,15 +149,15 @@ def _uint16_seq(a: Identity, base: list[Any]) -> bytes:
 
 def _float32(a: Identity, base: list[Any]) -> bytes:
     packer = msgpack.Packer(use_single_float=True, use_bin_type=True)
-    unsigned = packer.pack([*base[:4], 0.5, *base[5:]])
+    unsigned: bytes = packer.pack([*base[:4], 0.5, *base[5:]])
     signature = a.sign(SIGNING_CONTEXT + unsigned)
     return b"\x98" + unsigned[1:] + b"\xc4\x40" + signature
 
 
 def _duplicate_key(a: Identity, base: list[Any]) -> bytes:
-    head = msgpack.packb(base[:4], use_bin_type=True)
-    tail = msgpack.packb(base[5:], use_bin_type=True)
-    unsigned = b"\x97" + head[1:] + b"\x82\xa1a\x01\xa1a\x02" + tail[1:]
+    head: bytes = msgpack.packb(base[:4], use_bin_type=True)
+    tail: bytes = msgpack.packb(base[5:], use_bin_type=True)
+    unsigned: bytes = b"\x97" + head[1:] + b"\x82\xa1a\x01\xa1a\x02" + tail[1:]
     signature = a.sign(SIGNING_CONTEXT + unsigned)
     return b"\x98" + unsigned[1:] + b"\xc4\x40" + signature
 
@@ -200,7 +200,9 @@ def _strict_cases() -> list[tuple[str, str, bytes]]:
     s = ed25519.challenge(b"vector", b"", b"") or 1  # any fixed scalar will do
 
     def record(author: bytes, sign: Any) -> bytes:
-        unsigned = msgpack.packb([1, author, 7, "profile/name", "Ada", T0, None], use_bin_type=True)
+        unsigned: bytes = msgpack.packb(
+            [1, author, 7, "profile/name", "Ada", T0, None], use_bin_type=True
+        )
         signature: bytes = sign(author, SIGNING_CONTEXT + unsigned)
         return b"\x98" + unsigned[1:] + b"\xc4\x40" + signature
 

@@ -10,10 +10,15 @@ stream of msgpack arrays whose first element is the message type::
     [4, [record_id: bin32, ...]]                                        have
     [5, nonce: int]                                                     ping
     [6, nonce: int]                                                     pong
-    [7, code: int, reason: str]                                         goodbye
+    [7, code: int, reason: str, retry_after: int]                       goodbye
 
-Unknown message types are ignored (so a later version can add some); known
-ones must have exactly their shape. The decoder never buffers more than
+The rules that let the protocol grow (§4.2): unknown message types are ignored,
+elements after a message's known ones are ignored, and so are unknown ``hello``
+keys; missing optional fields take their defaults. Everything a node sends beyond
+the first version's forms belongs to a ``FEATURES`` entry and goes only to peers
+whose ``hello`` listed it, since nodes of 0.1.0 allowed no trailing elements.
+Every reason a node gives in a goodbye is one fixed text (``Why``), never an
+exception's words. The decoder never buffers more than
 ``MAX_MESSAGE_BYTES`` of a message, nor decodes one nested deeper or holding
 more elements than the protocol's own: a length claiming gigabytes fails at
 once, without allocating them.
@@ -28,20 +33,68 @@ from typing import Any
 import msgpack
 
 from meshnode.core.msgscan import ScanError, ValueStream
-from meshnode.core.record import ID_SIZE, MAX_RECORD_BYTES
+from meshnode.core.record import ID_SIZE
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 MAX_RECORDS_PER_MESSAGE = 1024
 MAX_IDS_PER_MESSAGE = 16384
 MAX_LISTEN_ADDRESSES = 16
-MAX_TEXT = 256
+MAX_FEATURES = 64
+MAX_TEXT = 256  # bytes of UTF-8, for every string field
 MAX_DEPTH = 3  # hello: message array > map > list of strings
 MAX_MESSAGE_FIELDS = 256  # room for a hello's map and lists beside the largest id list
 
+# The feature registry (protocol/peer.md §4.3): name -> what announcing it means.
+RETRY_AFTER = "retry-after"
+FEATURES = {
+    RETRY_AFTER: "the sender reads goodbye's fourth element, retry_after",
+}
+
+
+class Why(enum.StrEnum):
+    """Every reason a node gives in a goodbye: short, fixed, and never a peer's words."""
+
+    SHUTTING_DOWN = "shutting down"
+    NOT_A_MESSAGE = "a message is an array starting with a non-negative integer type"
+    BAD_TYPE_BYTE = "a msgpack type that messages never use (ext, 0xc1)"
+    TOO_LARGE = "a message larger than 2 MiB"
+    TOO_MANY_ELEMENTS = "a message with too many elements"
+    TOO_DEEP = "a message nested too deep"
+    MALFORMED_MSGPACK = "malformed msgpack"
+    MALFORMED_HELLO = "malformed hello"
+    MALFORMED_RECONCILE = "malformed reconcile"
+    MALFORMED_RECORDS = "malformed records"
+    MALFORMED_WANT = "malformed want"
+    MALFORMED_HAVE = "malformed have"
+    MALFORMED_PING = "malformed ping"
+    MALFORMED_PONG = "malformed pong"
+    MALFORMED_GOODBYE = "malformed goodbye"
+    HELLO_FIRST = "the first message must be hello"
+    HELLO_TWICE = "hello was sent twice"
+    NO_COMMON_VERSION = "no common protocol version"
+    RECONCILE_TOO_LARGE = "a reconcile message over the frame size limit"
+    RECONCILE_UNASKED = "a reconcile reply to no round"
+    RECONCILE_NOT_WAITING = "several reconcile messages without waiting for replies"
+    NEGENTROPY = "a negentropy message that does not decode"
+    TOO_MANY_QUESTIONS = "too many reconcile messages"
+    DUPLICATE = "already connected"
+    IDLE = "nothing heard for too long"
+    BANNED = "banned"
+    UNDECRYPTABLE = "a frame that does not decrypt"  # reported locally; nothing is sent
+
+
+def invalid_record_reason(reason: str) -> str:
+    """Goodbye 2's reason: the record's rejection code (``protocol/records.md`` §5)."""
+    return f"invalid record: {reason}"
+
 
 class PeerProtocolError(Exception):
-    """The peer broke the protocol; the session ends with ``Goodbye.PROTOCOL``."""
+    """The peer broke the protocol; the session ends with ``GoodbyeCode.PROTOCOL``."""
+
+    def __init__(self, why: Why) -> None:
+        super().__init__(why.value)
+        self.why = why
 
 
 class GoodbyeCode(enum.IntEnum):
@@ -51,7 +104,8 @@ class GoodbyeCode(enum.IntEnum):
     DUPLICATE = 3  # another connection to the same node is kept instead
     IDLE = 4  # nothing received for too long
     VERSION = 5  # no protocol version in common
-    OVERLOADED = 6  # the peer cannot keep up
+    OVERLOADED = 6  # the peer asks faster than it may
+    BANNED = 7  # the peer is not welcome for a while; retry_after says how long
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +159,7 @@ class Pong:
 class Goodbye:
     code: int
     reason: str
+    retry_after: int | None = None  # seconds; sent only to peers with the retry-after feature
 
 
 Message = Hello | Reconcile | Records | Want | Have | Ping | Pong | Goodbye
@@ -130,8 +185,10 @@ def encode(message: Message) -> bytes:
             body = [5, nonce]
         case Pong(nonce):
             body = [6, nonce]
-        case Goodbye(code, reason):
-            body = [7, code, reason[:MAX_TEXT]]
+        case Goodbye(code, reason, retry_after):
+            body = [7, code, clip(reason)]
+            if retry_after is not None:
+                body.append(retry_after)
     return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -154,7 +211,7 @@ class MessageDecoder:
         try:
             values = self._values.feed(data)
         except ScanError as exc:
-            raise PeerProtocolError(str(exc)) from None
+            raise PeerProtocolError(_SCAN_FAULTS[exc.kind]) from None
         messages: list[Message] = []
         for value in values:
             message = parse(value)
@@ -163,59 +220,79 @@ class MessageDecoder:
         return messages
 
 
+_SCAN_FAULTS = {
+    "type": Why.BAD_TYPE_BYTE,
+    "size": Why.TOO_LARGE,
+    "elements": Why.TOO_MANY_ELEMENTS,
+    "depth": Why.TOO_DEEP,
+    "malformed": Why.MALFORMED_MSGPACK,
+}
+
+
+def clip(text: str, most: int = MAX_TEXT) -> str:
+    """``text`` cut to at most ``most`` bytes of UTF-8, at a character boundary."""
+    return text.encode()[:most].decode(errors="ignore")
+
+
 def parse(obj: Any) -> Message | None:
-    """A message from its decoded msgpack form; None for an unknown type."""
-    if type(obj) is not list or not obj or type(obj[0]) is not int:
-        raise PeerProtocolError("a message is an array starting with its type")
+    """A message from its decoded msgpack form; None for an unknown type.
+
+    Elements after the ones a type defines are ignored (§4.2), so a later
+    version can extend a message without breaking this one.
+    """
+    if type(obj) is not list or not obj or type(obj[0]) is not int or obj[0] < 0:
+        raise PeerProtocolError(Why.NOT_A_MESSAGE)
     kind, args = obj[0], obj[1:]
-    parser = _PARSERS.get(kind)
-    if parser is None:
-        if kind < 0:
-            raise PeerProtocolError("message types are non-negative")
-        return None  # a type from a later version: ignored
+    entry = _PARSERS.get(kind)
+    if entry is None:
+        return None  # a type from a later version or a feature: ignored
+    parser, malformed = entry
     try:
-        message: Message = parser(*args)
-    except (TypeError, ValueError) as exc:
-        raise PeerProtocolError(f"message type {kind} is malformed: {exc}") from None
+        message: Message = parser(args)
+    except (IndexError, ValueError):
+        raise PeerProtocolError(malformed) from None
     return message
 
 
-def _hello(body: Any) -> Hello:
+def _hello(args: list[Any]) -> Hello:
+    body = args[0]
     if type(body) is not dict:
-        raise ValueError("hello is a map")
+        raise ValueError
     version, features = body.get("v"), body.get("features", [])
     listen, agent = body.get("listen", []), body.get("agent", "")
     if type(version) is not int:
-        raise ValueError("hello needs a protocol version")
-    if not _strings(features, 64) or not _strings(listen, MAX_LISTEN_ADDRESSES):
-        raise ValueError("features and listen are short lists of short strings")
-    if type(agent) is not str or len(agent) > MAX_TEXT:
-        raise ValueError("agent is a short string")
+        raise ValueError
+    if not _strings(features, MAX_FEATURES) or not _strings(listen, MAX_LISTEN_ADDRESSES):
+        raise ValueError
+    if not _text(agent):
+        raise ValueError
     return Hello(version, tuple(features), tuple(listen), agent)
 
 
+def _text(value: Any) -> bool:
+    return type(value) is str and len(value.encode()) <= MAX_TEXT
+
+
 def _strings(value: Any, most: int) -> bool:
-    return (
-        type(value) is list
-        and len(value) <= most
-        and all(type(v) is str and len(v) <= MAX_TEXT for v in value)
-    )
+    return type(value) is list and len(value) <= most and all(_text(v) for v in value)
 
 
 _ROLES = frozenset(int(role) for role in Role)
 
 
-def _reconcile(role: Any, payload: Any) -> Reconcile:
+def _reconcile(args: list[Any]) -> Reconcile:
+    role, payload = args[0], args[1]
     if type(role) is not int or role not in _ROLES or type(payload) is not bytes:
-        raise ValueError("reconcile is a role (0, 1 or 2) and bin")
+        raise ValueError
     return Reconcile(Role(role), payload)
 
 
-def _records(raws: Any) -> Records:
+def _records(args: list[Any]) -> Records:
+    raws = args[0]
     if type(raws) is not list or len(raws) > MAX_RECORDS_PER_MESSAGE:
-        raise ValueError(f"records is a list of at most {MAX_RECORDS_PER_MESSAGE}")
-    if not all(type(r) is bytes and len(r) <= MAX_RECORD_BYTES for r in raws):
-        raise ValueError("each record is bin of at most the record size")
+        raise ValueError
+    if not all(type(r) is bytes for r in raws):
+        raise ValueError  # a bin that is no valid record is goodbye 2, not 1
     return Records(tuple(raws))
 
 
@@ -225,29 +302,33 @@ def _ids(ids: Any) -> tuple[bytes, ...]:
         or len(ids) > MAX_IDS_PER_MESSAGE
         or not all(type(i) is bytes and len(i) == ID_SIZE for i in ids)
     ):
-        raise ValueError(f"a list of at most {MAX_IDS_PER_MESSAGE} 32-byte record ids")
+        raise ValueError
     return tuple(ids)
 
 
 def _nonce(nonce: Any) -> int:
     if type(nonce) is not int or not 0 <= nonce < 2**64:
-        raise ValueError("a nonce is an unsigned 64-bit integer")
+        raise ValueError
     return nonce
 
 
-def _goodbye(code: Any, reason: Any) -> Goodbye:
+def _goodbye(args: list[Any]) -> Goodbye:
+    code, reason = args[0], args[1]
+    retry_after = args[2] if len(args) > 2 else None
     if type(code) is not int or type(reason) is not str:
-        raise ValueError("goodbye is a code and a reason")
-    return Goodbye(code, reason[:MAX_TEXT])
+        raise ValueError
+    if retry_after is not None and (type(retry_after) is not int or retry_after < 0):
+        raise ValueError
+    return Goodbye(code, clip(reason), retry_after)
 
 
-_PARSERS: dict[int, Any] = {
-    0: _hello,
-    1: _reconcile,
-    2: _records,
-    3: lambda ids: Want(_ids(ids)),
-    4: lambda ids: Have(_ids(ids)),
-    5: lambda nonce: Ping(_nonce(nonce)),
-    6: lambda nonce: Pong(_nonce(nonce)),
-    7: _goodbye,
+_PARSERS: dict[int, tuple[Any, Why]] = {
+    0: (_hello, Why.MALFORMED_HELLO),
+    1: (_reconcile, Why.MALFORMED_RECONCILE),
+    2: (_records, Why.MALFORMED_RECORDS),
+    3: (lambda args: Want(_ids(args[0])), Why.MALFORMED_WANT),
+    4: (lambda args: Have(_ids(args[0])), Why.MALFORMED_HAVE),
+    5: (lambda args: Ping(_nonce(args[0])), Why.MALFORMED_PING),
+    6: (lambda args: Pong(_nonce(args[0])), Why.MALFORMED_PONG),
+    7: (_goodbye, Why.MALFORMED_GOODBYE),
 }

@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 
 
 class ScanError(ValueError):
-    """The value breaks a bound or is not msgpack; the stream cannot go on."""
+    """The value breaks a bound or is not msgpack; the stream cannot go on.
+
+    ``kind`` names the fault in a word (``type``, ``size``, ``elements``, ``depth``,
+    ``malformed``), for messages that must not carry the details.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # type byte -> size of a fixed-size value, header included
@@ -83,16 +91,18 @@ class Scanner:
                 step = 1 + width
                 count = per_item * int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
             else:
-                raise ScanError(f"type byte 0x{kind:02x} is not allowed (ext types, 0xc1)")
+                raise ScanError(f"type byte 0x{kind:02x} is not allowed (ext types, 0xc1)", "type")
             if pos + step > self.max_bytes:
-                raise ScanError(f"a message is larger than {self.max_bytes} bytes")
+                raise ScanError(f"a message is larger than {self.max_bytes} bytes", "size")
             remaining[-1] -= 1
             if count:
                 self._items += count
                 if self._items > self.max_items:
-                    raise ScanError(f"a message holds more than {self.max_items} elements")
+                    raise ScanError(
+                        f"a message holds more than {self.max_items} elements", "elements"
+                    )
                 if len(remaining) > self.max_depth:
-                    raise ScanError(f"a message nests deeper than {self.max_depth} levels")
+                    raise ScanError(f"a message nests deeper than {self.max_depth} levels", "depth")
                 remaining.append(count)
             self._pos = pos + step
             while remaining and remaining[-1] == 0:
@@ -104,7 +114,7 @@ class Scanner:
     def _incomplete(self, size: int) -> int | None:
         """None (the value is not all there yet), unless the buffer already says too much."""
         if size > self.max_bytes:
-            raise ScanError(f"a message is larger than {self.max_bytes} bytes")
+            raise ScanError(f"a message is larger than {self.max_bytes} bytes", "size")
         return None
 
 
@@ -136,5 +146,5 @@ class ValueStream:
                     )
                 )
             except Exception as exc:  # msgpack reports bad bytes with many types
-                raise ScanError(f"malformed msgpack: {exc}") from None
+                raise ScanError(f"malformed msgpack: {exc}", "malformed") from None
         return values

@@ -44,6 +44,7 @@ RECORD_BATCH_BYTES = 256 * 1024
 # 2.3 KB per difference, 8-way 0.94 KB, 4-way 0.68 KB, for one or two more
 # round trips. The spec leaves splitting to the sender, so any peer copes.
 STRATEGY = Strategy(open_with_single_fingerprint=True, buckets=4, id_list_below=4)
+REFUSAL_WAIT = 5.0  # a refused peer's hello is awaited this long, to word the goodbye for it
 LAG_CHECK_INTERVAL = 1.0  # how often a lagging session looks whether it may reconcile
 SNAPSHOT_REUSE = 1.0  # a peer opening rounds faster than this gets the same item snapshot
 ROUND_TIMEOUT = 60.0  # a round of ours the peer stopped answering is abandoned
@@ -102,6 +103,7 @@ class SessionClosed:
     code: int
     reason: str
     by_peer: bool
+    retry_after: int | None = None  # what a peer's goodbye asked us to wait, in seconds
 
 
 Event = (
@@ -168,6 +170,8 @@ class PeerSession:
         self._last_received = now
         self._last_sent = now
         self._next_reconcile = now if initiator else float("inf")
+        self._refusal: m.Goodbye | None = None
+        self._refused_at = now
         self._send(hello)
 
     # -- driver API -------------------------------------------------------------
@@ -192,19 +196,26 @@ class PeerSession:
         self._clock = self._last_received = now
         try:
             plaintext = self._channel.open(data)
+        except ChannelError:
+            # The channel is dead both ways: nothing can be sent on it, not even goodbye.
+            self.state = State.CLOSED
+            return [SessionClosed(GoodbyeCode.PROTOCOL, m.Why.UNDECRYPTABLE, by_peer=False)]
+        try:
             events: list[Event] = []
             messages = self._decoder.feed(plaintext)
             asks = sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
             if asks > 1:
                 # A round's initiator waits for each reply before it sends again.
-                raise PeerProtocolError("several reconcile messages without waiting for replies")
+                raise PeerProtocolError(m.Why.RECONCILE_NOT_WAITING)
             for message in messages:
                 events.extend(self._on_message(message, now))
                 if self.closed:
                     break
             return events
-        except (ChannelError, PeerProtocolError, NegentropyError) as exc:
-            return [self.close(GoodbyeCode.PROTOCOL, str(exc))]
+        except PeerProtocolError as exc:
+            return [self.close(GoodbyeCode.PROTOCOL, exc.why)]
+        except NegentropyError:
+            return [self.close(GoodbyeCode.PROTOCOL, m.Why.NEGENTROPY)]
 
     def push(self, raws: Sequence[bytes]) -> bool:
         """Push newly stored records; False (and a later reconcile) if the peer is too slow."""
@@ -255,16 +266,40 @@ class PeerSession:
             self._next_reconcile = now + self.config.reconcile_interval
         return True
 
-    def close(self, code: int, reason: str) -> SessionClosed:
-        """Say goodbye (the bytes are still in ``data_to_send``) and stop."""
+    def close(self, code: int, reason: str, retry_after: int | None = None) -> SessionClosed:
+        """Say goodbye (the bytes are still in ``data_to_send``) and stop.
+
+        ``retry_after`` goes on the wire only to a peer that announced the
+        ``retry-after`` feature; a node of 0.1.0 would take it for a violation.
+        """
         if self.state is not State.CLOSED:
-            self._send(m.Goodbye(code, reason))
+            if not self.peer_has(m.RETRY_AFTER):
+                retry_after = None
+            self._send(m.Goodbye(code, reason, retry_after))
             self.state = State.CLOSED
         return SessionClosed(code, reason, by_peer=False)
+
+    def refuse(self, code: int, reason: str, retry_after: int | None = None) -> list[Event]:
+        """Close as soon as the peer's hello is in, so the goodbye can use its features.
+
+        A refused session never opens: nothing is reconciled or pushed. A peer that
+        sends no hello within ``REFUSAL_WAIT`` gets the goodbye without them.
+        """
+        if self.state is State.OPEN:
+            return [self.close(code, reason, retry_after)]
+        self._refusal = m.Goodbye(code, reason, retry_after)
+        self._refused_at = self._clock
+        return []
+
+    def peer_has(self, feature: str) -> bool:
+        """Whether the peer's hello listed ``feature`` (never before its hello)."""
+        return self.peer_hello is not None and feature in self.peer_hello.features
 
     def next_timer(self) -> float:
         if self.state is State.CLOSED:
             return float("inf")
+        if self._refusal is not None:
+            return self._refused_at + REFUSAL_WAIT
         return min(
             self._last_received + self.config.idle_timeout,
             self._last_sent + self.config.ping_interval,
@@ -277,8 +312,13 @@ class PeerSession:
         if self.state is State.CLOSED:
             return []
         self._clock = now
+        if self._refusal is not None:
+            if now < self._refused_at + REFUSAL_WAIT:
+                return []
+            refusal = self._refusal
+            return [self.close(refusal.code, refusal.reason, refusal.retry_after)]
         if now >= self._last_received + self.config.idle_timeout:
-            return [self.close(GoodbyeCode.IDLE, "nothing heard for too long")]
+            return [self.close(GoodbyeCode.IDLE, m.Why.IDLE)]
         if self._round is not None and now >= self._round_started + ROUND_TIMEOUT:
             self._round = None  # the peer stopped answering; a later round starts afresh
         if now >= self._next_reconcile and not self.reconcile(now):
@@ -307,20 +347,23 @@ class PeerSession:
     def _on_message(self, message: m.Message, now: float) -> list[Event]:
         if self.state is State.AWAITING_HELLO:
             if not isinstance(message, m.Hello):
-                raise PeerProtocolError("the first message must be hello")
-            if message.version < m.PROTOCOL_VERSION:
-                return [self.close(GoodbyeCode.VERSION, f"no common version ({message.version})")]
+                raise PeerProtocolError(m.Why.HELLO_FIRST)
             self.peer_hello = message
+            if message.version < m.PROTOCOL_VERSION:
+                return [self.close(GoodbyeCode.VERSION, m.Why.NO_COMMON_VERSION)]
+            if self._refusal is not None:
+                refusal = self._refusal
+                return [self.close(refusal.code, refusal.reason, refusal.retry_after)]
             self.state = State.OPEN
             if self.initiator:
                 self.reconcile(now)
             return [HelloReceived(message)]
         match message:
             case m.Hello():
-                raise PeerProtocolError("hello was sent twice")
+                raise PeerProtocolError(m.Why.HELLO_TWICE)
             case m.Reconcile(role, payload):
                 if len(payload) > self.config.frame_size_limit:
-                    raise PeerProtocolError("a reconcile message is larger than its frame limit")
+                    raise PeerProtocolError(m.Why.RECONCILE_TOO_LARGE)
                 self.stats.reconcile_bytes_in += len(m.encode(message))
                 self.stats.reconcile_messages += 1
                 return self._on_reconcile(role, payload, now)
@@ -335,9 +378,9 @@ class PeerSession:
                 self._send(m.Pong(nonce))
             case m.Pong():
                 pass
-            case m.Goodbye(code, reason):
+            case m.Goodbye(code, reason, retry_after):
                 self.state = State.CLOSED
-                return [SessionClosed(code, reason, by_peer=True)]
+                return [SessionClosed(code, reason, by_peer=True, retry_after=retry_after)]
         return []
 
     def _on_reconcile(self, role: m.Role, payload: bytes, now: float) -> list[Event]:
@@ -346,7 +389,7 @@ class PeerSession:
             self._questions = min(QUESTION_BURST, self._questions + refill)
             self._questions_at = now
             if self._questions < 1:
-                return [self.close(GoodbyeCode.OVERLOADED, "too many reconcile messages")]
+                return [self.close(GoodbyeCode.OVERLOADED, m.Why.TOO_MANY_QUESTIONS)]
             self._questions -= 1
             # One snapshot of our items for the whole of the peer's round, so records
             # stored meanwhile neither change fingerprints mid-round nor cost a rebuild;
@@ -361,7 +404,7 @@ class PeerSession:
             self._send_reconcile(m.Role.REPLY, responder.reconcile(payload))
             return []
         if self._round is None:
-            raise PeerProtocolError("a reconcile reply to no round")
+            raise PeerProtocolError(m.Why.RECONCILE_UNASKED)
         step = self._round.reconcile(payload)
         self._round_found[0] += len(step.have_ids)
         self._round_found[1] += len(step.need_ids)

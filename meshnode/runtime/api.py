@@ -108,11 +108,11 @@ class Args:
         return value
 
     def take_author(self) -> bytes | None:
-        text = self.take("author", str, None)
-        if text is None:
-            return None
+        return None if self._named.get("author") is None else self.take_node_id("author")
+
+    def take_node_id(self, name: str) -> bytes:
         try:
-            return decode_node_id(text)
+            return decode_node_id(self.take(name, str))
         except NodeIdError as exc:
             raise ApiError("invalid-params", str(exc)) from None
 
@@ -142,6 +142,8 @@ class Api:
             "query": self.query,
             "delete": self.delete,
             "peers": self.peer_list,
+            "bans": self.ban_list,
+            "unban": self.unban,
         }
 
     async def call(self, method: str, params: list[Any]) -> Any:
@@ -219,6 +221,17 @@ class Api:
     async def peer_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
         return await self.store_thread.run(self.peers.peer_list)
+
+    async def ban_list(self, args: Args) -> list[dict[str, Any]]:
+        args.done()
+        return self.peers.ban_list()
+
+    async def unban(self, args: Args) -> bool:
+        node = args.take_node_id("node_id")
+        args.done()
+        if not self.peers.unban(node):
+            raise ApiError("not-found", "that node is not banned")
+        return True
 
     async def get(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)

@@ -5,8 +5,10 @@ reader that hands received bytes to the mesh and a writer that sends what the
 mesh has for the peer. All calls into the mesh go through the store thread,
 one at a time, so the mesh (and its sessions) are only ever touched by one
 thread; the trio thread only moves bytes. A dial loop per configured peer
-reconnects with exponential backoff and jitter. Peers that break the protocol
-or send invalid records are not redialled, nor accepted, for a while.
+reconnects with exponential backoff and jitter. Peers that send invalid
+records are banned for a while (``meshnode.bans``): not redialled, and told so
+with goodbye 7 when they connect; a peer that bans us is not redialled until
+the time its goodbye gave.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.addresses import format_address
+from meshnode.bans import BanList
 from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
-from meshnode.core.messages import GoodbyeCode
+from meshnode.core.messages import GoodbyeCode, Why
 from meshnode.core.nodeid import encode_node_id
+from meshnode.core.session import SessionClosed
 from meshnode.mesh import Mesh, Output
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
@@ -49,7 +53,6 @@ class PeerConfig:
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
-    ban_seconds: float = 600.0
 
 
 class ListenError(Exception):
@@ -83,6 +86,7 @@ class Connection:
     stream: trio.abc.Stream
     address: str
     initiator: bool
+    node: bytes
     handshake_bytes: int
     doorbell: Doorbell = field(default_factory=Doorbell)
     pending: bytearray = field(default_factory=bytearray)
@@ -117,7 +121,9 @@ class PeerService:
         self._static_key = X25519PrivateKey.generate()  # fresh per process, never on disk
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
-        self._bans: dict[bytes, float] = {}
+        self.bans = BanList()
+        self._bans_changed = trio.Event()  # set (and replaced) when a ban is lifted
+        self._held_off: dict[bytes, float] = {}  # nodes that banned us -> when to try again
         self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
         self._count = 0  # peer connections, handshaking ones included
         self.listening: list[str] = []
@@ -144,11 +150,56 @@ class PeerService:
                     connection.scope.deadline = min(connection.scope.deadline, deadline)
         if out.stored:
             self.hub.publish(out.stored)
-        for node in out.misbehaved:
-            log.warning("peer %s misbehaved; not talking to it for a while", encode_node_id(node))
-            now = trio.current_time()
-            self._bans = {n: until for n, until in self._bans.items() if until > now}
-            self._bans[node] = now + self.config.ban_seconds
+        now = trio.current_time()
+        for peer_id, closed in out.closed:
+            connection = self._connections.get(peer_id)
+            if connection is not None:
+                self._log_goodbye(connection, closed, now)
+        for node, code, reason in out.misbehaved:
+            ban = self.bans.ban(node, code, reason, now, self._wall_clock_ms())
+            if ban is not None:
+                log.warning(
+                    "banned peer %s for %d s: %s",
+                    encode_node_id(node),
+                    ban.seconds_left(now),
+                    reason,
+                )
+
+    def _log_goodbye(self, connection: Connection, closed: SessionClosed, now: float) -> None:
+        who = encode_node_id(connection.node)
+        if not closed.by_peer:
+            if closed.code != GoodbyeCode.NORMAL:
+                log.info("closing %s: goodbye %d (%s)", who, closed.code, closed.reason)
+            return
+        if closed.code == GoodbyeCode.BANNED and closed.retry_after is not None:
+            self._held_off[connection.node] = now + closed.retry_after
+            log.warning("peer %s banned this node; retrying in %d s", who, closed.retry_after)
+        elif closed.code != GoodbyeCode.NORMAL:
+            log.info("peer %s said goodbye %d (%s)", who, closed.code, closed.reason)
+
+    def ban_list(self) -> list[dict[str, Any]]:
+        """The bans in force, for ``meshnode peers --bans``."""
+        now = trio.current_time()
+        return [
+            {
+                "node_id": encode_node_id(ban.node),
+                "code": ban.code,
+                "reason": ban.reason,
+                "since_ms": ban.since_ms,
+                "until_ms": ban.until_ms,
+                "retry_after": ban.seconds_left(now),
+            }
+            for ban in self.bans.active(now)
+        ]
+
+    def unban(self, node: bytes) -> bool:
+        """Lift a ban by hand; a dialer waiting it out dials at once."""
+        lifted = self.bans.lift(node)
+        if lifted:
+            log.info("ban on %s lifted", encode_node_id(node))
+            self._bans_changed.set()
+            self._bans_changed = trio.Event()
+        return lifted
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run a mesh method on the store thread, take the bytes it made, apply its output.
@@ -260,11 +311,7 @@ class PeerService:
         address = format_address(host, port)
         delay = self.config.backoff_initial
         while True:
-            known = self._nodes_at.get(address)
-            banned_until = self._bans.get(known, 0.0) if known is not None else 0.0
-            if banned_until > trio.current_time():
-                log.info("not dialling %s until its ban ends", address)
-                await trio.sleep_until(banned_until)
+            await self._wait_out_bans(address)
             stream: trio.SocketStream | None = None
             with trio.move_on_after(self.config.connect_timeout):
                 try:
@@ -280,6 +327,18 @@ class PeerService:
                     delay = self.config.backoff_initial
             await trio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.config.backoff_max)
+
+    async def _wait_out_bans(self, address: str) -> None:
+        """Dial no node we banned, nor one that banned us, before its time is up."""
+        while (known := self._nodes_at.get(address)) is not None:
+            now = trio.current_time()
+            ban = self.bans.get(known, now)
+            until = max(ban.until if ban else now, self._held_off.get(known, now))
+            if until <= now:
+                return
+            log.info("not dialling %s for %.0f s: a ban is in force", address, until - now)
+            with trio.move_on_at(until):
+                await self._bans_changed.wait()
 
     async def _guarded(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
         """Run one connection; whatever happens, the daemon carries on."""
@@ -330,24 +389,30 @@ class PeerService:
             log.info("handshake with %s timed out", address)
             return "handshake"
         established = handshake.established
+        node = established.remote_node
         if initiator:
-            self._nodes_at[address] = established.remote_node
-        banned_until = self._bans.get(established.remote_node, 0.0)
-        if banned_until > trio.current_time():
-            return "banned"
+            self._nodes_at[address] = node
+        now = trio.current_time()
+        ban = self.bans.get(node, now)
+        banned_for = None if ban is None else ban.seconds_left(now)
         peer_id, out = await self.store_thread.run(
-            self._open, established, initiator, address, trio.current_time()
+            self._open, established, initiator, address, now, banned_for
         )
         connection = Connection(
-            stream, address, initiator, handshake_bytes - len(established.leftover)
+            stream, address, initiator, node, handshake_bytes - len(established.leftover)
         )
         self._connections[peer_id] = connection
-        log.info(
-            "connected to %s at %s (%s)",
-            encode_node_id(established.remote_node),
-            address,
-            "out" if initiator else "in",
-        )
+        if banned_for is None:
+            log.info(
+                "connected to %s at %s (%s)",
+                encode_node_id(node),
+                address,
+                "out" if initiator else "in",
+            )
+        else:
+            log.info(
+                "refusing %s at %s: banned for %d s more", encode_node_id(node), address, banned_for
+            )
         await self.call(_same, out)  # deliver the hello (and any duplicate's goodbye)
         try:
             async with trio.open_nursery() as nursery:
@@ -371,7 +436,12 @@ class PeerService:
         return "session"
 
     def _open(
-        self, established: Established, initiator: bool, address: str, now: float
+        self,
+        established: Established,
+        initiator: bool,
+        address: str,
+        now: float,
+        banned_for: int | None,
     ) -> tuple[int, Output]:
         return self.mesh.open(
             remote=established.remote_node,
@@ -380,6 +450,7 @@ class PeerService:
             address=address,
             now=now,
             now_ms=self._wall_clock_ms(),
+            banned_for=banned_for,
         )
 
     def _receive(self, peer_id: int, data: bytes, now: float) -> Output:
@@ -430,7 +501,7 @@ class PeerService:
         (a second sender on a stream would collide with a writer blocked on a
         peer that does not read); the caller bounds how long this may take.
         """
-        await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, "shutting down")
+        await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, Why.SHUTTING_DOWN)
         while any(c.pending for c in self._connections.values()):
             await trio.sleep(0.01)
 
