@@ -46,6 +46,8 @@ from meshnode.core.negentropy import (
     encode_varint,
     fingerprint,
 )
+from meshnode.core.session import STRATEGY as SESSION_STRATEGY
+from meshnode.store.base import MAX_RECONCILE_TIMESTAMP
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS_FILE = Path(__file__).parent / "vectors" / "negentropy" / "negentropy-v1.json"
@@ -530,9 +532,9 @@ HARNESS = [sys.executable, "-m", "meshnode.core.negentropy_harness"]
 class Harness:
     """One harness process, driven line by line as the reference's fuzz.pl drives it."""
 
-    def __init__(self, frame_size_limit: int = 0) -> None:
+    def __init__(self, frame_size_limit: int = 0, strategy: str = "reference") -> None:
         self.process = subprocess.Popen(
-            HARNESS,
+            [*HARNESS, "--strategy", strategy],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -560,11 +562,16 @@ class Harness:
         return self.process.returncode, stdout, stderr
 
 
-def test_harness_session_between_two_processes() -> None:
+@pytest.mark.parametrize(
+    ("client_strategy", "server_strategy"),
+    [("reference", "reference"), ("meshnode", "meshnode"), ("meshnode", "reference")],
+)
+def test_harness_session_between_two_processes(client_strategy: str, server_strategy: str) -> None:
     rng = random.Random(7)
     client_ids: set[str] = set()
     server_ids: set[str] = set()
-    client, server = Harness(), Harness(frame_size_limit=4096)
+    client = Harness(strategy=client_strategy)
+    server = Harness(frame_size_limit=4096, strategy=server_strategy)
     for _ in range(400):
         item_id = rng.randbytes(32).hex()
         line = f"item,{1677970534 + rng.randrange(50)},{item_id}"
@@ -636,3 +643,31 @@ def test_harness_errors(script: str, error: str) -> None:
     done = run_harness(script)
     assert done.returncode == 1
     assert error in done.stderr
+
+
+@pytest.mark.parametrize("strategy", [REFERENCE, SINGLE_FIRST, SESSION_STRATEGY])
+def test_the_latest_reconcile_timestamp_never_puts_2_to_the_31_on_the_wire(
+    strategy: Strategy,
+) -> None:
+    """The JavaScript reference reads varints with 32-bit signed arithmetic (protocol/peer.md §5.2).
+
+    An encoded bound is 1 + its timestamp's delta to the previous bound, so it is at most
+    the timestamp + 1: items at ``MAX_RECONCILE_TIMESTAMP`` must keep that below 2^31.
+    """
+    rng = random.Random(31)
+    latest = MAX_RECONCILE_TIMESTAMP
+    ours = [(latest - rng.randrange(2), rng.randbytes(32)) for _ in range(300)]
+    theirs = ours[:250] + [(latest, rng.randbytes(32)) for _ in range(20)]
+    initiator = Initiator(SortedItems(ours), strategy=strategy)
+    responder = Responder(SortedItems(theirs), strategy=strategy)
+    message: bytes | None = initiator.initiate()
+    bounds: list[int] = []
+    while message is not None:
+        reply = responder.reconcile(message)
+        for sent in (message, reply):
+            bounds += [
+                r.upper.timestamp for r in decode_message(sent) if r.upper.timestamp != INFINITY
+            ]
+        message = initiator.reconcile(reply).message
+    assert bounds and max(bounds) == latest
+    assert max(bounds) + 1 < 2**31

@@ -67,3 +67,26 @@ def test_both_sides_reproduce_the_handshake_and_read_the_whole_transcript() -> N
 def test_the_transcripts_records_are_valid() -> None:
     for raw in VECTOR["records"].values():
         decode_record(bytes.fromhex(raw))
+
+
+def test_the_transcript_keeps_the_session_rules() -> None:
+    """Only the round's initiator wants, and only what the peer alone has (peer.md §5.2)."""
+    records = {name: decode_record(bytes.fromhex(raw)) for name, raw in VECTOR["records"].items()}
+    holds = {
+        "alice": {records["shared"].id, records["only_alice"].id},
+        "bob": {records["shared"].id, records["only_bob"].id},
+    }
+    wants = [
+        (entry["from"], m.MessageDecoder().feed(bytes.fromhex(entry["plaintext"]))[0])
+        for entry in VECTOR["transcript"]
+        if entry["message"] == "want"
+    ]
+    assert wants
+    for sender, want in wants:
+        assert sender == "alice"
+        assert isinstance(want, m.Want) and not set(want.ids) & holds[sender]
+
+
+def test_every_field_of_the_file_is_described() -> None:
+    described = {name for key in VECTOR["notes"] for name in key.split(", ")}
+    assert set(VECTOR) - {"notes"} <= described

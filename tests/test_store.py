@@ -305,11 +305,11 @@ def test_items_are_the_live_records_sorted_for_reconciliation(make_store: MakeSt
     records = [
         record(ALICE, "a", created_ms=T0 + 5000),
         record(BOB, "b", created_ms=T0),
-        record(ALICE, "c", created_ms=2**62),  # far future: clamped below 2^31 seconds
+        record(ALICE, "c", created_ms=2**62),  # far future: clamped to 2^31 - 2 seconds
         record(BOB, "gone", created_ms=T0, expires_ms=T0 + 1),
     ]
     stored(store, records, now=T0)
-    expected = sorted((min(r.created_ms // 1000, 2**31 - 1), r.id) for r in records[:3])
+    expected = sorted((min(r.created_ms // 1000, 2**31 - 2), r.id) for r in records[:3])
     assert store.items(T0 + 1) == expected
     found = store.raw_by_ids([r.id for r in records] + [b"\0" * 32], T0 + 1)
     assert sorted(found) == sorted(r.raw for r in records[:3])  # unknown and expired: skipped

@@ -2,9 +2,11 @@
 
 hoytech/negentropy tests implementations against each other (``test/fuzz.pl``,
 ``test/protoversion.pl``) by driving one harness process per side over stdin/stdout. This one
-speaks the same line protocol as the reference's ``test/js/harness.js``, with the
-``REFERENCE`` strategy, so the reference's delta tests can compare our messages with theirs
-byte for byte. In::
+speaks the same line protocol as the reference's ``test/js/harness.js``. By default it splits
+ranges as the reference does (``--strategy reference``), so the reference's delta tests can
+compare our messages with theirs byte for byte; ``--strategy meshnode`` uses the strategy a
+running node uses (one opening fingerprint, 4-way splits), to try that against other
+implementations. In::
 
     item,<timestamp>,<id hex>   add an item (before seal)
     seal                        freeze the item set
@@ -20,9 +22,10 @@ harness's uncaught exceptions do.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from meshnode.core.negentropy import (
@@ -31,14 +34,20 @@ from meshnode.core.negentropy import (
     NegentropyError,
     Responder,
     SortedItems,
+    Strategy,
 )
+from meshnode.core.session import STRATEGY
+
+STRATEGIES = {"reference": REFERENCE, "meshnode": STRATEGY}
 
 
 class HarnessError(Exception):
     """A line the harness protocol does not allow."""
 
 
-def run(lines: Iterable[str], out: TextIO, frame_size_limit: int = 0) -> None:
+def run(
+    lines: Iterable[str], out: TextIO, frame_size_limit: int = 0, strategy: Strategy = REFERENCE
+) -> None:
     """Serve one harness session; flushes after every command because the peer waits on it."""
     pending: list[tuple[int, bytes]] | None = []
     items: SortedItems | None = None
@@ -68,7 +77,7 @@ def run(lines: Iterable[str], out: TextIO, frame_size_limit: int = 0) -> None:
             raise HarnessError(f"{command or 'empty line'} before seal")
         elif command == "initiate":
             if initiator is None:
-                initiator = Initiator(items, strategy=REFERENCE, frame_size_limit=frame_size_limit)
+                initiator = Initiator(items, strategy=strategy, frame_size_limit=frame_size_limit)
             send(initiator.initiate())
         elif command == "msg":
             message = bytes.fromhex(fields[1]) if len(fields) > 1 else b""
@@ -83,7 +92,7 @@ def run(lines: Iterable[str], out: TextIO, frame_size_limit: int = 0) -> None:
             else:
                 if responder is None:
                     responder = Responder(
-                        items, strategy=REFERENCE, frame_size_limit=frame_size_limit
+                        items, strategy=strategy, frame_size_limit=frame_size_limit
                     )
                 send(responder.reconcile(message))
         else:
@@ -91,10 +100,21 @@ def run(lines: Iterable[str], out: TextIO, frame_size_limit: int = 0) -> None:
         out.flush()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m meshnode.core.negentropy_harness",
+        description="Negentropy v1 over the reference harness's line protocol.",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default="reference",
+        help="how to open and split: the reference's (default) or the one meshnode runs",
+    )
+    args = parser.parse_args(argv)
     limit = os.environ.get("FRAMESIZELIMIT", "")
     try:
-        run(sys.stdin, sys.stdout, int(limit) if limit else 0)
+        run(sys.stdin, sys.stdout, int(limit) if limit else 0, STRATEGIES[args.strategy])
     except (HarnessError, NegentropyError, ValueError) as exc:
         sys.stderr.write(f"negentropy harness: {exc}\n")
         return 1

@@ -30,15 +30,14 @@ from meshnode.core.record import Record
 
 MIB = 1024 * 1024
 DAY_MS = 24 * 3600 * 1000
-MAX_RECONCILE_TIMESTAMP = 2**31 - 1
+# A bound's timestamp goes on the wire as 1 + its delta to the previous bound, and the
+# JavaScript reference reads varints with 32-bit signed arithmetic: 2^31 - 2 is the
+# largest timestamp whose encoding (2^31 - 1) it reads back right (protocol/peer.md §5.2).
+MAX_RECONCILE_TIMESTAMP = 2**31 - 2
 
 
 def reconcile_timestamp(created_ms: int) -> int:
-    """A record's Negentropy timestamp: creation time in whole seconds, below 2^31.
-
-    The clamp lets every reference implementation take part (the JavaScript one
-    computes varints with 32-bit operations).
-    """
+    """A record's Negentropy timestamp: creation time in whole seconds, at most 2^31 - 2."""
     return min(created_ms // 1000, MAX_RECONCILE_TIMESTAMP)
 
 

@@ -73,18 +73,23 @@ def build() -> dict[str, Any]:
 
     shared = sign_record(alice, seq=1, key="profile/name", value="Alice", created_ms=T0)
     only_alice = sign_record(alice, seq=2, key="offer/tea", value="hot", created_ms=T0 + 1000)
+    only_bob = sign_record(bob, seq=1, key="offer/bread", value="rye", created_ms=T0 + 2000)
     alice_items = SortedItems(
         (reconcile_timestamp(r.created_ms), r.id) for r in (shared, only_alice)
     )
-    bob_items = SortedItems([(reconcile_timestamp(shared.created_ms), shared.id)])
+    bob_items = SortedItems((reconcile_timestamp(r.created_ms), r.id) for r in (shared, only_bob))
     round_ = Initiator(alice_items, strategy=STRATEGY, frame_size_limit=60_000)
     bob_round = Responder(bob_items, strategy=STRATEGY, frame_size_limit=60_000)
     transcript = [
-        ("alice", _wire(a.channel, m.Hello(1, (), ("192.0.2.1:7744",), "meshnode/0.1.0"))),
+        (
+            "alice",
+            _wire(a.channel, m.Hello(1, (m.RETRY_AFTER,), ("192.0.2.1:7744",), "meshnode/0.2.0")),
+        ),
         ("bob", _wire(b.channel, m.Hello(1, (), (), "meshnode/0.1.0"))),
     ]
     outgoing: bytes | None = round_.initiate()
     have: tuple[bytes, ...] = ()
+    need: tuple[bytes, ...] = ()
     role = m.Role.OPEN
     while outgoing is not None:
         transcript.append(("alice", _wire(a.channel, m.Reconcile(role, outgoing))))
@@ -93,16 +98,21 @@ def build() -> dict[str, Any]:
         role = m.Role.CONTINUE
         step = round_.reconcile(reply)
         have += step.have_ids
+        need += step.need_ids
         outgoing = step.message
-    assert have == (only_alice.id,)
+    assert (have, need) == ((only_alice.id,), (only_bob.id,))
+    # The round's initiator wants what only the peer has and pushes what only it has
+    # (peer.md §5.2); the responder answers the want (§5.3).
     transcript += [
+        ("alice", _wire(a.channel, m.Want((only_bob.id,)))),
         ("alice", _wire(a.channel, m.Records((only_alice.raw,)))),
-        ("bob", _wire(b.channel, m.Want((shared.id,)))),
+        ("bob", _wire(b.channel, m.Records((only_bob.raw,)))),
         ("alice", _wire(a.channel, m.Ping(42))),
         ("bob", _wire(b.channel, m.Pong(42))),
         ("alice", _wire(a.channel, m.Goodbye(0, "shutting down"))),
     ]
     return {
+        "notes": NOTES,
         "protocol": PROTOCOL_NAME,
         "prologue": PROLOGUE.hex(),
         "binding_context": BINDING_CONTEXT.hex(),
@@ -114,9 +124,41 @@ def build() -> dict[str, Any]:
         **{name.replace(" ", "_"): value.hex() for name, value in keys.items()},
         "handshake": {"message1": msg1.hex(), "message2": msg2.hex(), "message3": msg3.hex()},
         "handshake_hash": a.handshake_hash.hex(),
-        "records": {"shared": shared.raw.hex(), "only_alice": only_alice.raw.hex()},
+        "records": {
+            "shared": shared.raw.hex(),
+            "only_alice": only_alice.raw.hex(),
+            "only_bob": only_bob.raw.hex(),
+        },
         "transcript": [{"from": who, **entry} for who, entry in transcript],
     }
+
+
+NOTES = {
+    "about": "One session between Alice (the dialer: Noise initiator and session initiator) and"
+    " Bob (the responder), from the first handshake byte to goodbye. Byte strings are lowercase"
+    " hex. Every input is fixed, so an implementation fed the same keys must produce these"
+    " bytes exactly.",
+    "protocol": "the Noise protocol name",
+    "prologue": "the Noise prologue (peer.md section 2)",
+    "binding_context": "the bytes signed before the Noise static key in the identity binding",
+    "network_key": "the 32-byte network key, used as the Noise PSK",
+    "alice_identity_seed, bob_identity_seed": "RFC 8032 Ed25519 private seeds (32 bytes): the"
+    " node identities",
+    "alice_node_id, bob_node_id": "the node ids of those identities (records.md section 1)",
+    "alice_static, bob_static": "X25519 private keys (32 bytes, RFC 7748, before clamping):"
+    " the Noise static keys s",
+    "alice_ephemeral, bob_ephemeral": "X25519 private keys: the Noise ephemeral keys e, the"
+    " only randomness of a handshake",
+    "handshake": "the three handshake messages as sent on the stream, each with its 2-byte"
+    " big-endian length prefix; message1 from Alice, message2 from Bob, message3 from Alice",
+    "handshake_hash": "the Noise handshake hash h after message 3 (both sides compute it)",
+    "records": "the records of the session, each a whole record encoding (records.md): Alice"
+    " holds shared and only_alice, Bob holds shared and only_bob",
+    "transcript": "the messages after the handshake in the order sent: from (the sender),"
+    " message (its name in peer.md section 4), plaintext (the msgpack encoding of the message),"
+    " wire (the transport frame as sent on the stream: 2-byte big-endian length prefix, then"
+    " ChaChaPoly ciphertext and tag, nonces counting from 0 per direction)",
+}
 
 
 def render() -> str:
