@@ -1,0 +1,49 @@
+"""The conformance suite, run against a real meshnode daemon: every case must pass."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from meshnode.conformance.suite import CASES
+from meshnode.core.netkey import encode_network_key
+from tests.helpers import Daemon
+
+pytestmark = pytest.mark.slow
+
+
+def test_meshnode_passes_its_own_conformance_suite(daemon: Daemon) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode.conformance", daemon.peer_address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines[-1] == f"{len(CASES) - 1} passed, 0 failed, 1 skipped"  # the idle case is slow
+    assert len(lines) == len(CASES) + 1
+    assert "Traceback" not in daemon.log()
+
+
+def test_a_failing_case_fails_the_run(daemon: Daemon) -> None:
+    wrong_key = "mesh1" + "q" * 52  # not the daemon's network key, nor a valid invite
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode.conformance", daemon.peer_address, "-k", "right network key",
+         "--network-key", wrong_key],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "network key" in result.stderr.lower()
+    with daemon.client() as client:
+        port = int(client.status()["listening"][0].rsplit(":", 1)[1])
+
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode.conformance", f"127.0.0.1:{port}", "-k", "right network key",
+         "--network-key", encode_network_key(bytes(32))],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == "0 passed, 1 failed"
