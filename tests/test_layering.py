@@ -30,7 +30,9 @@ def test_core_modules_do_no_io_and_read_no_clock(module: str) -> None:
     assert not (loaded_after_import(module) - baseline) & IO_MODULES
 
 
-@pytest.mark.parametrize("module", ["meshnode.node", "meshnode.store", "meshnode.store.base"])
+@pytest.mark.parametrize(
+    "module", ["meshnode.node", "meshnode.bans", "meshnode.store", "meshnode.store.base"]
+)
 def test_the_node_and_store_interface_need_no_io(module: str) -> None:
     baseline = loaded_after_import("sys")
     assert not (loaded_after_import(module) - baseline) & (IO_MODULES - {"time"})
