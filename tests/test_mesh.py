@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshnode.core import messages as m
+from meshnode.core.channel import ChannelError
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
-from meshnode.core.session import SessionConfig, State
+from meshnode.core.record import Invalid
+from meshnode.core.session import REFUSAL_WAIT, SessionConfig, State
 from meshnode.mesh import WANT_REPLY_BUDGET, Mesh
 from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel
@@ -333,3 +336,105 @@ def test_a_steady_questioner_within_the_rate_is_answered_forever() -> None:
             peer_id, m.encode(m.Reconcile(m.Role.OPEN, EVERYTHING_PLEASE)), n / 10, T0
         )
         assert not out.closed
+
+
+def _banned_session(net: Network) -> tuple[Mesh, int]:
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+        banned_for=600,
+    )
+    return mesh, peer_id
+
+
+def _sent(mesh: Mesh, peer_id: int) -> list[m.Message]:
+    return m.MessageDecoder().feed(mesh.take_data(peer_id))
+
+
+@pytest.mark.parametrize(
+    ("features", "retry_after"), [((), None), ((m.RETRY_AFTER,), 600)], ids=["0.1.0", "aware"]
+)
+def test_a_banned_node_gets_our_hello_then_goodbye_7_worded_for_its_features(
+    features: tuple[str, ...], retry_after: int | None
+) -> None:
+    net = Network()
+    mesh, peer_id = _banned_session(net)
+    [hello] = _sent(mesh, peer_id)
+    assert isinstance(hello, m.Hello) and m.RETRY_AFTER in hello.features
+    their_hello = m.encode(m.Hello(1, features, (), "them"))
+    out = mesh.receive(peer_id, their_hello, 1, net.now_ms)
+    assert _sent(mesh, peer_id) == [m.Goodbye(m.GoodbyeCode.BANNED, "banned", retry_after)]
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.BANNED]
+    assert out.stored == [] and out.misbehaved == []
+
+
+def test_a_banned_node_that_sends_no_hello_gets_goodbye_7_after_a_while() -> None:
+    net = Network()
+    mesh, peer_id = _banned_session(net)
+    mesh.take_data(peer_id)
+    assert mesh.next_timer() == REFUSAL_WAIT
+    out = mesh.handle_timers(REFUSAL_WAIT, net.now_ms)
+    assert _sent(mesh, peer_id) == [m.Goodbye(m.GoodbyeCode.BANNED, "banned")]
+    assert [closed.code for _, closed in out.closed] == [m.GoodbyeCode.BANNED]
+
+
+def test_a_frame_that_does_not_decrypt_closes_without_a_goodbye() -> None:
+    class Broken(PlainChannel):
+        def open(self, data: bytes) -> bytes:
+            raise ChannelError("tampered")
+
+    net = Network()
+    net.add(0)
+    net.add(1)
+    mesh = net.nodes[0]
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=Broken(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+    )
+    mesh.take_data(peer_id)
+    out = mesh.receive(peer_id, b"garbage", 1, net.now_ms)
+    assert mesh.take_data(peer_id) == b""
+    assert [(c.code, c.reason) for _, c in out.closed] == [
+        (m.GoodbyeCode.PROTOCOL, m.Why.UNDECRYPTABLE)
+    ]
+    assert out.misbehaved == []
+
+
+_fields = st.one_of(
+    st.integers(-3, 2**64 - 1),
+    st.binary(max_size=40),
+    st.text(max_size=8),
+    st.none(),
+    st.lists(st.one_of(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=33)), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2),
+)
+_messages = st.tuples(st.integers(-2, 9), st.lists(_fields, max_size=4)).map(
+    lambda t: msgpack.packb([t[0], *t[1]], use_bin_type=True)
+)
+
+
+@given(st.lists(st.one_of(st.binary(max_size=40), _messages), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_every_goodbye_reason_is_from_the_fixed_set(chunks: list[bytes]) -> None:
+    net = Network()
+    mesh, peer_id = hand_driven_session(net)
+    mesh.take_data(peer_id)
+    hello = m.encode(m.Hello(1, (), (), "fuzz"))
+    for chunk in [hello, *chunks]:
+        out = mesh.receive(peer_id, chunk, 1, net.now_ms)
+        for _, closed in out.closed:
+            assert closed.reason in FIXED_REASONS
+
+
+FIXED_REASONS = set(m.Why) | {m.invalid_record_reason(r) for r in Invalid}
