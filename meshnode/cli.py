@@ -131,35 +131,34 @@ def cmd_network_new(args: argparse.Namespace) -> int:
 
 def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     if args.bans:
-        return _show_bans(client, args)
-    peers = client.call("peers")
-    for peer in peers:
-        if args.json:
-            print(dumps(peer))
-        else:
-            print(
-                f"{peer['node_id']}  {peer['address']:<24} {peer['direction']:<3}"
-                f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
-                f"  records {peer['records_in']}/{peer['records_out']}"
-            )
-    if not peers and not args.json:
-        print("no peer is connected")
+        return _rows(client.call("bans"), args, _ban_line, "no node is banned")
+    return _rows(client.call("peers"), args, _peer_line, "no peer is connected")
+
+
+def _rows(
+    rows: list[dict[str, Any]], args: argparse.Namespace, line: Callable[..., str], empty: str
+) -> int:
+    """One line per row (a JSON object with --json); words, not silence, when there are none."""
+    for row in rows:
+        print(dumps(row) if args.json else line(row))
+    if not rows and not args.json:
+        print(empty)
     return EXIT_OK
 
 
-def _show_bans(client: Client, args: argparse.Namespace) -> int:
-    bans = client.call("bans")
-    for ban in bans:
-        if args.json:
-            print(dumps(ban))
-        else:
-            print(
-                f"{ban['node_id']}  {ban['retry_after']} s left  since {_when(ban['since_ms'])}"
-                f"  {ban['reason']}"
-            )
-    if not bans and not args.json:
-        print("no node is banned")
-    return EXIT_OK
+def _peer_line(peer: dict[str, Any]) -> str:
+    return (
+        f"{peer['node_id']}  {peer['address']:<24} {peer['direction']:<3}"
+        f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
+        f"  records {peer['records_in']}/{peer['records_out']}"
+    )
+
+
+def _ban_line(ban: dict[str, Any]) -> str:
+    return (
+        f"{ban['node_id']}  {ban['retry_after']} s left  since {_when(ban['since_ms'])}"
+        f"  {ban['reason']}"
+    )
 
 
 def cmd_unban(client: Client, args: argparse.Namespace) -> int:

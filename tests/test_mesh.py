@@ -17,7 +17,12 @@ from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel
 
 
-def hand_driven_session(net: Network, initiator: bool = False) -> tuple[Mesh, int]:
+def hand_driven_session(
+    net: Network,
+    initiator: bool = False,
+    channel: PlainChannel | None = None,
+    banned_for: int | None = None,
+) -> tuple[Mesh, int]:
     """Node 0 with a session to node 1 driven by hand (no bytes from node 1 yet)."""
     net.add(0)
     net.add(1)
@@ -25,10 +30,11 @@ def hand_driven_session(net: Network, initiator: bool = False) -> tuple[Mesh, in
     peer_id, _ = mesh.open(
         remote=net.nodes[1].node.identity.public_key,
         initiator=initiator,
-        channel=PlainChannel(),
+        channel=channel or PlainChannel(),
         address="x",
         now=0,
         now_ms=net.now_ms,
+        banned_for=banned_for,
     )
     return mesh, peer_id
 
@@ -338,22 +344,6 @@ def test_a_steady_questioner_within_the_rate_is_answered_forever() -> None:
         assert not out.closed
 
 
-def _banned_session(net: Network) -> tuple[Mesh, int]:
-    net.add(0)
-    net.add(1)
-    mesh = net.nodes[0]
-    peer_id, _ = mesh.open(
-        remote=net.nodes[1].node.identity.public_key,
-        initiator=False,
-        channel=PlainChannel(),
-        address="x",
-        now=0,
-        now_ms=net.now_ms,
-        banned_for=600,
-    )
-    return mesh, peer_id
-
-
 def _sent(mesh: Mesh, peer_id: int) -> list[m.Message]:
     return m.MessageDecoder().feed(mesh.take_data(peer_id))
 
@@ -365,7 +355,7 @@ def test_a_banned_node_gets_our_hello_then_goodbye_7_worded_for_its_features(
     features: tuple[str, ...], retry_after: int | None
 ) -> None:
     net = Network()
-    mesh, peer_id = _banned_session(net)
+    mesh, peer_id = hand_driven_session(net, banned_for=600)
     [hello] = _sent(mesh, peer_id)
     assert isinstance(hello, m.Hello) and m.RETRY_AFTER in hello.features
     their_hello = m.encode(m.Hello(1, features, (), "them"))
@@ -377,7 +367,7 @@ def test_a_banned_node_gets_our_hello_then_goodbye_7_worded_for_its_features(
 
 def test_a_banned_node_that_sends_no_hello_gets_goodbye_7_after_a_while() -> None:
     net = Network()
-    mesh, peer_id = _banned_session(net)
+    mesh, peer_id = hand_driven_session(net, banned_for=600)
     mesh.take_data(peer_id)
     assert mesh.next_timer() == REFUSAL_WAIT
     out = mesh.handle_timers(REFUSAL_WAIT, net.now_ms)
@@ -391,17 +381,7 @@ def test_a_frame_that_does_not_decrypt_closes_without_a_goodbye() -> None:
             raise ChannelError("tampered")
 
     net = Network()
-    net.add(0)
-    net.add(1)
-    mesh = net.nodes[0]
-    peer_id, _ = mesh.open(
-        remote=net.nodes[1].node.identity.public_key,
-        initiator=False,
-        channel=Broken(),
-        address="x",
-        now=0,
-        now_ms=net.now_ms,
-    )
+    mesh, peer_id = hand_driven_session(net, channel=Broken())
     mesh.take_data(peer_id)
     out = mesh.receive(peer_id, b"garbage", 1, net.now_ms)
     assert mesh.take_data(peer_id) == b""
