@@ -81,6 +81,13 @@ def fresh_record(author: Identity, key: str, *, seq: int = 1, **fields: int | No
     return sign_record(author, seq=seq, key=key, value="conformance", created_ms=now, **fields)
 
 
+def push(target: Target, record: Record) -> None:
+    """Push ``record`` on a session of its own, which must survive it."""
+    with session(target) as link:
+        link.send(m.Records((record.raw,)))
+        still_talking(link)
+
+
 def fetch(target: Target, ids: list[bytes]) -> list[bytes]:
     """The records the node answers a want for ``ids`` with (it may skip unknown ones)."""
     with session(target) as link:
@@ -204,9 +211,7 @@ def _ping(target: Target) -> None:
 @case("push: a valid record is stored and served to a want")
 def _push(target: Target) -> None:
     pushed = fresh_record(fresh_identity(), "conformance/push")
-    with session(target) as link:
-        link.send(m.Records((pushed.raw,)))
-        still_talking(link)
+    push(target, pushed)
     expect(fetch(target, [pushed.id]) == [pushed.raw], "the pushed record is not served")
 
 
@@ -218,9 +223,7 @@ def _expired(target: Target) -> None:
         author, seq=1, key="conformance/expired", value="x", created_ms=now - 10_000,
         expires_ms=now - 5_000,
     )  # fmt: skip
-    with session(target) as link:
-        link.send(m.Records((expired.raw,)))
-        still_talking(link)
+    push(target, expired)
     expect(fetch(target, [expired.id]) == [], "an expired record is served")
 
 
@@ -255,9 +258,7 @@ def _have(target: Target) -> None:
 @case("reconcile: a round finds what the node has, and a want fetches it byte for byte")
 def _reconcile(target: Target) -> None:
     pushed = fresh_record(fresh_identity(), "conformance/reconcile")
-    with session(target) as link:
-        link.send(m.Records((pushed.raw,)))
-        still_talking(link)
+    push(target, pushed)
     with session(target) as link:
         have, need, _ = reconcile(link, [])
         expect(not have, "a round with an empty set found ids only the suite has")
