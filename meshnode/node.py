@@ -4,12 +4,15 @@ Sans-IO: the caller passes ``now_ms`` and owns the store's thread. The daemon
 runs these methods on its store thread; the simulator will call them directly.
 
 How the author's seq never repeats (``protocol/records.md``, "Sequence
-numbers"): a new seq is ``max(high_seq + 1, now_ms)``, where ``high_seq`` is the
-highest seq the store has ever held for this author, persisted in the same
-transaction as the record. A crash loses only records nobody has seen; a
-restored backup has an older ``high_seq`` but the clock has moved on, so its
-seqs still exceed every seq published before the restore. When a peer later
-hands the node one of its own newer records, ``high_seq`` rises past it.
+numbers"): a new seq is ``max(high_seq + 1, now_ms * SEQS_PER_MS)``, where
+``high_seq`` is the highest seq the store has ever held for this author,
+persisted in the same transaction as the record. A thousand seqs per
+millisecond is headroom no publisher uses up (group commit stores ~10 a
+millisecond), so seqs never run ahead of the clock, and a restored backup,
+whose ``high_seq`` is stale, still counts above every seq signed before the
+restore. When a peer later hands the node one of its own newer records (a
+restore from before a clock that went back), the store adopts it and
+``high_seq`` rises past it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ DecodeResult = tuple[list[Record], list[RecordError]]
 # which other nodes would judge against a real clock.
 CLOCK_FLOOR_MS = 1_767_225_600_000
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
+SEQS_PER_MS = 1000
+
+
+def clock_seq(now_ms: int) -> int:
+    """The lowest seq a publish at ``now_ms`` gets: the clock in thousandths of a millisecond."""
+    return min(max(now_ms, 0), MAX_INT63 // SEQS_PER_MS) * SEQS_PER_MS
 
 
 class NodeError(Exception):
@@ -142,7 +151,7 @@ class Node:
                 results.append(entry)
                 continue
             key, value, expires_ms = entry
-            seq = max(seq + 1, min(now_ms, MAX_INT63))
+            seq = max(seq + 1, clock_seq(now_ms))
             try:
                 results.append(
                     sign_record(

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from meshnode.core.record import RecordError
-from meshnode.node import CLOCK_FLOOR_MS, ClockUnset, InvalidArgument, Node, NotFound, QuotaExceeded
+from meshnode.core.record import MAX_INT63, RecordError
+from meshnode.node import (
+    CLOCK_FLOOR_MS,
+    SEQS_PER_MS,
+    ClockUnset,
+    InvalidArgument,
+    Node,
+    NotFound,
+    QuotaExceeded,
+    clock_seq,
+)
 from meshnode.store import MemoryStore, Outcome, StoreLimits
 from tests.helpers import T0, identity, record
 
@@ -16,40 +25,58 @@ def node(limits: StoreLimits | None = None) -> Node:
     return Node(ME, MemoryStore(ME.public_key, limits))
 
 
-def test_seqs_follow_the_clock_and_never_repeat_or_go_back() -> None:
+def test_seqs_follow_the_clock_in_thousandths_of_a_ms_and_never_repeat_or_go_back() -> None:
     n = node()
     first = n.publish("a", 1, now_ms=T0)
-    assert first.seq == T0
+    assert first.seq == T0 * SEQS_PER_MS
     same_ms = n.publish("b", 2, now_ms=T0)
     clock_went_back = n.publish("c", 3, now_ms=T0 - 60_000)
     later = n.publish("d", 4, now_ms=T0 + 60_000)
     assert [first.seq, same_ms.seq, clock_went_back.seq, later.seq] == [
-        T0,
-        T0 + 1,
-        T0 + 2,
-        T0 + 60_000,
+        T0 * SEQS_PER_MS,
+        T0 * SEQS_PER_MS + 1,
+        T0 * SEQS_PER_MS + 2,
+        (T0 + 60_000) * SEQS_PER_MS,
     ]
 
 
+def test_bulk_publishing_never_runs_seqs_ahead_of_the_clock() -> None:
+    # 20,000 publishes in 2 s, ten times faster than group commit goes.
+    n = node()
+    last = None
+    for i in range(20_000):
+        last = n.publish(f"k/{i % 100}", i, now_ms=T0 + i // 10)
+    assert last is not None and last.seq < clock_seq(T0 + 2_000)
+
+
 def test_a_restored_backup_keeps_counting_above_seqs_it_never_saw() -> None:
-    # The backup knows seq T0; after it was taken the node published up to T0 + 5.
+    # The backup was taken at T0; after it, the node published 5,000 records in a second.
     n = node()
     n.publish("a", 1, now_ms=T0)
-    restored_later = n.publish("a", 2, now_ms=T0 + 10_000)
-    assert restored_later.seq > T0 + 5
+    backup = MemoryStore(ME.public_key)
+    backup.ingest(n.store.query(now_ms=T0), T0)
+    signed_after_backup = [n.publish(f"k/{i}", i, now_ms=T0 + i // 5) for i in range(5_000)]
+    restored = Node(ME, backup)
+    after_restore = restored.publish("a", 2, now_ms=T0 + 1_001)
+    assert after_restore.seq > max(r.seq for r in signed_after_backup)
 
 
 def test_a_node_adopts_its_own_newer_records_from_elsewhere() -> None:
     n = node()
-    mine_from_a_peer = record(ME, "a", seq=T0 + 10**9)
+    mine_from_a_peer = record(ME, "a", seq=clock_seq(T0) + 10**9)
     n.store.ingest([mine_from_a_peer], T0)
-    assert n.publish("b", 1, now_ms=T0).seq == T0 + 10**9 + 1
+    assert n.publish("b", 1, now_ms=T0).seq == clock_seq(T0) + 10**9 + 1
+
+
+def test_seqs_stop_growing_with_the_clock_at_the_largest_seq() -> None:
+    assert clock_seq(MAX_INT63) == MAX_INT63 // SEQS_PER_MS * SEQS_PER_MS
+    assert clock_seq(-5) == 0
 
 
 def test_a_node_with_an_unset_clock_publishes_without_expiry_only() -> None:
     n = node()
     boot_in_1970 = 5_000
-    assert n.publish("a", 1, now_ms=boot_in_1970).seq == boot_in_1970
+    assert n.publish("a", 1, now_ms=boot_in_1970).seq == clock_seq(boot_in_1970)
     with pytest.raises(ClockUnset):
         n.publish("b", 1, now_ms=boot_in_1970, ttl_ms=1000)
     assert n.publish("c", 1, now_ms=CLOCK_FLOOR_MS, ttl_ms=1000).expires_ms == CLOCK_FLOOR_MS + 1000
