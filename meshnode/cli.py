@@ -208,6 +208,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         ("data dir", info["data_dir"]),
         ("socket", info["socket"]),
     ]
+    rows += [("DAMAGE", warning) for warning in info.get("store_warnings", [])]
     for name, value in rows:
         print(f"{name + ':':<13}{value}")
     return EXIT_OK

@@ -219,7 +219,7 @@ class Mesh:
         ]
         if received:
             # Everything one chunk of bytes brought is verified and stored in one batch.
-            report = self.node.ingest(received, now_ms=now_ms)
+            report = self.node.ingest(received, now_ms=now_ms, source=peer.node)
             self._merge(out, self._stored(report.result.stored, source=peer.id))
             if report.rejected:
                 reason = m.invalid_record_reason(report.rejected[0].reason)

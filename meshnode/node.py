@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 
 from meshnode.core.canonical import Value
 from meshnode.core.identity import Identity
-from meshnode.core.record import MAX_INT63, Record, RecordError, decode_many, sign_record
+from meshnode.core.record import (
+    CLOCK_FLOOR_MS,
+    MAX_INT63,
+    Record,
+    RecordError,
+    decode_many,
+    sign_record,
+)
 from meshnode.store.base import IngestResult, Store
 
 DecodeResult = tuple[list[Record], list[RecordError]]
 
-# 2026-01-01T00:00:00Z. A clock before this is unset (a Raspberry Pi without
-# network time boots in 1970); such a node can publish, but not with an expiry,
-# which other nodes would judge against a real clock.
-CLOCK_FLOOR_MS = 1_767_225_600_000
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
 SEQS_PER_MS = 1000
 
@@ -123,7 +126,7 @@ class Node:
             raise InvalidArgument(
                 f"ttl must be a positive number of milliseconds up to 10 years, got {ttl_ms!r}"
             )
-        if now_ms < CLOCK_FLOOR_MS:
+        if now_ms < CLOCK_FLOOR_MS:  # other nodes would judge the expiry by a real clock
             raise ClockUnset(
                 "this node's clock is not set (it reads before 2026), so an expiry"
                 " would be wrong on every other node; set the clock or publish"
@@ -166,7 +169,7 @@ class Node:
             except RecordError as exc:
                 results.append(exc)
         records = [r for r in results if isinstance(r, Record)]
-        stored = {r.id for r in self.store.ingest(records, now_ms).stored}
+        stored = {r.id for r in self.store.ingest(records, now_ms, durable=True).stored}
         return [
             self._full() if isinstance(r, Record) and r.id not in stored else r for r in results
         ]
@@ -177,8 +180,14 @@ class Node:
             f" {self.store.limits.max_total_bytes}) with this node's own records"
         )
 
-    def ingest(self, raws: Sequence[bytes], *, now_ms: int) -> IngestReport:
-        """Verify foreign records, then store the valid ones in one batch."""
+    def ingest(
+        self, raws: Sequence[bytes], *, now_ms: int, source: bytes | None = None
+    ) -> IngestReport:
+        """Verify foreign records, then store the valid ones in one batch.
+
+        ``source`` is the peer that sent them (None: the user), for the store's
+        standing of authors (``meshnode.store.standing``).
+        """
         if self._parallel_map is None or len(raws) < 2 * PARALLEL_CHUNK:
             good, bad = decode_many(raws)
         else:
@@ -187,7 +196,7 @@ class Node:
             for chunk_good, chunk_bad in self._parallel_map(decode_many, chunks):
                 good.extend(chunk_good)
                 bad.extend(chunk_bad)
-        return IngestReport(self.store.ingest(good, now_ms), bad)
+        return IngestReport(self.store.ingest(good, now_ms, source=source), bad)
 
     def get(self, key: str, *, now_ms: int, author: bytes | None = None) -> Record | None:
         return self.store.get(author or self.identity.public_key, key, now_ms)

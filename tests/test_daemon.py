@@ -89,6 +89,19 @@ def test_a_damaged_store_is_a_clear_error_not_a_traceback(daemon: Daemon) -> Non
     assert "Traceback" not in daemon.log()
 
 
+def test_an_empty_store_file_is_said_loudly_and_the_daemon_carries_on(daemon: Daemon) -> None:
+    daemon.stop()
+    for suffix in ("-wal", "-shm"):
+        (daemon.data_dir / f"store.sqlite3{suffix}").unlink(missing_ok=True)
+    (daemon.data_dir / "store.sqlite3").write_bytes(b"")
+    daemon.start()
+    with daemon.client() as client:
+        [warning] = client.status()["store_warnings"]
+    assert "was empty (0 bytes)" in warning
+    assert f"ERROR meshnode: {warning}" in daemon.log()
+    assert list(daemon.data_dir.glob("store.sqlite3.damaged-*"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_daemon_cleanly_within_two_seconds(daemon: Daemon, sig: int) -> None:
     watcher = daemon.client()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from meshnode.core.record import Record
 from meshnode.store import MemoryStore, Outcome, Store, StoreError, StoreLimits
+from meshnode.store.base import DAY_MS, MAX_CREATED_AHEAD_MS
 from meshnode.store.sqlite import SQLiteStore
 from tests.helpers import T0, identity, record
 
@@ -156,10 +158,35 @@ def test_making_room_that_purges_the_stored_version_keeps_the_books_right(
     assert store.total_bytes == sum(len(r.raw) for r in store.query(now_ms=NOW + 5))
 
 
-def test_a_tombstone_from_the_far_future_is_stored_not_overflowed(make_store: MakeStore) -> None:
+def test_a_record_created_more_than_30_days_ahead_of_the_clock_is_refused(
+    make_store: MakeStore,
+) -> None:
+    ahead = NOW + MAX_CREATED_AHEAD_MS
+    assert stored(store := make_store(), [record(ALICE, "k", created_ms=ahead + 1)]) == [
+        Outcome.FUTURE
+    ]
+    assert stored(store, [record(ALICE, "k", created_ms=ahead)]) == [Outcome.STORED]
+    assert stored(store, [record(BOB, "k", value=None, created_ms=2**63 - 2)]) == [Outcome.FUTURE]
+
+
+def test_a_tombstone_claiming_a_later_creation_is_kept_for_the_retention_after_arrival(
+    make_store: MakeStore,
+) -> None:
+    limits = StoreLimits(tombstone_retention_ms=1000)
+    ahead = record(ALICE, "k", value=None, created_ms=NOW + 10 * DAY_MS)
+    store = make_store(limits)
+    assert stored(store, [ahead]) == [Outcome.STORED]
+    assert store.get(ALICE.public_key, "k", NOW + 999) == ahead
+    store.purge(NOW + 1000)
+    assert store.get(ALICE.public_key, "k", NOW + 1000) is None
+
+
+def test_a_node_whose_clock_is_unset_judges_no_creation_time(make_store: MakeStore) -> None:
+    booted_in_1970 = 5_000
     far = record(ALICE, value=None, created_ms=2**63 - 2)
-    assert stored(store := make_store(), [far, record(ALICE, "other")]) == [Outcome.STORED] * 2
-    assert store.get(ALICE.public_key, "k", NOW) == far
+    outcomes = stored(store := make_store(), [far, record(ALICE, "other")], now=booted_in_1970)
+    assert outcomes == [Outcome.STORED] * 2
+    assert store.get(ALICE.public_key, "k", booted_in_1970) == far
 
 
 def test_a_foreign_author_is_held_to_its_record_quota(make_store: MakeStore) -> None:
@@ -243,23 +270,22 @@ def test_stats_count_live_records(make_store: MakeStore) -> None:
 
 def test_sqlite_keeps_records_usage_and_high_seq_across_reopening(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    store = SQLiteStore(path, OWNER.public_key)
-    stored(store, [record(ALICE, "a", seq=3), record(OWNER, "b", seq=5)])
-    usage = store.usage(ALICE.public_key)
-    store.close()
-    reopened = SQLiteStore(path, OWNER.public_key)
-    assert reopened.usage(ALICE.public_key) == usage
-    assert reopened.high_seq(OWNER.public_key) == 5
-    assert [r.key for r in reopened.query(now_ms=NOW)] == ["a", "b"]
-    assert reopened.file_bytes() > 0
-    reopened.close()
+    with closing(SQLiteStore(path, OWNER.public_key)) as store:
+        stored(store, [record(ALICE, "a", seq=3), record(OWNER, "b", seq=5)])
+        usage = store.usage(ALICE.public_key)
+    with closing(SQLiteStore(path, OWNER.public_key)) as reopened:
+        assert reopened.usage(ALICE.public_key) == usage
+        assert reopened.high_seq(OWNER.public_key) == 5
+        assert [r.key for r in reopened.query(now_ms=NOW)] == ["a", "b"]
+        assert reopened.file_bytes() > 0
 
 
 def test_sqlite_uses_write_ahead_logging(tmp_path: Path) -> None:
     import sqlite3
 
     SQLiteStore(tmp_path / "s.db", OWNER.public_key).close()
-    with sqlite3.connect(tmp_path / "s.db") as db:
+    # A connection's own "with" ends a transaction; closing() closes it.
+    with closing(sqlite3.connect(tmp_path / "s.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -283,21 +309,20 @@ def test_a_database_from_a_newer_meshnode_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "store.db"
     SQLiteStore(path, OWNER.public_key).close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         SQLiteStore(path, OWNER.public_key)
 
 
 def test_a_failed_batch_is_rolled_back_whole(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db", OWNER.public_key)
     bad = record(ALICE, "b")
     object.__setattr__(bad, "raw", None)  # makes the INSERT fail halfway through the batch
-    with pytest.raises((StoreError, TypeError, AttributeError)):
-        store.ingest([record(ALICE, "a"), bad], NOW)
-    assert store.query(now_ms=NOW) == []
-    assert store.usage(ALICE.public_key) == (0, 0)
-    store.close()
+    with closing(SQLiteStore(tmp_path / "s.db", OWNER.public_key)) as store:
+        with pytest.raises((StoreError, TypeError, AttributeError)):
+            store.ingest([record(ALICE, "a"), bad], NOW)
+        assert store.query(now_ms=NOW) == []
+        assert store.usage(ALICE.public_key) == (0, 0)
 
 
 def test_items_are_the_live_records_sorted_for_reconciliation(make_store: MakeStore) -> None:
@@ -308,7 +333,8 @@ def test_items_are_the_live_records_sorted_for_reconciliation(make_store: MakeSt
         record(ALICE, "c", created_ms=2**62),  # far future: clamped to 2^31 - 2 seconds
         record(BOB, "gone", created_ms=T0, expires_ms=T0 + 1),
     ]
-    stored(store, records, now=T0)
+    stored(store, records[2:3], now=5_000)  # only a node with an unset clock stores it
+    stored(store, records[:2] + records[3:], now=T0)
     expected = sorted((min(r.created_ms // 1000, 2**31 - 2), r.id) for r in records[:3])
     assert store.items(T0 + 1) == expected
     found = store.raw_by_ids([r.id for r in records] + [b"\0" * 32], T0 + 1)

@@ -35,6 +35,9 @@ SIGNING_CONTEXT = b"meshnode/record/v1\x00"
 MAX_VALUE_BYTES = 16 * 1024
 MAX_RECORD_BYTES = 17 * 1024
 MAX_INT63 = 2**63 - 1
+# 2026-01-01T00:00:00Z. A clock before this is unset (a Raspberry Pi without network
+# time boots in 1970): such a node judges no record's times against it (records.md §7).
+CLOCK_FLOOR_MS = 1_767_225_600_000
 ID_SIZE = 32
 _SIGNATURE_TAIL = 2 + SIGNATURE_SIZE  # bin8 header + 64 bytes, always last
 
@@ -86,11 +89,17 @@ class Record:
     def author_id(self) -> str:
         return encode_node_id(self.author)
 
-    def dead_at(self, tombstone_retention_ms: int) -> int | None:
-        """When this record stops being served: its expiry, or a tombstone's end."""
+    def dead_at(self, tombstone_retention_ms: int, received_ms: int | None = None) -> int | None:
+        """When this record stops being served: its expiry, or a tombstone's end.
+
+        A tombstone is kept for the retention after its creation, or after
+        ``received_ms`` if it claims to be created later: a clock far ahead
+        cannot make a deletion live for ever.
+        """
         if self.value is not None:
             return self.expires_ms
-        end = min(self.created_ms + tombstone_retention_ms, MAX_INT63)  # fits a signed int64
+        start = self.created_ms if received_ms is None else min(self.created_ms, received_ms)
+        end = min(start + tombstone_retention_ms, MAX_INT63)  # fits a signed int64
         return end if self.expires_ms is None else min(end, self.expires_ms)
 
     def supersedes(self, other: Record) -> bool:

@@ -186,6 +186,7 @@ class Api:
             "record_bytes": stats.record_bytes,
             "store_bytes": file_bytes,
             "store_limit_bytes": store.limits.max_total_bytes,
+            "store_warnings": list(store.warnings),
             "data_dir": self.paths.data_dir,
             "socket": self.paths.socket,
             "clients": self.clients,

@@ -84,6 +84,8 @@ def run(config: DaemonConfig) -> None:
             raise StartupError(str(exc)) from None
         if created:
             log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
+        for warning in store.warnings:
+            log.error("%s", warning)
         # Verification runs on both cores when peers send many records at once.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
             try:

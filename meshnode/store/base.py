@@ -6,13 +6,18 @@ Rules (``protocol/records.md``, "Store semantics"):
    (highest seq, then highest id). Older versions are dropped.
 2. A record past its ``dead_at`` (expiry, or a tombstone's retention) is never
    stored or served, and is purged.
-3. Each foreign author is held to ``max_author_records`` and
+3. A record claiming to be created more than ``MAX_CREATED_AHEAD_MS`` ahead
+   of the node's clock is refused (unless the clock is unset), and a
+   tombstone's retention counts from when it arrived if it claims a later
+   creation, so no clock can make a tombstone live for ever.
+4. Each foreign author is held to ``max_author_records`` and
    ``max_author_bytes``; a record that would exceed them is refused. The node's
    own records are exempt.
-4. The whole store is held to ``max_total_bytes``. To make room, dead records
-   are purged first; then, one at a time, the lowest-seq record of the foreign
-   author holding the most bytes is evicted. The node's own records are never
-   evicted; if they alone fill the store, a new record is refused.
+5. The whole store is held to ``max_total_bytes``. To make room, dead records
+   are purged first; then newcomers' records are evicted (``standing``), and
+   only for an established author's record also the lowest-seq records of the
+   established foreign author holding the most bytes. The node's own records
+   are never evicted; if nothing may go, the new record is refused.
 
 Subclasses provide storage primitives only; ``ingest`` is not overridden.
 """
@@ -20,13 +25,15 @@ Subclasses provide storage primitives only; ``ingest`` is not overridden.
 from __future__ import annotations
 
 import enum
+import heapq
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from meshnode.core.record import Record
+from meshnode.core.record import CLOCK_FLOOR_MS, Record
+from meshnode.store.standing import HOUR_MS, Standing, Standings
 
 MIB = 1024 * 1024
 DAY_MS = 24 * 3600 * 1000
@@ -34,6 +41,9 @@ DAY_MS = 24 * 3600 * 1000
 # JavaScript reference reads varints with 32-bit signed arithmetic: 2^31 - 2 is the
 # largest timestamp whose encoding (2^31 - 1) it reads back right (protocol/peer.md §5.2).
 MAX_RECONCILE_TIMESTAMP = 2**31 - 2
+# Further ahead than this a creation time is a broken clock or a forgery: longer than a
+# Raspberry Pi without network time plausibly runs behind, short enough to mean something.
+MAX_CREATED_AHEAD_MS = 30 * DAY_MS
 
 
 def reconcile_timestamp(created_ms: int) -> int:
@@ -51,6 +61,7 @@ class StoreLimits:
     max_author_records: int = 10_000
     max_author_bytes: int = 8 * MIB
     tombstone_retention_ms: int = 30 * DAY_MS
+    newcomer_ms: int = HOUR_MS  # how long a new author's records yield to established ones
 
 
 class Outcome(enum.StrEnum):
@@ -59,6 +70,7 @@ class Outcome(enum.StrEnum):
     STALE = "stale"  # an equal or newer version is already stored
     DEAD = "dead"  # expired, or a tombstone past retention
     QUOTA = "quota"  # refused by a per-author quota or the total cap
+    FUTURE = "future"  # created too far ahead of this node's clock
 
 
 @dataclass(slots=True)
@@ -93,16 +105,33 @@ class Store(ABC):
         self.limits = limits
         self._usage: dict[bytes, list[int]] = {}  # author -> [records, bytes]
         self._total_bytes = 0
+        self._standings = Standings(limits.newcomer_ms)
+        self._by_bytes: list[tuple[int, bytes]] | None = None  # during one batch, lazily
+        self.warnings: list[str] = []  # damage found and worked around on opening
 
     # -- the shared rules ---------------------------------------------------
 
-    def ingest(self, records: Sequence[Record], now_ms: int) -> IngestResult:
-        """Store verified records in one transaction; say what became of each."""
+    def ingest(
+        self,
+        records: Sequence[Record],
+        now_ms: int,
+        *,
+        source: bytes | None = None,
+        durable: bool = False,
+    ) -> IngestResult:
+        """Store verified records in one transaction; say what became of each.
+
+        ``source`` is the peer that sent them (None: the user or the node itself),
+        which decides the standing of authors met for the first time. ``durable``
+        asks that the transaction survive a power cut once this returns (the
+        node's own records: another node cannot give them back if none has them).
+        """
         result = IngestResult()
-        with self._atomic():
+        self._by_bytes = None
+        with self._atomic(durable):
             own_high = 0
             for record in records:
-                outcome = self._ingest_one(record, now_ms)
+                outcome = self._ingest_one(record, now_ms, source)
                 result.outcomes[outcome] += 1
                 if outcome is Outcome.STORED:
                     result.stored.append(record)
@@ -113,8 +142,11 @@ class Store(ABC):
                 self._raise_high_seq(self.owner, own_high)
         return result
 
-    def _ingest_one(self, record: Record, now_ms: int) -> Outcome:
-        dead_at = record.dead_at(self.limits.tombstone_retention_ms)
+    def _ingest_one(self, record: Record, now_ms: int, source: bytes | None) -> Outcome:
+        clock_set = now_ms >= CLOCK_FLOOR_MS
+        if clock_set and record.created_ms > now_ms + MAX_CREATED_AHEAD_MS:
+            return Outcome.FUTURE
+        dead_at = record.dead_at(self.limits.tombstone_retention_ms, now_ms if clock_set else None)
         if dead_at is not None and dead_at <= now_ms:
             return Outcome.DEAD
         current = self._current(record.author, record.key)
@@ -125,7 +157,8 @@ class Store(ABC):
                 return Outcome.STALE
         size = len(record.raw)
         old_size = current.size if current is not None else 0
-        if record.author != self.owner:
+        foreign = record.author != self.owner
+        if foreign:
             count, nbytes = self._usage.get(record.author, (0, 0))
             if current is None:
                 count += 1
@@ -136,47 +169,80 @@ class Store(ABC):
                 return Outcome.QUOTA
         overflow = self._total_bytes + size - old_size - self.limits.max_total_bytes
         if overflow > 0:
-            if not self._make_room(overflow, record, now_ms):
+            if not self._make_room(overflow, record, source, now_ms):
                 return Outcome.QUOTA
             # Making room purges dead records, perhaps the stored version of this key.
             current = self._current(record.author, record.key)
             old_size = current.size if current is not None else 0
+        first = record.author not in self._usage
         if current is not None:
             self._remove(record.author, record.key)
-            self._account(record.author, -1, -old_size)
         self._insert(record, dead_at, now_ms)
-        self._account(record.author, 1, size)
+        if foreign:
+            standing = self._standings.note(record.author, source, now_ms, first)
+            if standing is not None:
+                self._save_standing(record.author, standing)
+        self._account(record.author, 0 if current is not None else 1, size - old_size)
         return Outcome.STORED
 
-    def _make_room(self, need: int, incoming: Record, now_ms: int) -> bool:
+    def _make_room(self, need: int, incoming: Record, source: bytes | None, now_ms: int) -> bool:
+        """Evict until ``need`` bytes are free, in the order ``standing`` explains."""
         need -= self._purge_dead(now_ms)
+        held = incoming.author in self._usage
+        newcomer = incoming.author != self.owner and self._standings.is_newcomer(
+            incoming.author, source, now_ms, held
+        )
+        spare = incoming.author, incoming.key
+        exhausted: set[bytes] = set()  # authors with nothing left to evict but the spare key
         while need > 0:
-            foreign = [(usage[1], a) for a, usage in self._usage.items() if a != self.owner]
-            candidates = sorted(foreign, reverse=True)
-            for _, author in candidates:
-                spare = incoming.key if author == incoming.author else None
-                evicted = self._evict_lowest(author, spare)
-                if evicted is not None:
-                    self._account(author, -1, -evicted)
-                    need -= evicted
-                    break
-            else:
+            author = self._standings.newest_newcomer(now_ms, exhausted)
+            if author is None and not newcomer:
+                author = self._biggest_established(now_ms, exhausted)
+            if author is None:
                 return False
+            evicted = self._evict_lowest(author, spare[1] if author == spare[0] else None)
+            if evicted is None:
+                exhausted.add(author)
+                continue
+            self._account(author, -1, -evicted)
+            need -= evicted
         return True
+
+    def _biggest_established(self, now_ms: int, skip: set[bytes]) -> bytes | None:
+        """The established foreign author holding the most bytes (a heap kept for the batch)."""
+        if self._by_bytes is None:
+            self._by_bytes = [(-usage[1], a) for a, usage in self._usage.items() if a != self.owner]
+            heapq.heapify(self._by_bytes)
+        heap = self._by_bytes
+        while heap:
+            negative_bytes, author = heap[0]
+            usage = self._usage.get(author)
+            if usage is None or author in skip:
+                heapq.heappop(heap)
+            elif usage[1] != -negative_bytes:
+                heapq.heapreplace(heap, (-usage[1], author))  # shrank since: re-rank it
+            elif self._standings.is_newcomer(author, None, now_ms, held=True):
+                heapq.heappop(heap)  # a newcomer: evicted, if at all, before this phase
+            else:
+                return author
+        return None
 
     def _account(self, author: bytes, records: int, nbytes: int) -> None:
         usage = self._usage.setdefault(author, [0, 0])
         usage[0] += records
         usage[1] += nbytes
         self._total_bytes += nbytes
+        self._standings.resize(author, nbytes)
         if usage[0] == 0:
             del self._usage[author]
+            if self._standings.forget(author):
+                self._drop_standing(author)
 
     @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """A storage transaction; on failure the usage counters are re-read."""
+    def _atomic(self, durable: bool = False) -> Iterator[None]:
+        """A storage transaction; on failure the in-memory books are re-read."""
         try:
-            with self._transaction():
+            with self._transaction(durable):
                 yield
         except BaseException:
             self._rebuild_usage()
@@ -185,6 +251,9 @@ class Store(ABC):
     def _rebuild_usage(self) -> None:
         self._usage = {author: [count, nbytes] for author, count, nbytes in self._scan_usage()}
         self._total_bytes = sum(nbytes for _, nbytes in self._usage.values())
+        nbytes_of = {author: usage[1] for author, usage in self._usage.items()}
+        self._standings.load(self._scan_standings(), nbytes_of)
+        self._by_bytes = None
 
     def purge(self, now_ms: int) -> int:
         """Drop every record past its ``dead_at``; return how many bytes that freed."""
@@ -202,6 +271,10 @@ class Store(ABC):
         """(records, bytes) held for ``author``."""
         count, nbytes = self._usage.get(author, (0, 0))
         return count, nbytes
+
+    def standing(self, author: bytes) -> Standing:
+        """Since when, and through which peers, the node has held ``author``'s records."""
+        return self._standings.get(author)
 
     @property
     def total_bytes(self) -> int:
@@ -264,7 +337,8 @@ class Store(ABC):
     # -- primitives for the rules above ---------------------------------------
 
     @abstractmethod
-    def _transaction(self) -> AbstractContextManager[None]: ...
+    def _transaction(self, durable: bool) -> AbstractContextManager[None]:
+        """One transaction; ``durable`` ones survive a power cut once committed."""
 
     @abstractmethod
     def _current(self, author: bytes, key: str) -> Current | None: ...
@@ -289,3 +363,13 @@ class Store(ABC):
     @abstractmethod
     def _scan_usage(self) -> Iterator[tuple[bytes, int, int]]:
         """(author, records, bytes) for every author, from storage."""
+
+    @abstractmethod
+    def _save_standing(self, author: bytes, standing: Standing) -> None: ...
+
+    @abstractmethod
+    def _drop_standing(self, author: bytes) -> None: ...
+
+    @abstractmethod
+    def _scan_standings(self) -> Iterator[tuple[bytes, Standing]]:
+        """The standing of every foreign author that has one, from storage."""

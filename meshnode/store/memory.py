@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from meshnode.core.record import Record
 from meshnode.store.base import Current, Store, StoreLimits, StoreStats, reconcile_timestamp
+from meshnode.store.standing import Standing
 
 
 class MemoryStore(Store):
@@ -19,6 +20,7 @@ class MemoryStore(Store):
         self._records: dict[tuple[bytes, str], tuple[Record, int | None]] = {}
         self._high: dict[bytes, int] = {}
         self._by_id: dict[bytes, tuple[bytes, str]] = {}
+        self._saved_standings: dict[bytes, Standing] = {}
 
     def get(self, author: bytes, key: str, now_ms: int) -> Record | None:
         entry = self._records.get((author, key))
@@ -91,7 +93,7 @@ class MemoryStore(Store):
         self._records.clear()
         self._by_id.clear()
 
-    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+    def _transaction(self, durable: bool) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     def _current(self, author: bytes, key: str) -> Current | None:
@@ -136,6 +138,15 @@ class MemoryStore(Store):
             entry[1] += len(record.raw)
         for author, (count, nbytes) in usage.items():
             yield author, count, nbytes
+
+    def _save_standing(self, author: bytes, standing: Standing) -> None:
+        self._saved_standings[author] = standing
+
+    def _drop_standing(self, author: bytes) -> None:
+        self._saved_standings.pop(author, None)
+
+    def _scan_standings(self) -> Iterator[tuple[bytes, Standing]]:
+        yield from list(self._saved_standings.items())
 
 
 def _dead(dead_at: int | None, now_ms: int) -> bool:

@@ -1,10 +1,17 @@
 """The daemon's durable store: one SQLite file in WAL mode in the data dir.
 
 Why SQLite: it ships with Python, survives ``kill -9`` (a committed
-transaction is in the WAL), and needs no server. ``synchronous=NORMAL`` keeps
-ingest fast; it can lose the last transactions on power loss, never on a
-process crash, and the author's seq rule (``meshnode.core.node``) keeps seqs
-unique even then.
+transaction is in the WAL), and needs no server. Foreign records are
+committed with ``synchronous=NORMAL``: a power cut can lose the last of them,
+never a process crash, and peers send them again. The node's own records are
+committed with ``synchronous=FULL`` (the WAL is flushed to the disk before the
+publish is acknowledged), since nobody may hold them yet; group commit
+(``meshnode.runtime.publisher``) pays that flush once per batch.
+
+SQLite quietly discards what it cannot use: a write-ahead log with a damaged
+header, or the whole log beside an empty database file. ``damage`` checks
+both before SQLite opens the files, moves the damaged ones aside (nothing is
+deleted) and reports them in ``warnings`` for the daemon to say loudly.
 
 The connection is not thread-safe by itself: the runtime calls a store from
 one thread at a time (``meshnode.runtime.storethread``).
@@ -19,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from meshnode.core.record import Record, decode_record
+from meshnode.store import damage
 from meshnode.store.base import (
     MAX_RECONCILE_TIMESTAMP,
     Current,
@@ -27,8 +35,9 @@ from meshnode.store.base import (
     StoreLimits,
     StoreStats,
 )
+from meshnode.store.standing import Standing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _IN_CHUNK = 500  # ids per "IN (...)" query, well below SQLite's variable limit
 _SCHEMA = """
 CREATE TABLE records (
@@ -47,10 +56,21 @@ CREATE TABLE records (
 CREATE INDEX records_key ON records (key);
 CREATE INDEX records_dead_at ON records (dead_at) WHERE dead_at IS NOT NULL;
 CREATE TABLE authors (
-    author   BLOB PRIMARY KEY,
-    high_seq INTEGER NOT NULL
+    author        BLOB PRIMARY KEY,
+    high_seq      INTEGER NOT NULL,
+    first_seen_ms INTEGER,
+    sources       BLOB
 ) WITHOUT ROWID;
 """
+# Version 1 kept only the owner's high seq; its foreign authors count as established.
+_MIGRATIONS = {
+    1: "ALTER TABLE authors ADD COLUMN first_seen_ms INTEGER;"
+    " ALTER TABLE authors ADD COLUMN sources BLOB;",
+}
+_DAMAGE_ADVICE = (
+    "; move it aside to start with an empty store (the node's identity is kept"
+    " separately, and peers send back what they hold)"
+)
 
 
 class SQLiteStore(Store):
@@ -59,14 +79,22 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(owner, limits or StoreLimits())
         self.path = Path(path)
+        self.warnings = damage.set_aside(self.path)
         self._db = _open(self.path)
-        with self._errors("read"):
-            self._rebuild_usage()
+        try:
+            with self._errors("read"):
+                self._rebuild_usage()
+        except StoreError:
+            self._db.close()
+            raise
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
         try:
             yield
+        except sqlite3.DatabaseError as exc:
+            advice = _DAMAGE_ADVICE if _is_damage(exc) else ""
+            raise StoreError(f"cannot {doing} the store {self.path}: {exc}{advice}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot {doing} the store {self.path}: {exc}") from exc
 
@@ -193,15 +221,21 @@ class SQLiteStore(Store):
     # -- primitives ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, durable: bool) -> Iterator[None]:
         with self._errors("write"):
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous = FULL")
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous = NORMAL")
 
     def _current(self, author: bytes, key: str) -> Current | None:
         row = self._db.execute(
@@ -256,6 +290,30 @@ class SQLiteStore(Store):
             "SELECT author, count(*), sum(size) FROM records GROUP BY author"
         ).fetchall()
 
+    def _save_standing(self, author: bytes, standing: Standing) -> None:
+        self._db.execute(
+            "INSERT INTO authors (author, high_seq, first_seen_ms, sources) VALUES (?, 0, ?, ?)"
+            " ON CONFLICT (author) DO UPDATE SET first_seen_ms = excluded.first_seen_ms,"
+            " sources = excluded.sources",
+            (author, standing.first_seen_ms, b"".join(standing.sources)),
+        )
+
+    def _drop_standing(self, author: bytes) -> None:
+        self._db.execute("DELETE FROM authors WHERE author = ?", (author,))
+
+    def _scan_standings(self) -> Iterator[tuple[bytes, Standing]]:
+        for author, first_seen_ms, sources in self._db.execute(
+            "SELECT author, first_seen_ms, sources FROM authors WHERE first_seen_ms IS NOT NULL"
+        ).fetchall():
+            ids = tuple(sources[i : i + 32] for i in range(0, len(sources), 32))
+            yield author, Standing(first_seen_ms, ids)
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is broken (not busy, full or read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc)
+
 
 def _open(path: Path) -> sqlite3.Connection:
     """Open or create the database; any sign of damage becomes a ``StoreError``."""
@@ -273,6 +331,10 @@ def _open(path: Path) -> sqlite3.Connection:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif version in _MIGRATIONS:
+            db.executescript(
+                f"BEGIN; {_MIGRATIONS[version]} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
         elif version != SCHEMA_VERSION:
             raise StoreError(
                 f"the store {path} has schema version {version}; this meshnode reads"
@@ -281,10 +343,7 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("SELECT count(*) FROM authors").fetchone()
     except sqlite3.Error as exc:
         db.close()
-        raise StoreError(
-            f"the store {path} is unreadable ({exc}); move it aside to start with an"
-            " empty store (the node's identity is kept separately)"
-        ) from exc
+        raise StoreError(f"the store {path} is unreadable ({exc}){_DAMAGE_ADVICE}") from exc
     except StoreError:
         db.close()
         raise
