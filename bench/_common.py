@@ -37,8 +37,8 @@ from typing import IO, Any
 from meshnode import datadir
 from meshnode.client import Client, ClientError
 from meshnode.core.identity import Identity
-from meshnode.core.record import Record, sign_record
-from meshnode.node import CLOCK_FLOOR_MS, Node
+from meshnode.core.record import CLOCK_FLOOR_MS, Record, sign_record
+from meshnode.node import Node
 from meshnode.store.base import StoreLimits
 from meshnode.store.sqlite import SQLiteStore
 
