@@ -31,7 +31,15 @@ def test_core_modules_do_no_io_and_read_no_clock(module: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["meshnode.node", "meshnode.bans", "meshnode.store", "meshnode.store.base"]
+    "module",
+    [
+        "meshnode.node",
+        "meshnode.bans",
+        "meshnode.admission",
+        "meshnode.store",
+        "meshnode.store.base",
+        "meshnode.store.standing",
+    ],
 )
 def test_the_node_and_store_interface_need_no_io(module: str) -> None:
     baseline = loaded_after_import("sys")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshnode.core.record import MAX_INT63, RecordError
+from meshnode.core.record import CLOCK_FLOOR_MS, MAX_INT63, RecordError
 from meshnode.node import (
-    CLOCK_FLOOR_MS,
     SEQS_PER_MS,
     ClockUnset,
     InvalidArgument,

@@ -9,6 +9,14 @@ reconnects with exponential backoff and jitter. Peers that send invalid
 records are banned for a while (``meshnode.bans``): not redialled, and told so
 with goodbye 7 when they connect; a peer that bans us is not redialled until
 the time its goodbye gave.
+
+Inbound connections are admitted by ``meshnode.admission`` (``protocol/peer.md``
+§5.8): each handshaking one runs in a cancel scope of its own, which eviction
+cancels and whose deadline is short until message 1 has verified, so that a
+flood of connections that never finish cannot keep peers with the network key
+out. Refusals, evictions and failed handshakes are logged through
+``LogThrottle``: the first in full, then at most one summing-up line per kind
+every ``LOG_INTERVAL`` seconds, so a flood cannot flood the log either.
 """
 
 from __future__ import annotations
@@ -25,6 +33,15 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.addresses import format_address
+from meshnode.admission import (
+    EVICTED,
+    Admission,
+    Admitted,
+    Limits,
+    LogThrottle,
+    Refusal,
+    source_of,
+)
 from meshnode.bans import BanList
 from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
 from meshnode.core.messages import GoodbyeCode, Why
@@ -42,6 +59,10 @@ SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before it counts 
 WRITE_TIMEOUT = 30.0  # a peer that takes no bytes for this long is dropped
 CLOSING_GRACE = 2.0  # a closing connection's last bytes get this long to leave
 MAX_CONNECTIONS = 128  # peer connections at once, handshaking ones included
+MAX_HALF_OPEN = 32  # inbound connections still handshaking, from all sources together
+MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
+MAX_SESSIONS_PER_SOURCE = 16  # established inbound sessions from one source
+LOG_INTERVAL = 10.0  # seconds between two lines of one kind about refusals or failed handshakes
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,7 @@ class PeerConfig:
     listen: Sequence[tuple[str | None, int]] = ()
     peers: Sequence[tuple[str, int]] = ()
     handshake_timeout: float = 10.0
+    message_1_timeout: float = 2.0  # an inbound connection's first message, from accept
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
@@ -94,6 +116,26 @@ class Connection:
     closing: bool = False
     drained: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope | None = None  # the connection's tasks, once they run
+    why: str | None = None  # why the session ended, for the line that says it did
+
+
+@dataclass(eq=False)
+class HalfOpen:
+    """An inbound connection still handshaking: what it takes to evict it and say so."""
+
+    address: str
+    source: str
+    accepted: float
+    scope: trio.CancelScope  # cancelled to evict; its deadline is the handshake's
+    evicted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shaken:
+    """A finished handshake, and the bytes it took (for ``meshnode peers``)."""
+
+    established: Established
+    handshake_bytes: int
 
 
 @dataclass(slots=True)
@@ -125,7 +167,17 @@ class PeerService:
         self._bans_changed = trio.Event()  # set (and replaced) when a ban is lifted
         self._held_off: dict[bytes, float] = {}  # nodes that banned us -> when to try again
         self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
-        self._count = 0  # peer connections, handshaking ones included
+        self._admission = Admission(
+            Limits(
+                connections=MAX_CONNECTIONS,
+                half_open=MAX_HALF_OPEN,
+                half_open_per_source=MAX_HALF_OPEN_PER_SOURCE,
+                sessions_per_source=MAX_SESSIONS_PER_SOURCE,
+            )
+        )
+        self._half_open: dict[int, HalfOpen] = {}  # by admission ticket
+        self._refusals = LogThrottle("peer connections refused or evicted", LOG_INTERVAL)
+        self._failures = LogThrottle("peer handshakes failed or timed out", LOG_INTERVAL)
         self.listening: list[str] = []
 
     # -- what the rest of the daemon uses -----------------------------------------
@@ -166,16 +218,26 @@ class PeerService:
                 )
 
     def _log_goodbye(self, connection: Connection, closed: SessionClosed, now: float) -> None:
-        who = encode_node_id(connection.node)
-        if not closed.by_peer:
-            if closed.code != GoodbyeCode.NORMAL:
-                log.info("closing %s: goodbye %d (%s)", who, closed.code, closed.reason)
+        """Remember why the session ended, for the one line that says it disconnected.
+
+        A frame that does not decrypt earns no ban (§5.7): on an authenticated
+        channel it may come from anyone on the path tampering with TCP.
+        """
+        if closed.reason == Why.UNDECRYPTABLE:
+            connection.why = f"{closed.reason}; closed without a goodbye, no ban"
+        elif closed.code == GoodbyeCode.NORMAL:
             return
-        if closed.code == GoodbyeCode.BANNED and closed.retry_after is not None:
-            self._held_off[connection.node] = now + closed.retry_after
-            log.warning("peer %s banned this node; retrying in %d s", who, closed.retry_after)
-        elif closed.code != GoodbyeCode.NORMAL:
-            log.info("peer %s said goodbye %d (%s)", who, closed.code, closed.reason)
+        elif not closed.by_peer:
+            connection.why = f"sent goodbye {closed.code} ({closed.reason})"
+        else:
+            connection.why = f"got goodbye {closed.code} ({closed.reason})"
+            if closed.code == GoodbyeCode.BANNED and closed.retry_after is not None:
+                self._held_off[connection.node] = now + closed.retry_after
+                log.warning(
+                    "peer %s banned this node; retrying in %d s",
+                    encode_node_id(connection.node),
+                    closed.retry_after,
+                )
 
     def ban_list(self) -> list[dict[str, Any]]:
         """The bans in force, for ``meshnode peers --bans``."""
@@ -290,6 +352,7 @@ class PeerService:
             for host, port in self.config.peers:
                 nursery.start_soon(self._dial_loop, host, port)
             nursery.start_soon(self._timers)
+            nursery.start_soon(self._log_summaries)
 
     async def _serve(self, listener: trio.SocketListener) -> None:
         async with listener, trio.open_nursery() as nursery:
@@ -301,11 +364,63 @@ class PeerService:
                     log.warning("cannot accept a peer connection: %s", exc.strerror or exc)
                     await trio.sleep(0.1)
                     continue
-                if self._count >= MAX_CONNECTIONS:
-                    log.warning("refusing a peer connection: %d are open", self._count)
+                host, address = _peer_host_and_address(stream)
+                source = source_of(host)
+                ticket = self._admit(source, address)
+                if ticket is None:
                     await stream.aclose()
-                    continue
-                nursery.start_soon(self._guarded, stream, False, _peer_address(stream))
+                else:
+                    nursery.start_soon(self._guarded, stream, False, address, source, ticket)
+
+    def _admit(self, source: str, address: str) -> int | None:
+        """Admit an inbound connection, evicting the half-open one it replaces; None: refused.
+
+        Runs without a checkpoint from the decision to the eviction, so the table
+        and the connections it names never disagree.
+        """
+        now = trio.current_time()
+        decision = self._admission.arrive(source, now)
+        if not isinstance(decision, Admitted):
+            self._note_refusal(source, address, decision.why)
+            return None
+        if decision.evicted is not None:
+            victim = self._half_open[decision.evicted]
+            victim.evicted = True
+            victim.scope.cancel()
+            self._note_refusal(victim.source, victim.address, EVICTED)
+        scope = trio.CancelScope(deadline=now + self.config.message_1_timeout)
+        self._half_open[decision.ticket] = HalfOpen(address, source, now, scope)
+        return decision.ticket
+
+    def _note_refusal(self, source: str, address: str, why: str) -> None:
+        if self._refusals.note(source, why, trio.current_time()):
+            log.warning(
+                "peer connection from %s %s (more are summed up every %.0f s)",
+                address,
+                why,
+                LOG_INTERVAL,
+            )
+
+    def _note_failure(self, source: str, address: str, reason: str, detail: str) -> None:
+        if self._failures.note(source, reason, trio.current_time()):
+            log.info(
+                "handshake with %s %s (more are summed up every %.0f s)",
+                address,
+                detail,
+                LOG_INTERVAL,
+            )
+
+    async def _log_summaries(self) -> None:
+        """Log the lines that sum up refusals and failed handshakes, each when it is due."""
+        throttles = ((self._refusals, logging.WARNING), (self._failures, logging.INFO))
+        while True:
+            now = trio.current_time()
+            for throttle, level in throttles:
+                line = throttle.summary(now)
+                if line is not None:
+                    log.log(level, "%s", line)
+            # A throttle quiet now cannot be due sooner than an interval from now.
+            await trio.sleep_until(min(now + LOG_INTERVAL, *(t.due for t, _ in throttles)))
 
     async def _dial_loop(self, host: str, port: int) -> None:
         address = format_address(host, port)
@@ -319,7 +434,8 @@ class PeerService:
                 except OSError as exc:
                     log.debug("cannot reach %s: %s", address, exc)
             if stream is not None:
-                outcome = await self._guarded(stream, True, address)
+                ticket = self._admission.dial(trio.current_time())
+                outcome = await self._guarded(stream, True, address, source_of(host), ticket)
                 if outcome == "self":
                     log.info("%s is this node itself; not dialling it again", address)
                     return
@@ -340,13 +456,14 @@ class PeerService:
             with trio.move_on_at(until):
                 await self._bans_changed.wait()
 
-    async def _guarded(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
+    async def _guarded(
+        self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
+    ) -> str:
         """Run one connection; whatever happens, the daemon carries on."""
         outcome = "lost"
-        self._count += 1
         try:
             async with stream:
-                outcome = await self._connection(stream, initiator, address)
+                outcome = await self._connection(stream, initiator, address, source, ticket)
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away
         except* trio.TooSlowError:
@@ -356,10 +473,13 @@ class PeerService:
         except* Exception:
             log.exception("a connection with %s failed; the daemon carries on", address)
         finally:
-            self._count -= 1
+            self._admission.leave(ticket)
+            self._half_open.pop(ticket, None)
         return outcome
 
-    async def _connection(self, stream: trio.SocketStream, initiator: bool, address: str) -> str:
+    async def _connection(
+        self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
+    ) -> str:
         handshake = PeerHandshake(
             initiator=initiator,
             identity=self.mesh.node.identity,
@@ -368,27 +488,16 @@ class PeerService:
             rng=lambda: secrets.token_bytes(32),
             replay_cache=None if initiator else self._replays,
         )
-        handshake_bytes = 0
-        with trio.move_on_after(self.config.handshake_timeout) as deadline:
-            try:
-                first = handshake.start()
-                handshake_bytes += len(first)
-                await stream.send_all(first)
-                while handshake.established is None:
-                    data = await stream.receive_some(RECEIVE_SIZE)
-                    if not data:
-                        return "lost"
-                    answer = handshake.receive_data(data)
-                    handshake_bytes += len(data) + len(answer)
-                    if answer:
-                        await stream.send_all(answer)
-            except HandshakeError as exc:
-                log.info("handshake with %s failed: %s", address, exc)
-                return "self" if exc.reason == "self" else "handshake"
-        if deadline.cancelled_caught or handshake.established is None:
-            log.info("handshake with %s timed out", address)
-            return "handshake"
-        established = handshake.established
+        shaken = await self._shake(stream, handshake, address, source, ticket)
+        if isinstance(shaken, str):
+            return shaken
+        half_open = self._half_open.pop(ticket, None)
+        if half_open is not None and half_open.evicted:
+            return "evicted"  # it finished just as a newcomer took its place
+        if not self._admission.establish(ticket):
+            self._note_refusal(source, address, Refusal.SOURCE_FULL)
+            return "refused"
+        established = shaken.established
         node = established.remote_node
         if initiator:
             self._nodes_at[address] = node
@@ -399,7 +508,7 @@ class PeerService:
             self._open, established, initiator, address, now, banned_for
         )
         connection = Connection(
-            stream, address, initiator, node, handshake_bytes - len(established.leftover)
+            stream, address, initiator, node, shaken.handshake_bytes - len(established.leftover)
         )
         self._connections[peer_id] = connection
         if banned_for is None:
@@ -432,8 +541,64 @@ class PeerService:
         finally:
             self._connections.pop(peer_id, None)
             await self.store_thread.run(self.mesh.drop, peer_id)
-            log.info("disconnected from %s", address)
+            why = f": {connection.why}" if connection.why else ""
+            log.info("disconnected from %s at %s%s", encode_node_id(node), address, why)
         return "session"
+
+    async def _shake(
+        self,
+        stream: trio.SocketStream,
+        handshake: PeerHandshake,
+        address: str,
+        source: str,
+        ticket: int,
+    ) -> Shaken | str:
+        """Run the handshake under its deadlines; the outcome if it does not finish.
+
+        An inbound connection runs in the scope ``_admit`` made, which eviction
+        cancels; it has ``message_1_timeout`` from accept to send a message 1
+        that verifies (which proves it holds the network key), then the rest of
+        ``handshake_timeout``. A connection this node dialled has the whole
+        ``handshake_timeout``.
+        """
+        half_open = self._half_open.get(ticket)
+        if half_open is None:  # a connection this node dialled
+            opened = trio.current_time()
+            scope = trio.CancelScope(deadline=opened + self.config.handshake_timeout)
+        else:
+            opened, scope = half_open.accepted, half_open.scope
+        handshake_bytes = 0
+        keyed = False
+        with scope:
+            try:
+                first = handshake.start()
+                handshake_bytes += len(first)
+                await stream.send_all(first)
+                while handshake.established is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if not data:
+                        return "lost"
+                    answer = handshake.receive_data(data)
+                    handshake_bytes += len(data) + len(answer)
+                    if answer and not keyed and not handshake.initiator:
+                        # A responder answers only a message 1 that verified.
+                        keyed = True
+                        self._admission.keyed(ticket)
+                        scope.deadline = opened + self.config.handshake_timeout
+                    if answer:
+                        await stream.send_all(answer)
+            except HandshakeError as exc:
+                self._note_failure(source, address, exc.reason, f"failed: {exc}")
+                return "self" if exc.reason == "self" else "handshake"
+        if handshake.established is not None:
+            return Shaken(handshake.established, handshake_bytes)
+        if half_open is not None and half_open.evicted:
+            return "evicted"  # counted among the refusals when it was evicted
+        if half_open is not None and not keyed:
+            self._note_failure(source, address, "no message 1", "timed out before message 1")
+        else:
+            self._note_failure(source, address, "timeout", "timed out")
+        return "handshake"
 
     def _open(
         self,
@@ -514,9 +679,10 @@ def _dirty(peer_id: int) -> Output:
     return Output(dirty={peer_id})
 
 
-def _peer_address(stream: trio.SocketStream) -> str:
+def _peer_host_and_address(stream: trio.SocketStream) -> tuple[str, str]:
+    """The peer's host, and its ``host:port`` for the log ("?" if it is gone already)."""
     try:
         host, port = stream.socket.getpeername()[:2]
     except OSError:
-        return "?"
-    return format_address(host, port)
+        return "?", "?"
+    return host, format_address(host, port)
