@@ -7,18 +7,27 @@
         print(node.get("profile/name")["value"])
 
 Imports neither trio nor zeroconf nor a crypto backend, so it starts fast.
+
+The daemon closes a connection that sits idle (protocol/control.md,
+Transport); a ``Client`` notices before its next call and connects again, so
+a script may keep one open for as long as it likes.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import errno
 import itertools
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+
+import msgpack
 
 from meshnode import paths
 from meshnode.core.rpc import (
@@ -32,9 +41,18 @@ from meshnode.core.rpc import (
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeAlias
+
+    PublishItem: TypeAlias = tuple[str, Any, int | None]
+    PublishResult: TypeAlias = "dict[str, Any] | RemoteError"
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+RECEIVE_CHUNK = 65536
+# publish_many keeps at most this many bytes of requests unanswered (and at most
+# ``window`` requests): enough to keep the daemon's group commits full, little
+# enough that its answers never wait long for this client to read them.
+MAX_IN_FLIGHT_BYTES = 128 * 1024
+IDLE_TIMEOUT_CODE = "idle-timeout"
 
 
 class ClientError(Exception):
@@ -62,6 +80,31 @@ class RemoteError(ClientError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class PublishIncomplete(ClientError):
+    """``publish_many`` stopped part-way; it says which publications were stored.
+
+    ``results`` has one entry per item taken from the iterable before the
+    failure, in order: the record (stored: answered, or confirmed by reading it
+    back on a fresh connection), the ``RemoteError`` that refused it, or None.
+    None is either ``unknown`` (sent but neither answered nor confirmed: it may
+    or may not have been stored, perhaps even later) or ``not_sent`` (never
+    fully sent, so never stored). ``cause`` is what stopped the run.
+    """
+
+    def __init__(self, cause: Exception, results: list[PublishResult | None], sent: int) -> None:
+        self.cause = cause
+        self.results = results
+        self.stored = [i for i, r in enumerate(results) if isinstance(r, dict)]
+        self.refused = [i for i, r in enumerate(results) if isinstance(r, RemoteError)]
+        self.unknown = [i for i in range(sent) if results[i] is None]
+        self.not_sent = list(range(sent, len(results)))
+        super().__init__(
+            f"publishing stopped after {len(results)} items ({cause}): {len(self.stored)}"
+            f" stored, {len(self.refused)} refused, {len(self.unknown)} unknown (sent, not"
+            f" confirmed), {len(self.not_sent)} not sent"
+        )
 
 
 class Client:
@@ -98,9 +141,13 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the connection; the next call opens a new one, with nothing left over."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._decoder = TrustingRpcDecoder(MAX_RESPONSE_BYTES)
+        self._received.clear()
+        self._notifications.clear()
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -116,39 +163,110 @@ class Client:
             self._sock = sock
         return self._sock
 
+    def _ready(self) -> socket.socket:
+        """The connection for a new request: a new one if the daemon closed the old one."""
+        if self._sock is not None and self._daemon_hung_up(self._sock):
+            self.close()
+        return self._connect()
+
+    def _daemon_hung_up(self, sock: socket.socket) -> bool:
+        """Whether the daemon closed ``sock`` since the last call (idle, or restarted).
+
+        Takes what is pending without waiting: end of stream, a reset or an
+        ``idle-timeout`` notice mean it did; anything else is kept for later.
+        """
+        messages, closed = self._pending(sock)
+        for message in messages:
+            if isinstance(message, Notification) and _is_idle_notice(message):
+                return True
+            self._received.append(message)
+        return closed
+
+    def _pending(self, sock: socket.socket) -> tuple[list[Response | Notification], bool]:
+        """The messages already received on ``sock``, and whether it has ended."""
+        messages: list[Response | Notification] = []
+        with _nonblocking(sock):
+            while True:
+                try:
+                    data = sock.recv(RECEIVE_CHUNK)
+                except BlockingIOError:
+                    return messages, False
+                except OSError:
+                    return messages, True
+                if not data:
+                    return messages, True
+                try:
+                    messages += self._decode(data)
+                except ConnectionLost:
+                    return messages, True
+
+    def _decode(self, data: bytes) -> list[Response | Notification]:
+        try:
+            messages = self._decoder.feed(data)
+        except RpcProtocolError as exc:
+            raise ConnectionLost(f"unreadable answer from the daemon: {exc}") from None
+        answers = [m for m in messages if isinstance(m, Response | Notification)]
+        if len(answers) != len(messages):
+            raise ConnectionLost("the daemon sent a request")
+        return answers
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            raise self._send_failure(sock, exc) from None
+
+    def _send_failure(self, sock: socket.socket, exc: OSError) -> ClientError:
+        """What to raise when sending failed: the daemon's own reason if it sent one.
+
+        The daemon refuses a connection (``busy``) or closes an idle one with an
+        ``error`` notice and does not read what was sent; the send then fails
+        with EPIPE or ECONNRESET, but the notice is waiting to be read.
+        """
+        messages, _ = self._pending(sock)
+        self.close()
+        for message in messages:
+            if isinstance(message, Notification) and message.method == "error":
+                return _notice_error(message)
+        return ConnectionLost(f"lost the connection to the daemon: {exc}")
+
     def _read_message(self) -> Response | Notification:
-        sock = self._connect()
-        while True:
-            if self._received:
-                return self._received.popleft()
+        sock = self._sock
+        while not self._received:
+            if sock is None:
+                raise ConnectionLost("the connection to the daemon is closed")
             try:
-                data = sock.recv(65536)
+                data = sock.recv(RECEIVE_CHUNK)
             except TimeoutError:
+                self.close()
                 raise ConnectionLost("the daemon did not answer in time") from None
             except OSError as exc:
+                self.close()
                 raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
             if not data:
+                self.close()
                 raise ConnectionLost("the daemon closed the connection")
-            try:
-                for message in self._decoder.feed(data):
-                    if not isinstance(message, Response | Notification):
-                        raise ConnectionLost("the daemon sent a request")
-                    self._received.append(message)
-            except RpcProtocolError as exc:
-                raise ConnectionLost(f"unreadable answer from the daemon: {exc}") from None
+            self._received.extend(self._decode(data))
+        return self._received.popleft()
 
     def call(self, method: str, **params: Any) -> Any:
         """Call ``method`` with named arguments; return its result or raise ``RemoteError``."""
-        msgid = next(self._msgids)
-        sock = self._connect()
         try:
-            sock.sendall(encode_request(msgid, method, [params] if params else []))
-        except OSError as exc:
-            raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
-        answer = self._answer(msgid)
+            answer = self._call_once(method, params)
+        except RemoteError as exc:
+            if exc.code != IDLE_TIMEOUT_CODE:
+                raise
+            # The daemon closed the connection as idle, so it did not read this
+            # request: sending it again on a new connection is safe.
+            answer = self._call_once(method, params)
         if isinstance(answer, RemoteError):
             raise answer
         return answer
+
+    def _call_once(self, method: str, params: dict[str, Any]) -> Any:
+        msgid = next(self._msgids)
+        self._send(self._ready(), encode_request(msgid, method, [params] if params else []))
+        return self._answer(msgid)
 
     # -- the methods, with Python signatures -----------------------------------
 
@@ -163,51 +281,139 @@ class Client:
             return self.call("publish", key=key, value=value)  # type: ignore[no-any-return]
         return self.call("publish", key=key, value=value, ttl_ms=ttl_ms)  # type: ignore[no-any-return]
 
-    def publish_many(
-        self, items: Iterable[tuple[str, Any, int | None]], window: int = 256
-    ) -> list[dict[str, Any] | RemoteError]:
+    def publish_many(self, items: Iterable[PublishItem], window: int = 256) -> list[PublishResult]:
         """Publish ``(key, value, ttl_ms)`` items, pipelining up to ``window`` requests.
 
         The daemon stores pipelined publishes in group commits, so this is far
         faster than one ``publish`` after another. Results come in item order: a
-        record, or the ``RemoteError`` that refused that item.
+        record, or the ``RemoteError`` that refused that item. If the run stops
+        part-way (connection lost, timeout, an item that cannot be encoded),
+        ``PublishIncomplete`` says which items were stored.
         """
-        sock = self._connect()
-        results: list[dict[str, Any] | RemoteError] = []
-        waiting: deque[int] = deque()
-        iterator = iter(items)
-        exhausted = False
-        while True:
-            batch = bytearray()
-            while not exhausted and len(waiting) < window:
+        pipeline = _Pipeline(items, window, self._msgids)
+        started_ms = time.time_ns() // 1_000_000
+        try:
+            self._run(pipeline)
+        except ClientError as exc:
+            raise self._incomplete(pipeline, exc, started_ms) from exc
+        except BaseException:
+            self.close()  # answers may still be on their way: the connection is of no use
+            raise
+        if pipeline.failure is not None:
+            raise PublishIncomplete(
+                pipeline.failure, pipeline.results, pipeline.sent
+            ) from pipeline.failure
+        return pipeline.answers()
+
+    def _run(self, pipeline: _Pipeline) -> None:
+        """Write requests and read answers as each becomes possible, until all are answered.
+
+        The daemon stops reading a connection while it writes answers to it; a
+        client that wrote everything before reading would fill both socket
+        buffers and stall both sides. Reading whenever answers arrive, with the
+        requests in flight bounded, nothing can block, whatever the buffer sizes.
+        """
+        import selectors  # only publish_many needs it; the CLI starts without it
+
+        sock = self._ready()
+        self._take_answers(pipeline)
+        with selectors.DefaultSelector() as selector, _nonblocking(sock):
+            selector.register(sock, selectors.EVENT_READ)
+            watching = selectors.EVENT_READ
+            while not pipeline.refill():
+                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if pipeline.outbox else 0)
+                if wanted != watching:
+                    selector.modify(sock, wanted)
+                    watching = wanted
+                ready = selector.select(self._timeout)
+                if not ready:
+                    raise ConnectionLost("the daemon did not answer in time")
+                events = ready[0][1]
+                if events & selectors.EVENT_WRITE:
+                    pipeline.wrote(self._send_some(sock, pipeline.outbox))
+                if events & selectors.EVENT_READ:
+                    self._receive_some(sock)
+                    self._take_answers(pipeline)
+
+    def _send_some(self, sock: socket.socket, data: bytearray) -> int:
+        try:
+            return sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._send_failure(sock, exc) from None
+
+    def _receive_some(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(RECEIVE_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.close()
+            raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
+        if not data:
+            self.close()
+            raise ConnectionLost("the daemon closed the connection")
+        self._received.extend(self._decode(data))
+
+    def _take_answers(self, pipeline: _Pipeline) -> None:
+        while self._received:
+            message = self._received.popleft()
+            if isinstance(message, Response):
+                pipeline.answer(message)
+            elif message.method == "error":
+                self.close()
+                raise _notice_error(message)
+            else:
+                self._notifications.append(message)
+
+    def _incomplete(
+        self, pipeline: _Pipeline, cause: ClientError, started_ms: int
+    ) -> PublishIncomplete:
+        """The report of a run that failed, with unanswered items read back where possible."""
+        self.close()
+        results = list(pipeline.results)
+        for index, record in self._read_back(pipeline, started_ms).items():
+            results[index] = record
+        return PublishIncomplete(cause, results, pipeline.sent)
+
+    def _read_back(self, pipeline: _Pipeline, started_ms: int) -> dict[int, dict[str, Any]]:
+        """The records, read on a fresh connection, that show unanswered items were stored.
+
+        An item is confirmed when its key's live record has its value and ttl and
+        was created since the run began. Of several unanswered items with one
+        key only the last can be confirmed; the others stay unknown, as does
+        everything if the daemon cannot be asked.
+        """
+        last_of_key = {pipeline.taken[i][0]: i for i in range(pipeline.sent)}
+        unanswered = [
+            i
+            for i in range(pipeline.sent)
+            if pipeline.results[i] is None and last_of_key[pipeline.taken[i][0]] == i
+        ]
+        confirmed: dict[int, dict[str, Any]] = {}
+        with contextlib.suppress(ClientError), Client(self.socket_path, self._timeout) as reader:
+            for index in unanswered:
+                key, value, ttl_ms = pipeline.taken[index]
                 try:
-                    key, value, ttl_ms = next(iterator)
-                except StopIteration:
-                    exhausted = True
-                    break
-                params: dict[str, Any] = {"key": key, "value": value}
-                if ttl_ms is not None:
-                    params["ttl_ms"] = ttl_ms
-                msgid = next(self._msgids)
-                waiting.append(msgid)
-                batch += encode_request(msgid, "publish", [params])
-            if batch:
-                try:
-                    sock.sendall(batch)
-                except OSError as exc:
-                    raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
-            if not waiting:
-                return results
-            # Read half a window of answers before sending more, to keep the pipe full.
-            for _ in range(max(1, min(len(waiting), window // 2))):
-                results.append(self._answer(waiting.popleft()))
+                    record = reader.get(key)
+                except RemoteError:
+                    continue  # not found: not stored, or not yet
+                if _shows(record, value, ttl_ms, started_ms):
+                    confirmed[index] = record
+        return confirmed
 
     def _answer(self, msgid: int) -> Any:
-        """The result of request ``msgid``, or its ``RemoteError``; notifications are kept."""
+        """The result of request ``msgid``, or its ``RemoteError``; notifications are kept.
+
+        An ``error`` notification ends the connection and is raised.
+        """
         while True:
             message = self._read_message()
             if isinstance(message, Notification):
-                _raise_if_error(message)
+                if message.method == "error":
+                    self.close()
+                    raise _notice_error(message)
                 self._notifications.append(message)
             elif message.msgid == msgid:
                 if message.error is not None:
@@ -262,7 +468,9 @@ class Client:
                 if not isinstance(read, Notification):
                     continue
                 message = read
-            _raise_if_error(message)
+            if message.method == "error":
+                self.close()
+                raise _notice_error(message)
             if not message.params or type(message.params[0]) is not dict:
                 continue
             body = message.params[0]
@@ -278,12 +486,117 @@ class Client:
         self._connect().settimeout(None)
 
 
+class _Pipeline:
+    """The state of one ``publish_many`` run: items taken, bytes written, answers in.
+
+    ``sent`` counts the items whose request was written whole: the daemon can
+    have stored only those.
+    """
+
+    def __init__(self, items: Iterable[PublishItem], window: int, msgids: Iterator[int]) -> None:
+        self._items = iter(items)
+        self._window = max(1, window)
+        self._msgids = msgids
+        self.taken: list[PublishItem] = []
+        self.results: list[PublishResult | None] = []
+        self.outbox = bytearray()  # requests not yet written
+        self.failure: Exception | None = None  # an item that could not be taken or encoded
+        self._written = 0
+        self._ends: list[int] = []  # where each item's request ends in the byte stream
+        self._unanswered: deque[tuple[int, int]] = deque()  # (msgid, item index), in order
+        self._exhausted = False
+
+    @property
+    def sent(self) -> int:
+        return bisect.bisect_right(self._ends, self._written)
+
+    def refill(self) -> bool:
+        """Queue requests while the window allows; True once every item is answered."""
+        while not self._exhausted and self._has_room():
+            try:
+                self._queue(*next(self._items))
+            except StopIteration:
+                self._exhausted = True
+            except Exception as exc:  # a bad item or iterator: answer what was sent, then stop
+                self.failure = exc
+                self._exhausted = True
+        return self._exhausted and not self._unanswered
+
+    def _has_room(self) -> bool:
+        if not self._unanswered:
+            return True
+        first = self._unanswered[0][1]
+        in_flight = self._ends[-1] - (self._ends[first - 1] if first else 0)
+        return len(self._unanswered) < self._window and in_flight < MAX_IN_FLIGHT_BYTES
+
+    def _queue(self, key: str, value: Any, ttl_ms: int | None) -> None:
+        params: dict[str, Any] = {"key": key, "value": value}
+        if ttl_ms is not None:
+            params["ttl_ms"] = ttl_ms
+        msgid = next(self._msgids)
+        request = encode_request(msgid, "publish", [params])
+        self._unanswered.append((msgid, len(self.taken)))
+        self.taken.append((key, value, ttl_ms))
+        self.results.append(None)
+        self.outbox += request
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(request))
+
+    def wrote(self, count: int) -> None:
+        del self.outbox[:count]
+        self._written += count
+
+    def answer(self, response: Response) -> None:
+        """Take the answer to the oldest request; the daemon answers in request order."""
+        if not self._unanswered or response.msgid != self._unanswered[0][0]:
+            return  # an answer to an earlier, abandoned call
+        _, index = self._unanswered.popleft()
+        if response.error is not None:
+            self.results[index] = _remote_error(response.error)
+        else:
+            self.results[index] = response.result
+
+    def answers(self) -> list[PublishResult]:
+        """Every result, once all are in."""
+        answers = [r for r in self.results if r is not None]
+        assert len(answers) == len(self.results)
+        return answers
+
+
+@contextlib.contextmanager
+def _nonblocking(sock: socket.socket) -> Iterator[None]:
+    """``sock`` without waiting (a timeout makes even MSG_DONTWAIT wait), then as before."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        yield
+    finally:
+        if sock.fileno() != -1:
+            sock.settimeout(timeout)
+
+
+def _shows(record: dict[str, Any], value: Any, ttl_ms: int | None, since_ms: int) -> bool:
+    """Whether ``record`` is the one a publication of ``value`` made since ``since_ms``."""
+    expires_ms = record.get("expires_ms")
+    ttl_matches = (
+        expires_ms is None if ttl_ms is None else expires_ms == record["created_ms"] + ttl_ms
+    )
+    return record["created_ms"] >= since_ms and ttl_matches and record["value"] == _as_read(value)
+
+
+def _as_read(value: Any) -> Any:
+    """``value`` as the daemon would give it back (tuples as lists, and so on)."""
+    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, strict_map_key=False)
+
+
+def _is_idle_notice(message: Notification) -> bool:
+    return message.method == "error" and _notice_error(message).code == IDLE_TIMEOUT_CODE
+
+
+def _notice_error(message: Notification) -> RemoteError:
+    return _remote_error(message.params[0] if message.params else None)
+
+
 def _remote_error(error: Any) -> RemoteError:
     if isinstance(error, dict):
         return RemoteError(str(error.get("code", "unknown")), str(error.get("message", error)))
     return RemoteError("unknown", str(error))
-
-
-def _raise_if_error(message: Notification) -> None:
-    if message.method == "error":
-        raise _remote_error(message.params[0] if message.params else None)

@@ -15,6 +15,7 @@ import pytest
 from meshnode import paths
 from meshnode.cli import parse_duration_ms
 from tests.helpers import Daemon, env_without_xdg
+from tests.test_client import FakeDaemon, refuse_as_busy
 
 pytestmark = pytest.mark.slow
 
@@ -157,6 +158,22 @@ def test_bad_input_is_one_line_exit_2_and_stores_nothing(
 def test_a_missing_record_exits_1(daemon: Daemon) -> None:
     result = daemon.cli("get", "nothing/here")
     assert result.returncode == 1 and "not found" in result.stderr
+
+
+def test_a_daemon_with_no_room_is_named_as_the_cause_not_a_broken_pipe() -> None:
+    fake = FakeDaemon([refuse_as_busy])
+    with fake:  # the value is too large to be sent before the daemon has closed
+        result = subprocess.run(
+            [sys.executable, "-m", "meshnode", "publish", "--socket", str(fake.socket), "k", "-"],
+            capture_output=True,
+            text=True,
+            input="x" * 1_000_000,
+            timeout=20,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith("meshnode: the daemon has too many control clients (65)")
+    assert "Broken pipe" not in result.stderr
 
 
 def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
