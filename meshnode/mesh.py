@@ -60,6 +60,7 @@ class Peer:
     session: PeerSession
     address: str
     since_ms: int
+    origin: bytes  # where its records come from, for the store's standing of their authors
 
 
 class Mesh:
@@ -94,6 +95,7 @@ class Mesh:
         now: float,
         now_ms: int,
         banned_for: int | None = None,
+        origin: bytes | None = None,
     ) -> tuple[int, Output]:
         """Start a session over a finished handshake; keep one session per remote node.
 
@@ -101,6 +103,8 @@ class Mesh:
         keep the one dialed by the node with the smaller public key, so they agree
         without talking about it; with the same dialer, the older one stays.
         A node banned for ``banned_for`` more seconds gets goodbye 7 after its hello.
+        ``origin`` names where the connection comes from (the runtime: its network
+        source); the remote node's key if not given.
         """
         self._items_now_ms = now_ms
         hello = m.Hello(m.PROTOCOL_VERSION, FEATURES, self.listen, self.agent)
@@ -113,7 +117,7 @@ class Mesh:
             nonce=self._nonce,
             config=self.config,
         )
-        peer = Peer(next(self._ids), remote, session, address, now_ms)
+        peer = Peer(next(self._ids), remote, session, address, now_ms, origin or remote)
         self.peers[peer.id] = peer
         out = Output(dirty={peer.id})
         if banned_for is not None:
@@ -219,7 +223,7 @@ class Mesh:
         ]
         if received:
             # Everything one chunk of bytes brought is verified and stored in one batch.
-            report = self.node.ingest(received, now_ms=now_ms, source=peer.node)
+            report = self.node.ingest(received, now_ms=now_ms, source=peer.origin)
             self._merge(out, self._stored(report.result.stored, source=peer.id))
             if report.rejected:
                 reason = m.invalid_record_reason(report.rejected[0].reason)

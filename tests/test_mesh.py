@@ -418,3 +418,23 @@ def test_every_goodbye_reason_is_from_the_fixed_set(chunks: list[bytes]) -> None
 
 
 FIXED_REASONS = set(m.Why) | {m.invalid_record_reason(r) for r in Invalid}
+
+
+def test_records_a_session_delivers_are_credited_to_the_origin_the_runtime_named() -> None:
+    net = Network()
+    mesh, peer_id = hand_driven_session(net)
+    mesh.drop(peer_id)
+    origin = b"o" * 32
+    peer_id, _ = mesh.open(
+        remote=net.nodes[1].node.identity.public_key,
+        initiator=False,
+        channel=PlainChannel(),
+        address="x",
+        now=0,
+        now_ms=net.now_ms,
+        origin=origin,
+    )
+    author = identity(7)
+    hello = m.encode(m.Hello(1, (), (), "peer"))
+    mesh.receive(peer_id, hello + m.encode(m.Records((record(author).raw,))), 0, net.now_ms)
+    assert mesh.node.store.standing(author.public_key).sources == (origin,)

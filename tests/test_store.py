@@ -156,6 +156,7 @@ def test_making_room_that_purges_the_stored_version_keeps_the_books_right(
     assert stored(store, [newer], now=NOW + 5) == [Outcome.STORED]
     assert store.usage(ALICE.public_key) == (1, len(newer.raw))
     assert store.total_bytes == sum(len(r.raw) for r in store.query(now_ms=NOW + 5))
+    assert store.total_bytes <= store.limits.max_total_bytes
 
 
 def test_a_record_created_more_than_30_days_ahead_of_the_clock_is_refused(

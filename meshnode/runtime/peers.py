@@ -22,6 +22,8 @@ every ``LOG_INTERVAL`` seconds, so a flood cannot flood the log either.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import random
 import secrets
@@ -504,9 +506,16 @@ class PeerService:
         now = trio.current_time()
         ban = self.bans.get(node, now)
         banned_for = None if ban is None else ban.seconds_left(now)
-        peer_id, out = await self.store_thread.run(
-            self._open, established, initiator, address, now, banned_for
+        opening = functools.partial(
+            self._open,
+            established,
+            initiator=initiator,
+            address=address,
+            source=source,
+            now=now,
+            banned_for=banned_for,
         )
+        peer_id, out = await self.store_thread.run(opening)
         connection = Connection(
             stream, address, initiator, node, shaken.handshake_bytes - len(established.leftover)
         )
@@ -603,8 +612,10 @@ class PeerService:
     def _open(
         self,
         established: Established,
+        *,
         initiator: bool,
         address: str,
+        source: str,
         now: float,
         banned_for: int | None,
     ) -> tuple[int, Output]:
@@ -613,6 +624,7 @@ class PeerService:
             initiator=initiator,
             channel=established.channel,
             address=address,
+            origin=origin_of(source),
             now=now,
             now_ms=self._wall_clock_ms(),
             banned_for=banned_for,
@@ -669,6 +681,16 @@ class PeerService:
         await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, Why.SHUTTING_DOWN)
         while any(c.pending for c in self._connections.values()):
             await trio.sleep(0.01)
+
+
+def origin_of(source: str) -> bytes:
+    """The name the store gives a peer's source for its authors' standing: 32 bytes.
+
+    A source (an IPv4 address, an IPv6 /64) rather than a node id, since ids
+    cost an attacker nothing, so that one host relaying through many
+    identities counts as one source (``meshnode.store.standing``).
+    """
+    return hashlib.sha256(b"meshnode/source/" + source.encode()).digest()
 
 
 def _same(out: Output) -> Output:

@@ -14,10 +14,10 @@ Rules (``protocol/records.md``, "Store semantics"):
    ``max_author_bytes``; a record that would exceed them is refused. The node's
    own records are exempt.
 5. The whole store is held to ``max_total_bytes``. To make room, dead records
-   are purged first; then newcomers' records are evicted (``standing``), and
-   only for an established author's record also the lowest-seq records of the
-   established foreign author holding the most bytes. The node's own records
-   are never evicted; if nothing may go, the new record is refused.
+   are purged first; then records are evicted in the order of ``standing``:
+   newcomers' first, established authors' newest first (for a newcomer's
+   record only while newcomers hold less than their reserve). The node's own
+   records are never evicted; if nothing may go, the new record is refused.
 
 Subclasses provide storage primitives only; ``ingest`` is not overridden.
 """
@@ -25,7 +25,6 @@ Subclasses provide storage primitives only; ``ingest`` is not overridden.
 from __future__ import annotations
 
 import enum
-import heapq
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from meshnode.core.record import CLOCK_FLOOR_MS, Record
-from meshnode.store.standing import HOUR_MS, Standing, Standings
+from meshnode.store.standing import HOUR_MS, NEWCOMER_SHARE, Standing, Standings
 
 MIB = 1024 * 1024
 DAY_MS = 24 * 3600 * 1000
@@ -105,8 +104,7 @@ class Store(ABC):
         self.limits = limits
         self._usage: dict[bytes, list[int]] = {}  # author -> [records, bytes]
         self._total_bytes = 0
-        self._standings = Standings(limits.newcomer_ms)
-        self._by_bytes: list[tuple[int, bytes]] | None = None  # during one batch, lazily
+        self._standings = Standings(owner, limits.newcomer_ms)
         self.warnings: list[str] = []  # damage found and worked around on opening
 
     # -- the shared rules ---------------------------------------------------
@@ -127,7 +125,6 @@ class Store(ABC):
         node's own records: another node cannot give them back if none has them).
         """
         result = IngestResult()
-        self._by_bytes = None
         with self._atomic(durable):
             own_high = 0
             for record in records:
@@ -168,12 +165,14 @@ class Store(ABC):
             ):
                 return Outcome.QUOTA
         overflow = self._total_bytes + size - old_size - self.limits.max_total_bytes
-        if overflow > 0:
+        while overflow > 0:
             if not self._make_room(overflow, record, source, now_ms):
                 return Outcome.QUOTA
-            # Making room purges dead records, perhaps the stored version of this key.
+            # Making room purges dead records, perhaps the stored version of this key:
+            # then its bytes were freed once already, and more room may be needed.
             current = self._current(record.author, record.key)
             old_size = current.size if current is not None else 0
+            overflow = self._total_bytes + size - old_size - self.limits.max_total_bytes
         first = record.author not in self._usage
         if current is not None:
             self._remove(record.author, record.key)
@@ -188,16 +187,22 @@ class Store(ABC):
     def _make_room(self, need: int, incoming: Record, source: bytes | None, now_ms: int) -> bool:
         """Evict until ``need`` bytes are free, in the order ``standing`` explains."""
         need -= self._purge_dead(now_ms)
+        standings = self._standings
+        standings.graduate_aged(now_ms)
         held = incoming.author in self._usage
-        newcomer = incoming.author != self.owner and self._standings.is_newcomer(
-            incoming.author, source, now_ms, held
-        )
+        newcomer = standings.is_newcomer(incoming.author, source, now_ms, held)
+        reserve = self.limits.max_total_bytes // NEWCOMER_SHARE
         spare = incoming.author, incoming.key
         exhausted: set[bytes] = set()  # authors with nothing left to evict but the spare key
         while need > 0:
-            author = self._standings.newest_newcomer(now_ms, exhausted)
-            if author is None and not newcomer:
-                author = self._biggest_established(now_ms, exhausted)
+            if newcomer and standings.newcomer_bytes < reserve:
+                author = standings.newest_established(exhausted)  # the reserve is not full
+                author = author or standings.newest_newcomer(exhausted)
+            elif newcomer:
+                author = standings.newest_newcomer(exhausted)
+            else:
+                author = standings.newest_newcomer(exhausted)
+                author = author or standings.newest_established(exhausted)
             if author is None:
                 return False
             evicted = self._evict_lowest(author, spare[1] if author == spare[0] else None)
@@ -207,25 +212,6 @@ class Store(ABC):
             self._account(author, -1, -evicted)
             need -= evicted
         return True
-
-    def _biggest_established(self, now_ms: int, skip: set[bytes]) -> bytes | None:
-        """The established foreign author holding the most bytes (a heap kept for the batch)."""
-        if self._by_bytes is None:
-            self._by_bytes = [(-usage[1], a) for a, usage in self._usage.items() if a != self.owner]
-            heapq.heapify(self._by_bytes)
-        heap = self._by_bytes
-        while heap:
-            negative_bytes, author = heap[0]
-            usage = self._usage.get(author)
-            if usage is None or author in skip:
-                heapq.heappop(heap)
-            elif usage[1] != -negative_bytes:
-                heapq.heapreplace(heap, (-usage[1], author))  # shrank since: re-rank it
-            elif self._standings.is_newcomer(author, None, now_ms, held=True):
-                heapq.heappop(heap)  # a newcomer: evicted, if at all, before this phase
-            else:
-                return author
-        return None
 
     def _account(self, author: bytes, records: int, nbytes: int) -> None:
         usage = self._usage.setdefault(author, [0, 0])
@@ -253,7 +239,6 @@ class Store(ABC):
         self._total_bytes = sum(nbytes for _, nbytes in self._usage.values())
         nbytes_of = {author: usage[1] for author, usage in self._usage.items()}
         self._standings.load(self._scan_standings(), nbytes_of)
-        self._by_bytes = None
 
     def purge(self, now_ms: int) -> int:
         """Drop every record past its ``dead_at``; return how many bytes that freed."""
@@ -275,6 +260,11 @@ class Store(ABC):
     def standing(self, author: bytes) -> Standing:
         """Since when, and through which peers, the node has held ``author``'s records."""
         return self._standings.get(author)
+
+    def is_newcomer(self, author: bytes, now_ms: int) -> bool:
+        """Whether records of ``author`` held now yield to established authors' (``standing``)."""
+        self._standings.graduate_aged(now_ms)
+        return self._standings.is_newcomer(author, None, now_ms, held=author in self._usage)
 
     @property
     def total_bytes(self) -> int:

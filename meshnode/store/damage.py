@@ -5,8 +5,9 @@ Two cases lose records without a word if SQLite opens the files as they are:
 * a write-ahead log whose header is damaged (bad magic, version or checksum):
   SQLite ignores the log and overwrites it, with every transaction since the
   last checkpoint;
-* an empty (zero-length) database file: SQLite starts a new database and
-  deletes the log beside it.
+* an empty (zero-length) database file beside a log: SQLite starts a new
+  database and deletes the log (an empty file alone is a store created but
+  never written, and loses nothing).
 
 In both cases the damaged files are renamed with a ``.damaged-<n>`` suffix,
 so nothing is destroyed and someone can inspect them; the node then starts
@@ -30,27 +31,31 @@ WAL_VERSION = 3007000
 
 def set_aside(path: Path) -> list[str]:
     """Check the store at ``path`` and its log; move damaged files aside; say what was done."""
-    wal = Path(f"{path}-wal")
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+        return _set_aside(path, Path(f"{path}-wal"))
+    except OSError as exc:
+        raise StoreError(f"cannot check the store {path} for damage: {exc}") from exc
+
+
+def _set_aside(path: Path, wal: Path) -> list[str]:
+    if not path.exists():
         return []
-    except OSError:
-        return []  # opening it will fail with the reason
-    if size == 0:
-        moved = [_move_aside(path)]
-        if _nonempty(wal):
-            moved.append(_move_aside(wal))
+    if path.stat().st_size == 0:
+        if not _size(wal):
+            return []  # a store created but never written: nothing to lose
+        moved = [_move_aside(path), _move_aside(wal)]
         _remove_index(path)
         return [
-            f"the store {path} was empty (0 bytes), so every record it held is gone from"
-            f" this node; started an empty store; peers send back what they hold (kept"
-            f" for inspection: {', '.join(map(str, moved))})"
+            f"the store {path} was empty (0 bytes) beside a write-ahead log, so the"
+            f" records it held are gone from this node; started an empty store; peers"
+            f" send back what they hold (kept for inspection: {', '.join(map(str, moved))})"
         ]
-    problem = _wal_header_problem(wal)
+    lost = _size(wal) - WAL_HEADER.size
+    if lost <= 0:
+        return []  # no frame was ever written after the header
+    problem = _header_problem(_read_header(wal))
     if problem is None:
         return []
-    lost = max(wal.stat().st_size - WAL_HEADER.size, 0)
     moved_wal = _move_aside(wal)
     _remove_index(path)
     return [
@@ -61,17 +66,16 @@ def set_aside(path: Path) -> list[str]:
     ]
 
 
-def _wal_header_problem(wal: Path) -> str | None:
+def _size(path: Path) -> int:
     try:
-        with wal.open("rb") as handle:
-            header = handle.read(WAL_HEADER.size)
+        return path.stat().st_size
     except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    if len(header) < WAL_HEADER.size:
-        return None  # no frame was ever written after an incomplete header
-    return _header_problem(header)
+        return 0
+
+
+def _read_header(wal: Path) -> bytes:
+    with wal.open("rb") as handle:
+        return handle.read(WAL_HEADER.size)
 
 
 def _header_problem(header: bytes) -> str | None:
@@ -79,7 +83,7 @@ def _header_problem(header: bytes) -> str | None:
     if magic not in WAL_MAGIC:
         return "bad magic number"
     if version != WAL_VERSION:
-        return f"unknown version {version}"
+        return None  # not damage SQLite hides: it refuses to open such a log, loudly
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         return f"impossible page size {page_size}"
     if _checksum(header[:24], big_endian=bool(magic & 1)) != (sum1, sum2):
@@ -95,13 +99,6 @@ def _checksum(data: bytes, *, big_endian: bool) -> tuple[int, int]:
         s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
         s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
     return s0, s1
-
-
-def _nonempty(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 0
-    except OSError:
-        return False
 
 
 def _move_aside(path: Path) -> Path:

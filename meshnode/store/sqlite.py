@@ -222,19 +222,20 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _transaction(self, durable: bool) -> Iterator[None]:
+        """One transaction; whatever fails (the COMMIT too), the connection ends outside it."""
         with self._errors("write"):
             if durable:
                 self._db.execute("PRAGMA synchronous = FULL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+                yield
                 self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
             finally:
-                if durable:
+                if durable and not self._db.in_transaction:
                     self._db.execute("PRAGMA synchronous = NORMAL")
 
     def _current(self, author: bytes, key: str) -> Current | None:
@@ -286,9 +287,11 @@ class SQLiteStore(Store):
         )
 
     def _scan_usage(self) -> Iterator[tuple[bytes, int, int]]:
-        yield from self._db.execute(
-            "SELECT author, count(*), sum(size) FROM records GROUP BY author"
-        ).fetchall()
+        with self._errors("read"):
+            rows = self._db.execute(
+                "SELECT author, count(*), sum(size) FROM records GROUP BY author"
+            ).fetchall()
+        yield from rows
 
     def _save_standing(self, author: bytes, standing: Standing) -> None:
         self._db.execute(
@@ -299,12 +302,18 @@ class SQLiteStore(Store):
         )
 
     def _drop_standing(self, author: bytes) -> None:
-        self._db.execute("DELETE FROM authors WHERE author = ?", (author,))
+        # A row with a high seq is a former owner's (the data dir changed identity): kept.
+        self._db.execute(
+            "UPDATE authors SET first_seen_ms = NULL, sources = NULL WHERE author = ?", (author,)
+        )
+        self._db.execute("DELETE FROM authors WHERE author = ? AND high_seq = 0", (author,))
 
     def _scan_standings(self) -> Iterator[tuple[bytes, Standing]]:
-        for author, first_seen_ms, sources in self._db.execute(
-            "SELECT author, first_seen_ms, sources FROM authors WHERE first_seen_ms IS NOT NULL"
-        ).fetchall():
+        with self._errors("read"):
+            rows = self._db.execute(
+                "SELECT author, first_seen_ms, sources FROM authors WHERE first_seen_ms IS NOT NULL"
+            ).fetchall()
+        for author, first_seen_ms, sources in rows:
             ids = tuple(sources[i : i + 32] for i in range(0, len(sources), 32))
             yield author, Standing(first_seen_ms, ids)
 
