@@ -108,9 +108,9 @@ def main() -> None:
     stored = 0
     with temp_dir() as tmp:
         owner = Identity(bytes(32))  # the node; not one of the authors
-        store = SQLiteStore(tmp / "store.sqlite3", owner.public_key, StoreLimits())
         # As the daemon does (runtime/daemon.py): verification jobs on a two-thread pool.
         verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        store = SQLiteStore(tmp / "store.sqlite3", owner.public_key, StoreLimits())
         try:
             node = Node(owner, store, parallel_map=verifiers.map)
             log(

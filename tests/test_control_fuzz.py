@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     daemon = Daemon(tmp_path_factory.mktemp("fuzz") / "node").start()
     yield daemon
+    daemon.cleanup()  # first: a daemon left running would fail a later test, not this one
     assert "Traceback" not in daemon.log()
-    daemon.cleanup()
 
 
 def exchange(path: Path, data: bytes, timeout: float = 2.0) -> list[object]:
@@ -190,8 +190,10 @@ def test_a_watcher_that_stops_reading_is_cut_off_not_buffered_forever(
     slow.sendall(encode_request(1, "watch", [{"prefix": "flood/"}]))
     try:
         with shared_daemon.client() as client:
-            for n in range(6000):
-                client.publish(f"flood/{n % 10}", "x" * 200)
+            # Pipelined (group commits): one durable publish after another can take
+            # longer than the daemon's 10 s send timeout, which would drop the watcher
+            # for stalling before its watch falls behind.
+            client.publish_many((f"flood/{n % 10}", "x" * 200, None) for n in range(6000))
             assert client.status()["watches"] == 0
     finally:
         slow.close()

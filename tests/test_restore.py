@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from meshnode.mesh import Mesh
 from meshnode.node import Node, Publication
@@ -19,6 +22,17 @@ from tests.meshnet import Network
 
 BULK = 6_000
 RATE_PER_MS = 5  # group commit's pace: ~5,000 records a second
+
+
+@pytest.fixture
+def net() -> Iterator[Network]:
+    """Nodes 0 and 1, not yet connected; every store is closed when the test ends."""
+    net = Network()
+    net.add(0)
+    net.add(1)
+    yield net
+    for mesh in net.nodes:
+        mesh.node.store.close()
 
 
 def restart_alice(
@@ -65,11 +79,8 @@ def bulk_publish(mesh: Mesh, net: Network, count: int) -> list[int]:
 
 
 def test_a_restore_after_a_bulk_publish_reuses_no_seq_and_loses_no_update(
-    tmp_path: Path,
+    tmp_path: Path, net: Network
 ) -> None:
-    net = Network()
-    net.add(0)
-    net.add(1)
     alice = restart_alice(net, tmp_path)
     alice.publish("profile/name", "Ada", ttl_ms=None, now_ms=net.now_ms)
     net.settle()
@@ -95,15 +106,11 @@ def test_a_restore_after_a_bulk_publish_reuses_no_seq_and_loses_no_update(
         assert store.get(author, "offer/tea", net.now_ms) == after_restore
         assert len(store.query(now_ms=net.now_ms, author=author, prefix="bulk/")) == BULK
     assert alice.node.store.high_seq(author) == after_restore.seq
-    alice.node.store.close()
 
 
 def test_a_node_restored_from_before_its_clock_went_back_heals_on_first_contact(
-    tmp_path: Path,
+    tmp_path: Path, net: Network
 ) -> None:
-    net = Network()
-    net.add(0)
-    net.add(1)
     alice = restart_alice(net, tmp_path)
     alice.publish("profile/name", "Ada", ttl_ms=None, now_ms=net.now_ms)
     alice = restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3")  # takes it
@@ -119,4 +126,3 @@ def test_a_node_restored_from_before_its_clock_went_back_heals_on_first_contact(
     assert alice.node.store.high_seq(author) == renamed.seq
     after_contact, _ = alice.publish("offer/tea", "hot", ttl_ms=None, now_ms=net.now_ms)
     assert after_contact.seq > renamed.seq
-    alice.node.store.close()

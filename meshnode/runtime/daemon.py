@@ -82,16 +82,16 @@ def run(config: DaemonConfig) -> None:
             )
         except (datadir.DataDirError, StoreError) as exc:
             raise StartupError(str(exc)) from None
-        if created:
-            log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
-        for warning in store.warnings:
-            log.error("%s", warning)
-        # Verification runs on both cores when peers send many records at once.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
-            try:
+        try:  # from here on the store is closed whatever happens, ^C included
+            if created:
+                log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
+            for warning in store.warnings:
+                log.error("%s", warning)
+            # Verification runs on both cores when peers send many records at once.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
                 trio.run(_main, config, Node(identity, store, parallel_map=verifiers.map))
-            finally:
-                store.close()
+        finally:
+            store.close()
     finally:
         lock.release()
 
