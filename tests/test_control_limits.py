@@ -359,3 +359,11 @@ def test_a_client_kept_open_goes_on_after_the_daemon_closed_it_as_idle(
         client.watch(prefix="")  # to a regular slot: the longest-idle connection makes room
         with daemon.client() as other:
             assert other.status()["clients"] == MAX_CLIENTS + 1
+
+
+async def test_publishing_to_a_watch_whose_reader_is_gone_ends_the_watch_not_the_daemon() -> None:
+    hub = WatchHub()
+    sub = hub.subscribe("", None)
+    await sub.receive.aclose()  # its connection's forwarder ended first
+    hub.publish([record(identity(1))])
+    assert len(hub) == 0

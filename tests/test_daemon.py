@@ -91,8 +91,8 @@ def test_a_damaged_store_is_a_clear_error_not_a_traceback(daemon: Daemon) -> Non
 
 def test_an_empty_store_file_is_said_loudly_and_the_daemon_carries_on(daemon: Daemon) -> None:
     daemon.stop()
-    for suffix in ("-wal", "-shm"):
-        (daemon.data_dir / f"store.sqlite3{suffix}").unlink(missing_ok=True)
+    (daemon.data_dir / "store.sqlite3-shm").unlink(missing_ok=True)
+    (daemon.data_dir / "store.sqlite3-wal").write_bytes(b"\0" * 4096)  # the log SQLite would drop
     (daemon.data_dir / "store.sqlite3").write_bytes(b"")
     daemon.start()
     with daemon.client() as client:

@@ -7,6 +7,7 @@ or from raw msgpack where a case needs bytes those codecs would never produce.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -92,8 +93,11 @@ class Link:
         self.send_plain(b"".join(msgpack.packb(obj, use_bin_type=True) for obj in objects))
 
     def send_plain(self, plaintext: bytes) -> None:
+        """Send; a node that closes meanwhile is no failure here (what it said can be read)."""
         assert self.channel is not None, "handshake first"
-        self.sock.sendall(self.channel.seal(plaintext))
+        # e.g. goodbye 1 before a 2 MiB message was all sent: the case reads the goodbye.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.sock.sendall(self.channel.seal(plaintext))
 
     def receive_until(self, done: Callable[[m.Message], bool]) -> list[m.Message]:
         """Messages until one satisfies ``done`` or the node closes; Failure on a timeout."""

@@ -60,6 +60,7 @@ RECEIVE_SIZE = 65536
 SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before it counts as congested
 WRITE_TIMEOUT = 30.0  # a peer that takes no bytes for this long is dropped
 CLOSING_GRACE = 2.0  # a closing connection's last bytes get this long to leave
+LINGER = 1.0  # then what the peer still sends is read and dropped for this long, at most
 MAX_CONNECTIONS = 128  # peer connections at once, handshaking ones included
 MAX_HALF_OPEN = 32  # inbound connections still handshaking, from all sources together
 MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
@@ -547,6 +548,8 @@ class PeerService:
                     )  # the writer flushes the goodbye, then ends the connection
                 else:
                     nursery.cancel_scope.cancel()
+            if connection.closing:
+                await _linger(connection.stream)
         finally:
             self._connections.pop(peer_id, None)
             await self.store_thread.run(self.mesh.drop, peer_id)
@@ -681,6 +684,23 @@ class PeerService:
         await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, Why.SHUTTING_DOWN)
         while any(c.pending for c in self._connections.values()):
             await trio.sleep(0.01)
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then read what the peer still sends for a moment before closing.
+
+    Closing a socket with unread bytes makes the kernel reset the connection,
+    and a reset can discard the goodbye the peer has not read yet: a peer still
+    sending (a message we refused to read to its end) would never learn why.
+    """
+    with (
+        trio.move_on_after(LINGER),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        if isinstance(stream, trio.SocketStream):
+            await stream.send_eof()
+        while await stream.receive_some(RECEIVE_SIZE):
+            pass
 
 
 def origin_of(source: str) -> bytes:

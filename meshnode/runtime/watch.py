@@ -66,3 +66,5 @@ class WatchHub:
                     log.warning("watch %d on %r fell behind and was ended", sub.id, sub.prefix)
                     sub.overflowed = True
                     self.unsubscribe(sub)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.unsubscribe(sub)  # its connection is ending and reads no more

@@ -84,7 +84,7 @@ class SQLiteStore(Store):
         try:
             with self._errors("read"):
                 self._rebuild_usage()
-        except StoreError:
+        except BaseException:
             self._db.close()
             raise
 
@@ -313,9 +313,11 @@ class SQLiteStore(Store):
             rows = self._db.execute(
                 "SELECT author, first_seen_ms, sources FROM authors WHERE first_seen_ms IS NOT NULL"
             ).fetchall()
-        for author, first_seen_ms, sources in rows:
+        for author, first_seen_ms, kept in rows:
+            # Damaged: the author counts as established, as before standings were kept.
+            sources = kept if isinstance(kept, bytes) and len(kept) % 32 == 0 else b""
             ids = tuple(sources[i : i + 32] for i in range(0, len(sources), 32))
-            yield author, Standing(first_seen_ms, ids)
+            yield author, Standing(int(first_seen_ms), ids)
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
@@ -353,7 +355,7 @@ def _open(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         db.close()
         raise StoreError(f"the store {path} is unreadable ({exc}){_DAMAGE_ADVICE}") from exc
-    except StoreError:
+    except BaseException:
         db.close()
         raise
     return db
