@@ -1,51 +1,97 @@
-"""The layering, enforced: a pure core, and a CLI that starts without trio."""
+"""The layering, enforced: pure layers without clocks or I/O, and a CLI that starts without trio.
+
+The rules live in ``tests/layering.py`` (one line per layer, read from the
+source with ``ast``); these tests apply them to the tree, and show on a copy of
+it that each kind of violation is caught.
+"""
 
 from __future__ import annotations
 
-import pkgutil
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-import meshnode.core
+from tests.layering import LAYERS, layer_of, violations
 
-CORE_MODULES = sorted(
-    f"meshnode.core.{m.name}"
-    for m in pkgutil.iter_modules(meshnode.core.__path__)
-    if not m.name.endswith("_harness")  # a harness is an edge: it reads stdin
-)
-IO_MODULES = {"trio", "socket", "sqlite3", "time", "zeroconf", "asyncio", "selectors"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def loaded_after_import(module: str) -> set[str]:
-    code = f"import sys, {module}; print(' '.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
+def test_every_import_in_the_tree_keeps_to_its_layer() -> None:
+    assert violations(ROOT) == []
 
 
-@pytest.mark.parametrize("module", CORE_MODULES)
-def test_core_modules_do_no_io_and_read_no_clock(module: str) -> None:
-    baseline = loaded_after_import("sys")
-    assert not (loaded_after_import(module) - baseline) & IO_MODULES
+def test_the_pure_layers_are_the_ones_the_architecture_names() -> None:
+    pure = {layer.name for layer in LAYERS if "time" in layer.forbidden}
+    assert pure == {"core", "store interface", "node level"}
+    assert layer_of("meshnode.core.negentropy_harness").name == "harness (an edge)"
+    assert layer_of("meshnode.store.sqlite").name == "store edge"
+
+
+def copy_of_the_package(into: Path) -> None:
+    shutil.copytree(ROOT / "meshnode", into / "meshnode", ignore=shutil.ignore_patterns("*.pyc"))
 
 
 @pytest.mark.parametrize(
-    "module",
+    ("path", "planted", "caught"),
     [
-        "meshnode.node",
-        "meshnode.bans",
-        "meshnode.admission",
-        "meshnode.store",
-        "meshnode.store.base",
-        "meshnode.store.standing",
+        (
+            "meshnode/core/record.py",
+            "\n\ndef _planted() -> None:\n    import time\n",
+            "meshnode.core.record (core) imports time",
+        ),
+        ("meshnode/mesh.py", "\nimport random\n", "meshnode.mesh (node level) imports random"),
+        (
+            "meshnode/store/base.py",
+            "\nfrom meshnode.runtime import peers\n",
+            "meshnode.store.base (store interface) imports meshnode.runtime",
+        ),
+        (
+            "meshnode/store/standing.py",
+            "\nfrom . import sqlite\n",
+            "meshnode.store.standing (store interface) imports meshnode.store.sqlite",
+        ),
+        (
+            "meshnode/node.py",
+            "\n\ndef _planted() -> None:\n    from meshnode.store.sqlite import SQLiteStore\n",
+            "meshnode.node (node level) imports meshnode.store.sqlite",
+        ),
+        ("meshnode/bans.py", "\nimport os\n", "meshnode.bans (node level) imports os"),
+        ("meshnode/cli.py", "\nimport trio\n", "meshnode.cli (client and CLI) imports trio"),
+        (
+            "meshnode/cli.py",
+            "\n\ndef _planted() -> None:\n    import meshnode.runtime.peers\n",
+            "meshnode.cli (client and CLI) imports meshnode.runtime.peers",
+        ),
     ],
 )
-def test_the_node_and_store_interface_need_no_io(module: str) -> None:
-    baseline = loaded_after_import("sys")
-    assert not (loaded_after_import(module) - baseline) & (IO_MODULES - {"time"})
+def test_a_planted_violation_is_caught(
+    tmp_path: Path, path: str, planted: str, caught: str
+) -> None:
+    shutil.copytree(
+        ROOT / "meshnode", tmp_path / "meshnode", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    with (tmp_path / path).open("a", encoding="utf-8") as source:
+        source.write(planted)
+    assert [v.split(": ", 1)[1] for v in violations(tmp_path)] == [caught]
 
 
-def test_the_cli_imports_neither_trio_nor_zeroconf_nor_a_crypto_backend() -> None:
-    loaded = loaded_after_import("meshnode.cli")
-    assert not {"trio", "zeroconf", "cryptography", "sqlite3"} & loaded
+def test_imports_for_the_type_checker_only_and_the_cli_starting_the_daemon_are_allowed(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(
+        ROOT / "meshnode", tmp_path / "meshnode", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    with (tmp_path / "meshnode/core/session.py").open("a", encoding="utf-8") as source:
+        source.write("\nif TYPE_CHECKING:\n    import trio\n")
+    assert violations(tmp_path) == []
+    assert "from meshnode.runtime.daemon import" in (ROOT / "meshnode/cli.py").read_text()
+
+
+def test_the_cli_starts_without_trio_zeroconf_or_a_crypto_backend() -> None:
+    """What the import statements say, confirmed by what a real import loads."""
+    code = "import sys, meshnode.cli; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert not {"trio", "zeroconf", "cryptography", "nacl", "sqlite3"} & set(out.stdout.split())
