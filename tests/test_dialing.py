@@ -23,7 +23,7 @@ def service(**config: float) -> PeerService:
     me = identity(1)
     mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
     settings = PeerConfig(network_key=PUBLIC_NETWORK_KEY, peers=[("192.0.2.1", 7744)], **config)
-    return PeerService(mesh, StoreThread(), WatchHub(), settings, lambda: T0)
+    return PeerService(mesh, StoreThread(), WatchHub(), settings, lambda: T0, rng=random.Random(7))
 
 
 async def test_an_unreachable_peer_is_redialled_with_growing_jittered_delays(
@@ -36,7 +36,6 @@ async def test_an_unreachable_peer_is_redialled_with_growing_jittered_delays(
         raise OSError("connection refused")
 
     monkeypatch.setattr(peers_module.trio, "open_tcp_stream", unreachable)
-    random.seed(7)
     with trio.move_on_after(600):
         await service(backoff_initial=1.0, backoff_max=60.0)._dial_loop("192.0.2.1", 7744)
     gaps = [b - a for a, b in itertools.pairwise(attempts)]

@@ -157,12 +157,16 @@ class PeerService:
         hub: WatchHub,
         config: PeerConfig,
         wall_clock_ms: Any,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
+        """``rng`` draws the dial jitter (a seeded one makes a test's delays repeatable)."""
         self.mesh = mesh
         self.store_thread = store_thread
         self.hub = hub
         self.config = config
         self._wall_clock_ms = wall_clock_ms
+        self._rng = rng or random.Random()
         self._static_key = X25519PrivateKey.generate()  # fresh per process, never on disk
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
@@ -444,7 +448,7 @@ class PeerService:
                     return
                 if outcome == "session":
                     delay = self.config.backoff_initial
-            await trio.sleep(delay * random.uniform(0.8, 1.2))
+            await trio.sleep(delay * self._rng.uniform(0.8, 1.2))
             delay = min(delay * 2, self.config.backoff_max)
 
     async def _wait_out_bans(self, address: str) -> None:
