@@ -241,13 +241,20 @@ class Client:
                 self.close()
                 raise ConnectionLost("the daemon did not answer in time") from None
             except OSError as exc:
-                self.close()
-                raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
-            if not data:
-                self.close()
-                raise ConnectionLost("the daemon closed the connection")
-            self._received.extend(self._decode(data))
+                raise self._lost(exc) from None
+            self._take(data)
         return self._received.popleft()
+
+    def _lost(self, exc: OSError) -> ConnectionLost:
+        self.close()
+        return ConnectionLost(f"lost the connection to the daemon: {exc}")
+
+    def _take(self, data: bytes) -> None:
+        """Keep what the daemon sent; nothing at all means it closed the connection."""
+        if not data:
+            self.close()
+            raise ConnectionLost("the daemon closed the connection")
+        self._received.extend(self._decode(data))
 
     def call(self, method: str, **params: Any) -> Any:
         """Call ``method`` with named arguments; return its result or raise ``RemoteError``."""
@@ -349,12 +356,8 @@ class Client:
         except BlockingIOError:
             return
         except OSError as exc:
-            self.close()
-            raise ConnectionLost(f"lost the connection to the daemon: {exc}") from None
-        if not data:
-            self.close()
-            raise ConnectionLost("the daemon closed the connection")
-        self._received.extend(self._decode(data))
+            raise self._lost(exc) from None
+        self._take(data)
 
     def _take_answers(self, pipeline: _Pipeline) -> None:
         while self._received:

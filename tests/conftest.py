@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.helpers import Daemon
+from meshnode.store import MemoryStore, Store, StoreLimits
+from meshnode.store.sqlite import SQLiteStore
+from tests.helpers import STORE_OWNER, Daemon, MakeStore
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -32,3 +34,22 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 @pytest.fixture
 def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
     return daemon_factory().start()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Stores owned by ``STORE_OWNER``, of each kind in turn; closed after the test."""
+    opened: list[Store] = []
+
+    def make(limits: StoreLimits | None = None) -> Store:
+        if request.param == "memory":
+            store: Store = MemoryStore(STORE_OWNER.public_key, limits)
+        else:
+            path = tmp_path / f"store{len(opened)}.db"
+            store = SQLiteStore(path, STORE_OWNER.public_key, limits)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()

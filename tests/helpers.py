@@ -10,18 +10,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from meshnode.client import Client, DaemonNotRunning
 from meshnode.core.identity import Identity
 from meshnode.core.record import Record, sign_record
+from meshnode.store import Store
 
 T0 = 1_790_000_000_000  # a plausible "now" in ms (2026-09-21)
+MakeStore = Callable[..., Store]  # the ``make_store`` fixture: limits in, a fresh store out
 
 
 def identity(n: int) -> Identity:
     return Identity(hashlib.sha256(f"test identity {n}".encode()).digest())
+
+
+STORE_OWNER = identity(0)  # whose node the ``make_store`` stores belong to
 
 
 def record(

@@ -9,45 +9,23 @@ with newcomers, the flooding peer's own first.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
-import pytest
-
 from meshnode.core.identity import Identity
 from meshnode.core.record import Record
-from meshnode.store import MemoryStore, Outcome, Store, StoreLimits
+from meshnode.store import Outcome, Store, StoreLimits
 from meshnode.store.sqlite import SQLiteStore
 from meshnode.store.standing import ESTABLISHING_SOURCES, HOUR_MS
-from tests.helpers import T0, identity, record
+from tests.helpers import STORE_OWNER, T0, MakeStore, identity, record
 
-OWNER = identity(0)
+OWNER = STORE_OWNER  # the owner of the stores make_store makes
 HONEST = identity(1)
 NEWCOMER = identity(2)
 HONEST_PEER = b"H" * 32
 SYBIL_PEER = b"S" * 32
 OTHER_PEER = b"O" * 32
 VALUE = "x" * 200
-
-MakeStore = Callable[[StoreLimits], Store]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    opened: list[Store] = []
-
-    def make(limits: StoreLimits) -> Store:
-        if request.param == "memory":
-            store: Store = MemoryStore(OWNER.public_key, limits)
-        else:
-            store = SQLiteStore(tmp_path / f"store{len(opened)}.db", OWNER.public_key, limits)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
 
 
 def sybils(count: int, first: int = 1000) -> list[Record]:

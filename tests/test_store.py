@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from meshnode.core.record import Record
-from meshnode.store import MemoryStore, Outcome, Store, StoreError, StoreLimits
+from meshnode.store import Outcome, Store, StoreError, StoreLimits
 from meshnode.store.base import DAY_MS, MAX_CREATED_AHEAD_MS
 from meshnode.store.sqlite import SQLiteStore
-from tests.helpers import T0, identity, record
+from tests.helpers import STORE_OWNER, T0, MakeStore, identity, record
 
-OWNER = identity(0)
+OWNER = STORE_OWNER  # the owner of the stores make_store makes
 ALICE = identity(1)
 BOB = identity(2)
 NOW = T0 + 1000
-
-MakeStore = Callable[..., Store]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    opened: list[Store] = []
-
-    def make(limits: StoreLimits | None = None) -> Store:
-        if request.param == "memory":
-            store: Store = MemoryStore(OWNER.public_key, limits)
-        else:
-            store = SQLiteStore(tmp_path / f"store{len(opened)}.db", OWNER.public_key, limits)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        store.close()
 
 
 def stored(store: Store, records: list[Record], now: int = NOW) -> list[Outcome]:
