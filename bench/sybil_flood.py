@@ -55,13 +55,14 @@ LAUNCH = """
 import sys
 from pathlib import Path
 from meshnode.runtime.daemon import DaemonConfig, run, setup_logging
+from meshnode.settings import PeerSettings, Settings
 from meshnode.store.base import StoreLimits
 home, sock, port, total = sys.argv[1:]
 setup_logging("warning")
-run(DaemonConfig(
-    data_dir=Path(home), socket_path=Path(sock), listen=(("127.0.0.1", int(port)),),
-    limits=StoreLimits(max_total_bytes=int(total)),
-))
+run(DaemonConfig(Path(home), Path(sock), Settings(
+    peers=PeerSettings(listen=(("127.0.0.1", int(port)),)),
+    store=StoreLimits(max_total_bytes=int(total)),
+)))
 """
 
 

@@ -104,15 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             network_key=args.network_key,
             env=os.environ,
         )
-        run(
-            DaemonConfig(
-                home,
-                paths.socket_path(home, args.socket, os.environ),
-                network_key=settings.network_key,
-                listen=settings.listen,
-                peers=settings.peers,
-            )
-        )
+        run(DaemonConfig(home, paths.socket_path(home, args.socket, os.environ), settings))
     except config.ConfigError as exc:
         print(f"meshnode: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

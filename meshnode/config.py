@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshnode.addresses import DEFAULT_PORT, AddressError, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
+from meshnode.settings import PeerSettings, Settings
 
 CONFIG_FILE = "config.toml"
 _KNOWN = {"listen", "peers", "network_key"}
@@ -26,13 +26,6 @@ _KNOWN = {"listen", "peers", "network_key"}
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the setting."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    listen: tuple[tuple[str | None, int], ...]
-    peers: tuple[tuple[str, int], ...]
-    network_key: bytes
 
 
 def load(
@@ -75,9 +68,11 @@ def load(
         except NetworkKeyError as exc:
             raise ConfigError(f"{exc}; make one with: meshnode network new") from None
     return Settings(
-        listen=tuple(chosen_listen),
-        peers=tuple((host, port) for host, port in dial if host is not None),
-        network_key=key,
+        peers=PeerSettings(
+            network_key=key,
+            listen=tuple(chosen_listen),
+            peers=tuple((host, port) for host, port in dial if host is not None),
+        )
     )
 
 

@@ -83,7 +83,13 @@ LAYERS = (
     ),
     Layer(
         "node level",
-        ("meshnode.node", "meshnode.mesh", "meshnode.bans", "meshnode.admission"),
+        (
+            "meshnode.node",
+            "meshnode.mesh",
+            "meshnode.bans",
+            "meshnode.admission",
+            "meshnode.settings",
+        ),
         (*NO_IO, *EDGES),
     ),
     Layer(

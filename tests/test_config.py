@@ -43,9 +43,9 @@ def settings(home: Path, **kwargs: object):  # type: ignore[no-untyped-def]
 
 def test_without_a_config_a_node_listens_everywhere_on_the_public_network(tmp_path: Path) -> None:
     chosen = settings(tmp_path)
-    assert chosen.listen == ((None, 7744),)
-    assert chosen.peers == ()
-    assert chosen.network_key == PUBLIC_NETWORK_KEY
+    assert chosen.peers.listen == ((None, 7744),)
+    assert chosen.peers.peers == ()
+    assert chosen.peers.network_key == PUBLIC_NETWORK_KEY
 
 
 def test_the_config_file_sets_peers_listen_and_key_and_flags_win(tmp_path: Path) -> None:
@@ -56,19 +56,19 @@ def test_the_config_file_sets_peers_listen_and_key_and_flags_win(tmp_path: Path)
         f'network_key = "{encode_network_key(key)}"\n'
     )
     chosen = settings(tmp_path)
-    assert chosen.listen == (("127.0.0.1", 7000),)
-    assert chosen.peers == (("192.0.2.10", 7744), ("2001:db8::5", 7744))
-    assert chosen.network_key == key
+    assert chosen.peers.listen == (("127.0.0.1", 7000),)
+    assert chosen.peers.peers == (("192.0.2.10", 7744), ("2001:db8::5", 7744))
+    assert chosen.peers.network_key == key
     overridden = settings(
         tmp_path,
         listen=["[::1]:1"],
         peers=["192.0.2.11:1"],
         env={"MESHNODE_NETWORK_KEY": encode_network_key(other)},
     )
-    assert overridden.listen == (("::1", 1),)
-    assert overridden.peers[-1] == ("192.0.2.11", 1) and len(overridden.peers) == 3
-    assert overridden.network_key == other
-    assert settings(tmp_path, network_key=encode_network_key(key)).network_key == key
+    assert overridden.peers.listen == (("::1", 1),)
+    assert overridden.peers.peers[-1] == ("192.0.2.11", 1) and len(overridden.peers.peers) == 3
+    assert overridden.peers.network_key == other
+    assert settings(tmp_path, network_key=encode_network_key(key)).peers.network_key == key
 
 
 @pytest.mark.parametrize(

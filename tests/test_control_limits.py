@@ -37,10 +37,11 @@ from meshnode.runtime.control import (
     ControlServer,
     Limits,
 )
-from meshnode.runtime.peers import PeerConfig, PeerService
+from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
+from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, Daemon, identity, record
 
@@ -59,7 +60,7 @@ def control_server(limits: Limits | None = None, watch_buffer: int = 4096) -> Co
     """A control server on an in-memory node whose publisher never runs (publishes wait)."""
     me = identity(1)
     mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
-    config = PeerConfig(network_key=PUBLIC_NETWORK_KEY)
+    config = PeerSettings(network_key=PUBLIC_NETWORK_KEY)
     peers = PeerService(mesh, StoreThread(), WatchHub(watch_buffer), config, lambda: T0)
     api = Api(peers, Publisher(peers, lambda: T0), Paths(data_dir="data", socket="socket"))
     return ControlServer(api, NoListener(), limits)

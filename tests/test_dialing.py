@@ -12,9 +12,10 @@ from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.mesh import Mesh
 from meshnode.node import Node
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import PeerConfig, PeerService
+from meshnode.runtime.peers import PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
+from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, identity
 
@@ -22,7 +23,7 @@ from tests.helpers import T0, identity
 def service(**config: float) -> PeerService:
     me = identity(1)
     mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
-    settings = PeerConfig(network_key=PUBLIC_NETWORK_KEY, peers=[("192.0.2.1", 7744)], **config)
+    settings = PeerSettings(network_key=PUBLIC_NETWORK_KEY, peers=(("192.0.2.1", 7744),), **config)
     return PeerService(mesh, StoreThread(), WatchHub(), settings, lambda: T0, rng=random.Random(7))
 
 

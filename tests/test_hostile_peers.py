@@ -28,9 +28,10 @@ from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.mesh import Mesh
 from meshnode.node import Node
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import PeerConfig, PeerService
+from meshnode.runtime.peers import PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
+from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, identity
 
@@ -48,7 +49,7 @@ async def running_node() -> AsyncIterator[tuple[PeerService, tuple[str, int]]]:
     """A node listening for peers on 127.0.0.1 (a port of the OS's choosing), stopped after."""
     me = identity(1)
     mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 7)
-    config = PeerConfig(network_key=PUBLIC_NETWORK_KEY, listen=[("127.0.0.1", 0)])
+    config = PeerSettings(network_key=PUBLIC_NETWORK_KEY, listen=(("127.0.0.1", 0),))
     service = PeerService(mesh, StoreThread(), WatchHub(), config, lambda: T0)
     listeners = await service.open_listeners()
     host, port = service.listening[0].rsplit(":", 1)

@@ -14,7 +14,6 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,17 +21,16 @@ from pathlib import Path
 import trio
 
 from meshnode import __version__, datadir
-from meshnode.addresses import DEFAULT_PORT
-from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.mesh import Mesh
 from meshnode.node import Node
 from meshnode.runtime.api import Api, Paths, wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
-from meshnode.runtime.peers import ListenError, PeerConfig, PeerService
+from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.store.base import StoreError, StoreLimits
+from meshnode.settings import Settings
+from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
 
 log = logging.getLogger("meshnode")
@@ -47,12 +45,11 @@ class StartupError(Exception):
 
 @dataclass(frozen=True)
 class DaemonConfig:
+    """Where the node lives, and its settings, whole (``meshnode.settings``)."""
+
     data_dir: Path
     socket_path: Path
-    limits: StoreLimits = field(default_factory=StoreLimits)
-    network_key: bytes = PUBLIC_NETWORK_KEY
-    listen: Sequence[tuple[str | None, int]] = ((None, DEFAULT_PORT),)
-    peers: Sequence[tuple[str, int]] = ()
+    settings: Settings = field(default_factory=Settings)
 
 
 def setup_logging(level: str) -> None:
@@ -78,7 +75,7 @@ def run(config: DaemonConfig) -> None:
         try:
             identity, created = datadir.load_or_create_identity(config.data_dir, os.urandom(32))
             store = SQLiteStore(
-                config.data_dir / datadir.STORE_FILE, identity.public_key, config.limits
+                config.data_dir / datadir.STORE_FILE, identity.public_key, config.settings.store
             )
         except (datadir.DataDirError, StoreError) as exc:
             raise StartupError(str(exc)) from None
@@ -106,12 +103,13 @@ async def _main(config: DaemonConfig, node: Node) -> None:
         node,
         agent=f"meshnode/{__version__}",
         nonce=lambda: secrets.randbits(63),
+        config=config.settings.session,
     )
     peers = PeerService(
         mesh,
         store_thread,
         WatchHub(),
-        PeerConfig(network_key=config.network_key, listen=config.listen, peers=config.peers),
+        config.settings.peers,
         wall_clock_ms,
     )
     publisher = Publisher(peers, wall_clock_ms)

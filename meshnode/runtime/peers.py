@@ -27,7 +27,6 @@ import hashlib
 import logging
 import random
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +51,7 @@ from meshnode.core.session import SessionClosed
 from meshnode.mesh import Mesh, Output
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
+from meshnode.settings import PeerSettings
 from meshnode.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,6 @@ MAX_HALF_OPEN = 32  # inbound connections still handshaking, from all sources to
 MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
 MAX_SESSIONS_PER_SOURCE = 16  # established inbound sessions from one source
 LOG_INTERVAL = 10.0  # seconds between two lines of one kind about refusals or failed handshakes
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    network_key: bytes
-    listen: Sequence[tuple[str | None, int]] = ()
-    peers: Sequence[tuple[str, int]] = ()
-    handshake_timeout: float = 10.0
-    message_1_timeout: float = 2.0  # an inbound connection's first message, from accept
-    connect_timeout: float = 10.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
 
 
 class ListenError(Exception):
@@ -155,7 +143,7 @@ class PeerService:
         mesh: Mesh,
         store_thread: StoreThread,
         hub: WatchHub,
-        config: PeerConfig,
+        config: PeerSettings,
         wall_clock_ms: Any,
         *,
         rng: random.Random | None = None,
