@@ -14,8 +14,8 @@ import pytest
 
 from meshnode import paths
 from meshnode.cli import parse_duration_ms
+from tests.fake_daemon import FakeDaemon, refuse_as_busy
 from tests.helpers import Daemon, env_without_xdg
-from tests.test_client import FakeDaemon, refuse_as_busy
 
 pytestmark = pytest.mark.slow
 
