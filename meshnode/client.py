@@ -383,12 +383,20 @@ class Client:
     def _read_back(self, pipeline: _Pipeline, started_ms: int) -> dict[int, dict[str, Any]]:
         """The records, read on a fresh connection, that show unanswered items were stored.
 
-        An item is confirmed when its key's live record has its value and ttl and
-        was created since the run began. Of several unanswered items with one
-        key only the last can be confirmed; the others stay unknown, as does
-        everything if the daemon cannot be asked.
+        An item is confirmed when its key's live record has its value and ttl,
+        was created since the run began, and is newer than any record the run was
+        answered with for that key. Of several unanswered items with one key only
+        the last can be confirmed; the others stay unknown, as does everything if
+        the daemon cannot be asked.
         """
         last_of_key = {pipeline.taken[i][0]: i for i in range(pipeline.sent)}
+        # A record the run was already answered with is no proof of a later item.
+        answered_seq: dict[str, int] = {}
+        for i in range(pipeline.sent):
+            result = pipeline.results[i]
+            if isinstance(result, dict):
+                key = pipeline.taken[i][0]
+                answered_seq[key] = max(answered_seq.get(key, 0), int(result.get("seq", 0)))
         unanswered = [
             i
             for i in range(pipeline.sent)
@@ -402,7 +410,8 @@ class Client:
                     record = reader.get(key)
                 except RemoteError:
                     continue  # not found: not stored, or not yet
-                if _shows(record, value, ttl_ms, started_ms):
+                newer = int(record.get("seq", 0)) > answered_seq.get(key, 0)
+                if newer and _shows(record, value, ttl_ms, started_ms):
                     confirmed[index] = record
         return confirmed
 

@@ -156,6 +156,22 @@ def test_a_lost_connection_in_publish_many_says_which_items_were_stored() -> Non
     assert "closed the connection" in str(report.cause)
 
 
+def test_an_answered_item_is_no_proof_that_a_later_one_with_its_key_and_value_was_stored() -> None:
+    first = record_of("a", 1)
+
+    def answer_one_then_drop(conn: socket.socket) -> None:
+        answer(conn, read_requests(conn, 2)[0], first)
+
+    def read_back(conn: socket.socket) -> None:
+        for request in each_request(conn):
+            answer(conn, request, first)  # the live record is still the first item's
+
+    fake = FakeDaemon([answer_one_then_drop, read_back])
+    with fake, Client(fake.socket, timeout=5) as client, pytest.raises(PublishIncomplete) as stop:
+        client.publish_many([("a", 1, None), ("a", 1, None)])
+    assert stop.value.stored == [0] and stop.value.unknown == [1]
+
+
 def test_publish_many_stops_cleanly_at_an_item_it_cannot_encode() -> None:
     def answer_two(conn: socket.socket) -> None:
         for request in read_requests(conn, 2):

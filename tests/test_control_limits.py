@@ -257,6 +257,20 @@ async def test_with_every_regular_slot_watching_the_reserved_slot_answers_but_ma
         nursery.cancel_scope.cancel()
 
 
+async def test_the_reserved_slots_newcomer_is_not_evicted_before_its_first_request(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    server = control_server(Limits(max_clients=1))
+    async with trio.open_nursery() as nursery:
+        await (await connect(server, nursery)).call("watch", prefix="")
+        cli = await connect(server, nursery)  # on the reserved slot; its request is on the way
+        other = await connect(server, nursery)
+        code, _ = await other.notice_and_close()
+        assert code == "busy"
+        assert await cli.call("status")
+        nursery.cancel_scope.cancel()
+
+
 async def test_the_reserved_connection_may_watch_by_taking_an_idle_regular_slot(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -59,6 +59,7 @@ IDLE_TIMEOUT = 60.0
 RESERVED_IDLE_TIMEOUT = 3.0
 SEND_TIMEOUT = 10.0
 FAREWELL_TIMEOUT = 1.0
+EVICTION_GRACE = 1.0  # the reserved connection is not evicted sooner after its last answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,15 @@ class Slots:
 
 
 def _longest_idle(connections: Iterable[Connection]) -> Connection | None:
-    return min((c for c in connections if c.idle), key=lambda c: c.idle_since, default=None)
+    """The connection idle longest; the reserved one only once idle for ``EVICTION_GRACE``.
+
+    The grace keeps the reserved slot's newcomer (the CLI's ``status``) from
+    being evicted before its first request arrives, by another client that
+    connects meanwhile.
+    """
+    since = trio.current_time() - EVICTION_GRACE
+    idle = (c for c in connections if c.idle and (not c.reserved or c.idle_since <= since))
+    return min(idle, key=lambda c: c.idle_since, default=None)
 
 
 class Connection:
