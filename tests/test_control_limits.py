@@ -62,7 +62,7 @@ def control_server(limits: Limits | None = None, watch_buffer: int = 4096) -> Co
     mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
     config = PeerSettings(network_key=PUBLIC_NETWORK_KEY)
     peers = PeerService(mesh, StoreThread(), WatchHub(watch_buffer), config, lambda: T0)
-    api = Api(peers, Publisher(peers, lambda: T0), Paths(data_dir="data", socket="socket"))
+    api = Api(peers, Publisher(peers, lambda: T0), Paths("data", "socket"), lambda: T0)
     return ControlServer(api, NoListener(), limits)
 
 

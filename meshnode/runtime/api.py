@@ -8,10 +8,11 @@ the reference for each method and code.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import trio
 
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
@@ -25,6 +26,7 @@ from meshnode.node import (
     Publication,
     QuotaExceeded,
 )
+from meshnode.runtime.clock import WallClock
 from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher, Ticket
 from meshnode.store.base import StoreError
@@ -39,10 +41,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -123,7 +121,9 @@ class Args:
 
 
 class Api:
-    def __init__(self, peers: PeerService, publisher: Publisher, paths: Paths) -> None:
+    def __init__(
+        self, peers: PeerService, publisher: Publisher, paths: Paths, wall_clock_ms: WallClock
+    ) -> None:
         self.peers = peers
         self.publisher = publisher
         self.mesh = peers.mesh
@@ -131,8 +131,9 @@ class Api:
         self.store_thread = peers.store_thread
         self.hub = peers.hub
         self.paths = paths
+        self.wall_clock_ms = wall_clock_ms
         self.started_ms = wall_clock_ms()
-        self.started_monotonic = time.monotonic()
+        self.started_monotonic = trio.current_time()
         self.clients = 0
         self._methods: dict[str, Callable[[Args], Awaitable[Any]]] = {
             "ping": self.ping,
@@ -171,14 +172,14 @@ class Api:
     async def status(self, args: Args) -> dict[str, Any]:
         args.done()
         store = self.node.store
-        stats = await self.store_thread.run(store.stats, wall_clock_ms())
+        stats = await self.store_thread.run(store.stats, self.wall_clock_ms())
         file_bytes = store.file_bytes() if isinstance(store, SQLiteStore) else 0
         return {
             **await self.id(Args([])),
             "version": __version__,
             "pid": os.getpid(),
             "started_ms": self.started_ms,
-            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "uptime_s": round(trio.current_time() - self.started_monotonic, 3),
             "records": stats.records,
             "tombstones": stats.tombstones,
             "authors": stats.authors,
@@ -217,7 +218,7 @@ class Api:
         return record_view(record)
 
     def _delete(self, key: str) -> tuple[Record, Output]:
-        return self.mesh.delete(key, now_ms=wall_clock_ms())
+        return self.mesh.delete(key, now_ms=self.wall_clock_ms())
 
     async def peer_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
@@ -248,7 +249,7 @@ class Api:
         return record_view(record)
 
     def _get(self, author: bytes, key: str) -> Record | None:
-        return self.node.store.get(author, key, wall_clock_ms())
+        return self.node.store.get(author, key, self.wall_clock_ms())
 
     async def query(self, args: Args) -> dict[str, Any]:
         prefix = args.take("prefix", str, "")
@@ -271,7 +272,7 @@ class Api:
         self, prefix: str, author: bytes | None, min_seq: int, limit: int, deleted: bool
     ) -> list[Record]:
         return self.node.store.query(
-            now_ms=wall_clock_ms(),
+            now_ms=self.wall_clock_ms(),
             author=author,
             prefix=prefix,
             min_seq=min_seq,

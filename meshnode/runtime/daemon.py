@@ -23,7 +23,8 @@ import trio
 from meshnode import __version__, datadir
 from meshnode.mesh import Mesh
 from meshnode.node import Node
-from meshnode.runtime.api import Api, Paths, wall_clock_ms
+from meshnode.runtime.api import Api, Paths
+from meshnode.runtime.clock import WallClock, system_wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
 from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
@@ -105,17 +106,11 @@ async def _main(config: DaemonConfig, node: Node) -> None:
         nonce=lambda: secrets.randbits(63),
         config=config.settings.session,
     )
-    peers = PeerService(
-        mesh,
-        store_thread,
-        WatchHub(),
-        config.settings.peers,
-        wall_clock_ms,
-    )
-    publisher = Publisher(peers, wall_clock_ms)
-    api = Api(
-        peers, publisher, Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
-    )
+    clock = system_wall_clock_ms  # the one wall clock, for every part that reads one
+    peers = PeerService(mesh, store_thread, WatchHub(), config.settings.peers, clock)
+    publisher = Publisher(peers, clock)
+    paths = Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
+    api = Api(peers, publisher, paths, clock)
     try:
         try:
             peer_listeners = await peers.open_listeners()
@@ -128,7 +123,7 @@ async def _main(config: DaemonConfig, node: Node) -> None:
             nursery.start_soon(peers.run, peer_listeners)
             nursery.start_soon(publisher.run)
             nursery.start_soon(ControlServer(api, listener).serve)
-            nursery.start_soon(_purge_loop, mesh, store_thread)
+            nursery.start_soon(_purge_loop, mesh, store_thread, clock)
             log.info(
                 "meshnode %s ready: node %s, data dir %s, control socket %s",
                 __version__,
@@ -153,12 +148,12 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope, peers: PeerService) ->
             return
 
 
-async def _purge_loop(mesh: Mesh, store_thread: StoreThread) -> None:
+async def _purge_loop(mesh: Mesh, store_thread: StoreThread, clock: WallClock) -> None:
     """Drop expired records and old tombstones, now and then, from the store."""
     while True:
         started = trio.current_time()
         try:
-            freed = await store_thread.run(_purge, mesh, wall_clock_ms())
+            freed = await store_thread.run(_purge, mesh, clock())
         except StoreError as exc:
             log.error("purging expired records failed: %s", exc)
         else:

@@ -49,6 +49,7 @@ from meshnode.core.messages import GoodbyeCode, Why
 from meshnode.core.nodeid import encode_node_id
 from meshnode.core.session import SessionClosed
 from meshnode.mesh import Mesh, Output
+from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.settings import PeerSettings
@@ -144,7 +145,7 @@ class PeerService:
         store_thread: StoreThread,
         hub: WatchHub,
         config: PeerSettings,
-        wall_clock_ms: Any,
+        wall_clock_ms: WallClock,
         *,
         rng: random.Random | None = None,
     ) -> None:

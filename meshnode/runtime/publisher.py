@@ -10,13 +10,13 @@ to peers in one store-thread call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
 from meshnode.core.record import Record, RecordError
 from meshnode.mesh import Mesh, Output
 from meshnode.node import NodeError, Publication
+from meshnode.runtime.clock import WallClock
 from meshnode.runtime.peers import Doorbell, PeerService
 from meshnode.store.base import StoreError
 
@@ -40,7 +40,7 @@ class Ticket:
 
 
 class Publisher:
-    def __init__(self, peers: PeerService, wall_clock_ms: Any) -> None:
+    def __init__(self, peers: PeerService, wall_clock_ms: WallClock) -> None:
         self._peers = peers
         self._wall_clock_ms = wall_clock_ms
         self._queue: list[Ticket] = []
