@@ -189,8 +189,7 @@ class Store(ABC):
         need -= self._purge_dead(now_ms)
         standings = self._standings
         standings.graduate_aged(now_ms)
-        held = incoming.author in self._usage
-        newcomer = standings.is_newcomer(incoming.author, source, now_ms, held)
+        newcomer = standings.is_newcomer(incoming.author, source)
         reserve = self.limits.max_total_bytes // NEWCOMER_SHARE
         spare = incoming.author, incoming.key
         exhausted: set[bytes] = set()  # authors with nothing left to evict but the spare key
@@ -264,7 +263,7 @@ class Store(ABC):
     def is_newcomer(self, author: bytes, now_ms: int) -> bool:
         """Whether records of ``author`` held now yield to established authors' (``standing``)."""
         self._standings.graduate_aged(now_ms)
-        return self._standings.is_newcomer(author, None, now_ms, held=author in self._usage)
+        return self._standings.is_newcomer(author, None)
 
     @property
     def total_bytes(self) -> int:

@@ -81,17 +81,16 @@ class Standings:
     def get(self, author: bytes) -> Standing:
         return self._standing.get(author, VOUCHED)
 
-    def is_newcomer(self, author: bytes, source: bytes | None, now_ms: int, held: bool) -> bool:
+    def is_newcomer(self, author: bytes, source: bytes | None) -> bool:
         """Whether ``author``, whose record arrives from ``source``, is a newcomer.
 
-        ``held`` says the store holds records of it already.
+        Call ``graduate_aged`` first: newcomers old enough are established then.
+        An author not held at all is a newcomer if it comes from a peer.
         """
-        if author == self.owner:
-            return False
-        standing = self._standing.get(author)
-        if standing is None:
-            return source is not None and not held
-        return author in self._bytes
+        if author in self._bytes:
+            return True
+        held = author in self._established
+        return not held and source is not None and author != self.owner
 
     def note(
         self, author: bytes, source: bytes | None, now_ms: int, first: bool
