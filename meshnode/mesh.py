@@ -10,8 +10,10 @@ seconds, for session timers) and ``now_ms`` (wall clock, for expiry); a
 simulator can call it directly.
 
 Every call returns an ``Output``: the sessions that have bytes to send, the
-records newly stored (for ``watch``), the sessions that ended, and the peers
-that sent invalid records (for the runtime's ban list, ``meshnode.bans``).
+records newly stored (for ``watch``), the sessions that ended, the peers that
+sent invalid records (for the runtime's ban list, ``meshnode.bans``), and how
+many records were not stored for claiming a creation far ahead of the clock
+(so the runtime can say that this node's clock may be wrong).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from meshnode.core.session import (
     SessionConfig,
 )
 from meshnode.node import Node, NodeError, Publication
+from meshnode.store.base import Outcome
 
 # What this node announces in hello (protocol/peer.md §4.3).
 FEATURES = (m.RETRY_AFTER,)
@@ -49,6 +52,7 @@ class Output:
     stored: list[Record] = field(default_factory=list)
     closed: list[tuple[int, SessionClosed]] = field(default_factory=list)
     misbehaved: list[tuple[bytes, int, str]] = field(default_factory=list)  # node, code, reason
+    ahead_of_clock: int = 0  # records not stored: created too far ahead of this node's clock
 
 
 @dataclass(slots=True)
@@ -225,6 +229,7 @@ class Mesh:
             # Everything one chunk of bytes brought is verified and stored in one batch.
             report = self.node.ingest(received, now_ms=now_ms, source=peer.origin)
             self._merge(out, self._stored(report.result.stored, source=peer.id))
+            out.ahead_of_clock += report.result.outcomes[Outcome.FUTURE]
             if report.rejected:
                 reason = m.invalid_record_reason(report.rejected[0].reason)
                 out.closed.append(
@@ -264,3 +269,4 @@ class Mesh:
         into.stored.extend(other.stored)
         into.closed.extend(other.closed)
         into.misbehaved.extend(other.misbehaved)
+        into.ahead_of_clock += other.ahead_of_clock

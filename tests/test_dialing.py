@@ -1,4 +1,5 @@
-"""Dialling static peers: exponential backoff with jitter, on a virtual clock."""
+"""The peer service on a virtual clock, without a network: dialling static peers with
+exponential backoff and jitter, and what it says of records refused as from the future."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import trio
 
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.mesh import Mesh
+from meshnode.mesh import Mesh, Output
 from meshnode.node import Node
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import PeerService
+from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, Delivery, PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.settings import PeerSettings
@@ -45,3 +46,16 @@ async def test_an_unreachable_peer_is_redialled_with_growing_jittered_delays(
         assert 0.8 * base <= gap <= 1.2 * base  # exponential, capped, within ±20 % jitter
     assert len(set(round(g, 6) for g in gaps if g > 50)) > 1  # jitter: capped gaps differ
     assert 10 < len(attempts) < 20
+
+
+async def test_records_refused_as_from_the_future_are_said_at_most_every_ten_minutes(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    peers = service()
+    for count in (3, 4):
+        peers.apply(Output(ahead_of_clock=count), Delivery())
+    [said] = [r.getMessage() for r in caplog.records if "ahead" in r.getMessage()]
+    assert said.startswith("3 record(s) from peers claim to be created more than 30 days ahead")
+    await trio.sleep(AHEAD_LOG_INTERVAL)
+    peers.apply(Output(ahead_of_clock=1), Delivery())
+    assert "5 record(s)" in caplog.records[-1].getMessage()  # the 4 held back, and this one

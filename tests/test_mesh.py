@@ -13,6 +13,7 @@ from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_messag
 from meshnode.core.record import Invalid
 from meshnode.core.session import REFUSAL_WAIT, SessionConfig, State
 from meshnode.mesh import WANT_REPLY_BUDGET, Mesh
+from meshnode.store.base import MAX_CREATED_AHEAD_MS
 from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel
 
@@ -438,3 +439,12 @@ def test_records_a_session_delivers_are_credited_to_the_origin_the_runtime_named
     hello = m.encode(m.Hello(1, (), (), "peer"))
     mesh.receive(peer_id, hello + m.encode(m.Records((record(author).raw,))), 0, net.now_ms)
     assert mesh.node.store.standing(author.public_key).sources == (origin,)
+
+
+def test_records_created_too_far_ahead_are_counted_for_the_runtime_to_say_so() -> None:
+    net = Network()
+    mesh, peer_id = hand_driven_session(net)
+    ahead = record(identity(7), created_ms=net.now_ms + MAX_CREATED_AHEAD_MS + 1)
+    hello = m.encode(m.Hello(1, (), (), "peer"))
+    out = mesh.receive(peer_id, hello + m.encode(m.Records((ahead.raw,))), 0, net.now_ms)
+    assert out.ahead_of_clock == 1 and out.stored == [] and out.misbehaved == []

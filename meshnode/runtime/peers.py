@@ -25,9 +25,11 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import random
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -53,7 +55,7 @@ from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.settings import PeerSettings
-from meshnode.store.base import StoreError
+from meshnode.store.base import DAY_MS, MAX_CREATED_AHEAD_MS, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before it counts 
 WRITE_TIMEOUT = 30.0  # a peer that takes no bytes for this long is dropped
 CLOSING_GRACE = 2.0  # a closing connection's last bytes get this long to leave
 LINGER = 1.0  # then what the peer still sends is read and dropped for this long, at most
+AHEAD_LOG_INTERVAL = 600.0  # at most one line this often about records from the future
 MAX_CONNECTIONS = 128  # peer connections at once, handshaking ones included
 MAX_HALF_OPEN = 32  # inbound connections still handshaking, from all sources together
 MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
@@ -163,6 +166,8 @@ class PeerService:
         self._bans_changed = trio.Event()  # set (and replaced) when a ban is lifted
         self._held_off: dict[bytes, float] = {}  # nodes that banned us -> when to try again
         self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
+        self._ahead_of_clock = 0  # records refused as created in the future, since last said
+        self._ahead_logged = -math.inf
         self._admission = Admission(
             Limits(
                 connections=MAX_CONNECTIONS,
@@ -203,6 +208,8 @@ class PeerService:
             connection = self._connections.get(peer_id)
             if connection is not None:
                 self._log_goodbye(connection, closed, now)
+        if out.ahead_of_clock:
+            self._note_ahead_of_clock(out.ahead_of_clock, now)
         for node, code, reason in out.misbehaved:
             ban = self.bans.ban(node, code, reason, now, self._wall_clock_ms())
             if ban is not None:
@@ -212,6 +219,27 @@ class PeerService:
                     ban.seconds_left(now),
                     reason,
                 )
+
+    def _note_ahead_of_clock(self, count: int, now: float) -> None:
+        """Say, now and then, that peers' records are refused as created in the future.
+
+        Valid records are refused only when this node's clock is far behind (a Pi
+        without network time) or theirs far ahead: without a word, the node would
+        just seem not to sync.
+        """
+        self._ahead_of_clock += count
+        if now < self._ahead_logged + AHEAD_LOG_INTERVAL:
+            return
+        clock = datetime.fromtimestamp(self._wall_clock_ms() / 1000, UTC)
+        log.warning(
+            "%d record(s) from peers claim to be created more than %d days ahead of this"
+            " node's clock, which reads %s; they are not stored until it catches up. Is the"
+            " clock set right?",
+            self._ahead_of_clock,
+            MAX_CREATED_AHEAD_MS // DAY_MS,
+            clock.isoformat(timespec="seconds"),
+        )
+        self._ahead_of_clock, self._ahead_logged = 0, now
 
     def _log_goodbye(self, connection: Connection, closed: SessionClosed, now: float) -> None:
         """Remember why the session ended, for the one line that says it disconnected.
