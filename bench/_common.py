@@ -34,13 +34,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from meshnode import datadir
 from meshnode.client import Client, ClientError
 from meshnode.core.identity import Identity
 from meshnode.core.record import CLOCK_FLOOR_MS, Record, sign_record
-from meshnode.node import Node
+from meshnode.engine.node import Node
 from meshnode.store.base import StoreLimits
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system import datadir
 
 # Fixed times so every run signs the same bytes: records are created at the
 # clock floor (2026-01-01) and never expire, so a daemon started later with the

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from meshnode.core.identity import Identity
 from meshnode.core.record import signing_input
-from meshnode.node import Node
+from meshnode.engine.node import Node
 from meshnode.store.base import StoreLimits
 from meshnode.store.sqlite import SQLiteStore
 

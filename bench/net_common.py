@@ -37,12 +37,12 @@ from _common import (
     record_value,
 )
 
-from meshnode import datadir
 from meshnode.client import Client, ClientError
 from meshnode.core.record import sign_record
-from meshnode.node import Node
+from meshnode.engine.node import Node
 from meshnode.store.base import StoreLimits
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system import datadir
 
 T = TypeVar("T")
 

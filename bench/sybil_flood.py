@@ -30,7 +30,6 @@ from pathlib import Path
 
 from _common import emit, log, temp_dir, try_ping
 
-from meshnode import datadir
 from meshnode.client import Client
 from meshnode.conformance.link import Link, Target
 from meshnode.conformance.suite import HELLO
@@ -40,6 +39,7 @@ from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.core.record import Record, sign_record
 from meshnode.store.base import StoreLimits
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system import datadir
 
 STORE_BYTES = 64 * 1024 * 1024
 HELD_FOR_MS = 2 * 3600 * 1000
@@ -55,7 +55,7 @@ LAUNCH = """
 import sys
 from pathlib import Path
 from meshnode.runtime.daemon import DaemonConfig, run, setup_logging
-from meshnode.settings import PeerSettings, Settings
+from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.store.base import StoreLimits
 home, sock, port, total = sys.argv[1:]
 setup_logging("warning")

@@ -8,7 +8,7 @@ The package is split so that the layering is visible at a glance:
   implementations.
 - ``meshnode.runtime``: the trio daemon at the edges (control socket, store
   thread, signals).
-- ``meshnode.client`` and ``meshnode.cli``: the blocking control-socket client
+- ``meshnode.client`` and ``meshnode.client.cli``: the blocking control-socket client
   and the ``meshnode`` command, which import neither trio nor zeroconf.
 """
 

@@ -10,8 +10,8 @@ import random
 from dataclasses import dataclass, field
 
 from meshnode.core.identity import Identity
-from meshnode.mesh import Mesh, Output
-from meshnode.node import Node
+from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.node import Node
 from meshnode.store import MemoryStore, StoreLimits
 from tests.helpers import T0, identity
 

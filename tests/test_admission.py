@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from meshnode.admission import (
+from meshnode.engine.admission import (
     Admission,
     Admitted,
     Limits,

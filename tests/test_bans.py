@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from meshnode.bans import BAN_SECONDS, BanList
 from meshnode.core.messages import GoodbyeCode
+from meshnode.engine.bans import BAN_SECONDS, BanList
 
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 

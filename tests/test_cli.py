@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from meshnode import paths
-from meshnode.cli import parse_duration_ms
+from meshnode.client.cli import parse_duration_ms
+from meshnode.system import paths
 from tests.fake_daemon import FakeDaemon, refuse_as_busy
 from tests.helpers import Daemon, env_without_xdg
 

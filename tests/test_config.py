@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.addresses import AddressError, format_address, parse_address
-from meshnode.config import ConfigError, load
+from meshnode.core.addresses import AddressError, format_address, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, encode_network_key
+from meshnode.system.config import ConfigError, load
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,9 @@ from meshnode.core.rpc import (
     TrustingRpcDecoder,
     encode_request,
 )
-from meshnode.mesh import Mesh
-from meshnode.node import Node
+from meshnode.engine.mesh import Mesh
+from meshnode.engine.node import Node
+from meshnode.engine.settings import PeerSettings
 from meshnode.runtime.api import Api, Paths
 from meshnode.runtime.control import (
     IDLE_TIMEOUT,
@@ -41,7 +42,6 @@ from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, Daemon, identity, record
 

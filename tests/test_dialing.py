@@ -10,13 +10,13 @@ import pytest
 import trio
 
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.mesh import Mesh, Output
-from meshnode.node import Node
+from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.node import Node
+from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
 from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, Delivery, PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, identity
 

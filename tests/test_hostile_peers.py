@@ -25,13 +25,13 @@ from meshnode.core import messages as m
 from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import PeerHandshake
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.mesh import Mesh
-from meshnode.node import Node
+from meshnode.engine.mesh import Mesh
+from meshnode.engine.node import Node
+from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
 from meshnode.runtime.peers import PeerService
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.settings import PeerSettings
 from meshnode.store import MemoryStore
 from tests.helpers import T0, identity
 

@@ -25,7 +25,7 @@ def test_every_import_in_the_tree_keeps_to_its_layer() -> None:
 
 def test_the_pure_layers_are_the_ones_the_architecture_names() -> None:
     pure = {layer.name for layer in LAYERS if "time" in layer.forbidden}
-    assert pure == {"core", "store interface", "node level"}
+    assert pure == {"core", "store interface", "engine"}
     assert layer_of("meshnode.core.negentropy_harness").name == "harness (an edge)"
     assert layer_of("meshnode.store.sqlite").name == "store edge"
 
@@ -42,7 +42,11 @@ def copy_of_the_package(into: Path) -> None:
             "\n\ndef _planted() -> None:\n    import time\n",
             "meshnode.core.record (core) imports time",
         ),
-        ("meshnode/mesh.py", "\nimport random\n", "meshnode.mesh (node level) imports random"),
+        (
+            "meshnode/engine/mesh.py",
+            "\nimport random\n",
+            "meshnode.engine.mesh (engine) imports random",
+        ),
         (
             "meshnode/store/base.py",
             "\nfrom meshnode.runtime import peers\n",
@@ -54,16 +58,20 @@ def copy_of_the_package(into: Path) -> None:
             "meshnode.store.standing (store interface) imports meshnode.store.sqlite",
         ),
         (
-            "meshnode/node.py",
+            "meshnode/engine/node.py",
             "\n\ndef _planted() -> None:\n    from meshnode.store.sqlite import SQLiteStore\n",
-            "meshnode.node (node level) imports meshnode.store.sqlite",
+            "meshnode.engine.node (engine) imports meshnode.store.sqlite",
         ),
-        ("meshnode/bans.py", "\nimport os\n", "meshnode.bans (node level) imports os"),
-        ("meshnode/cli.py", "\nimport trio\n", "meshnode.cli (client and CLI) imports trio"),
+        ("meshnode/engine/bans.py", "\nimport os\n", "meshnode.engine.bans (engine) imports os"),
         (
-            "meshnode/cli.py",
+            "meshnode/client/cli.py",
+            "\nimport trio\n",
+            "meshnode.client.cli (client and CLI) imports trio",
+        ),
+        (
+            "meshnode/client/cli.py",
             "\n\ndef _planted() -> None:\n    import meshnode.runtime.peers\n",
-            "meshnode.cli (client and CLI) imports meshnode.runtime.peers",
+            "meshnode.client.cli (client and CLI) imports meshnode.runtime.peers",
         ),
     ],
 )
@@ -87,11 +95,11 @@ def test_imports_for_the_type_checker_only_and_the_cli_starting_the_daemon_are_a
     with (tmp_path / "meshnode/core/session.py").open("a", encoding="utf-8") as source:
         source.write("\nif TYPE_CHECKING:\n    import trio\n")
     assert violations(tmp_path) == []
-    assert "from meshnode.runtime.daemon import" in (ROOT / "meshnode/cli.py").read_text()
+    assert "from meshnode.runtime.daemon import" in (ROOT / "meshnode/client/cli.py").read_text()
 
 
 def test_the_cli_starts_without_trio_zeroconf_or_a_crypto_backend() -> None:
     """What the import statements say, confirmed by what a real import loads."""
-    code = "import sys, meshnode.cli; print(' '.join(sys.modules))"
+    code = "import sys, meshnode.client.cli; print(' '.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert not {"trio", "zeroconf", "cryptography", "nacl", "sqlite3"} & set(out.stdout.split())

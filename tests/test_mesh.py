@@ -12,7 +12,7 @@ from meshnode.core.channel import ChannelError
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.record import Invalid
 from meshnode.core.session import REFUSAL_WAIT, SessionConfig, State
-from meshnode.mesh import WANT_REPLY_BUDGET, Mesh
+from meshnode.engine.mesh import WANT_REPLY_BUDGET, Mesh
 from meshnode.store.base import MAX_CREATED_AHEAD_MS
 from tests.helpers import T0, identity, record
 from tests.meshnet import Network, PlainChannel

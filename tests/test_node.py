@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshnode.core.record import CLOCK_FLOOR_MS, MAX_INT63, RecordError
-from meshnode.node import (
+from meshnode.engine.node import (
     SEQS_PER_MS,
     ClockUnset,
     InvalidArgument,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.mesh import Mesh
-from meshnode.node import Node, Publication
+from meshnode.engine.mesh import Mesh
+from meshnode.engine.node import Node, Publication
 from meshnode.store.sqlite import SQLiteStore
 from tests.meshnet import Network
 

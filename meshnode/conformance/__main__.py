@@ -11,9 +11,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from meshnode.addresses import AddressError, parse_address
 from meshnode.conformance.link import Failure, Target
 from meshnode.conformance.suite import CASES
+from meshnode.core.addresses import AddressError, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
 
 

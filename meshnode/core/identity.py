@@ -1,7 +1,7 @@
 """A node's Ed25519 signing identity, held in memory.
 
 The key is injected (a 32-byte seed), never generated or read from disk here:
-``meshnode.datadir`` owns the file, the runtime owns the randomness.
+``meshnode.system.datadir`` owns the file, the runtime owns the randomness.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Identity:
         self.fingerprint: str = fingerprint(self.public_key)
 
     def seed(self) -> bytes:
-        """The private seed, for ``meshnode.datadir`` to persist."""
+        """The private seed, for ``meshnode.system.datadir`` to persist."""
         return self._private.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,

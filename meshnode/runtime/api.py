@@ -17,8 +17,8 @@ import trio
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
 from meshnode.core.record import Record, RecordError
-from meshnode.mesh import Output
-from meshnode.node import (
+from meshnode.engine.mesh import Output
+from meshnode.engine.node import (
     ClockUnset,
     InvalidArgument,
     NodeError,

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import trio
 
-from meshnode import __version__, datadir
-from meshnode.mesh import Mesh
-from meshnode.node import Node
+from meshnode import __version__
+from meshnode.engine.mesh import Mesh
+from meshnode.engine.node import Node
+from meshnode.engine.settings import Settings
 from meshnode.runtime.api import Api, Paths
 from meshnode.runtime.clock import WallClock, system_wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
@@ -30,9 +31,9 @@ from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.settings import Settings
 from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system import datadir
 
 log = logging.getLogger("meshnode")
 
@@ -46,7 +47,7 @@ class StartupError(Exception):
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    """Where the node lives, and its settings, whole (``meshnode.settings``)."""
+    """Where the node lives, and its settings, whole (``meshnode.engine.settings``)."""
 
     data_dir: Path
     socket_path: Path

@@ -6,11 +6,11 @@ mesh has for the peer. All calls into the mesh go through the store thread,
 one at a time, so the mesh (and its sessions) are only ever touched by one
 thread; the trio thread only moves bytes. A dial loop per configured peer
 reconnects with exponential backoff and jitter. Peers that send invalid
-records are banned for a while (``meshnode.bans``): not redialled, and told so
+records are banned for a while (``meshnode.engine.bans``): not redialled, and told so
 with goodbye 7 when they connect; a peer that bans us is not redialled until
 the time its goodbye gave.
 
-Inbound connections are admitted by ``meshnode.admission`` (``protocol/peer.md``
+Inbound connections are admitted by ``meshnode.engine.admission`` (``protocol/peer.md``
 §5.8): each handshaking one runs in a cancel scope of its own, which eviction
 cancels and whose deadline is short until message 1 has verified, so that a
 flood of connections that never finish cannot keep peers with the network key
@@ -35,8 +35,12 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshnode.addresses import format_address
-from meshnode.admission import (
+from meshnode.core.addresses import format_address
+from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
+from meshnode.core.messages import GoodbyeCode, Why
+from meshnode.core.nodeid import encode_node_id
+from meshnode.core.session import SessionClosed
+from meshnode.engine.admission import (
     EVICTED,
     Admission,
     Admitted,
@@ -45,16 +49,12 @@ from meshnode.admission import (
     Refusal,
     source_of,
 )
-from meshnode.bans import BanList
-from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
-from meshnode.core.messages import GoodbyeCode, Why
-from meshnode.core.nodeid import encode_node_id
-from meshnode.core.session import SessionClosed
-from meshnode.mesh import Mesh, Output
+from meshnode.engine.bans import BanList
+from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.settings import PeerSettings
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.settings import PeerSettings
 from meshnode.store.base import DAY_MS, MAX_CREATED_AHEAD_MS, StoreError
 
 log = logging.getLogger(__name__)

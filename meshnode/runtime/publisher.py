@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import trio
 
 from meshnode.core.record import Record, RecordError
-from meshnode.mesh import Mesh, Output
-from meshnode.node import NodeError, Publication
+from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.node import NodeError, Publication
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.peers import Doorbell, PeerService
 from meshnode.store.base import StoreError

@@ -16,10 +16,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from meshnode import __version__, paths
+from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
 from meshnode.core.netkey import NETWORK_KEY_SIZE, encode_network_key
 from meshnode.core.nodeid import NodeIdError, decode_node_id
+from meshnode.system import paths
 
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
@@ -91,8 +92,8 @@ def show_value(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from meshnode import config
     from meshnode.runtime.daemon import DaemonConfig, StartupError, run, setup_logging
+    from meshnode.system import config
 
     setup_logging(args.log_level)
     home = paths.data_dir(args.data_dir, os.environ)

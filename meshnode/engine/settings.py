@@ -1,6 +1,6 @@
 """The node's settings: one tree, built and checked once where it is read, then passed whole.
 
-``meshnode.config`` fills it from ``config.toml`` and the command line; the
+``meshnode.system.config`` fills it from ``config.toml`` and the command line; the
 daemon hands each part to the piece it configures (``store`` to the store,
 ``session`` to every peer session, ``peers`` to the peer service) and nothing
 copies a setting field by field on the way. Every field has the value a node

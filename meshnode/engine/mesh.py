@@ -11,7 +11,7 @@ simulator can call it directly.
 
 Every call returns an ``Output``: the sessions that have bytes to send, the
 records newly stored (for ``watch``), the sessions that ended, the peers that
-sent invalid records (for the runtime's ban list, ``meshnode.bans``), and how
+sent invalid records (for the runtime's ban list, ``meshnode.engine.bans``), and how
 many records were not stored for claiming a creation far ahead of the clock
 (so the runtime can say that this node's clock may be wrong).
 """
@@ -36,7 +36,7 @@ from meshnode.core.session import (
     SessionClosed,
     SessionConfig,
 )
-from meshnode.node import Node, NodeError, Publication
+from meshnode.engine.node import Node, NodeError, Publication
 from meshnode.store.base import Outcome
 
 # What this node announces in hello (protocol/peer.md §4.3).

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshnode.addresses import DEFAULT_PORT, AddressError, parse_address
+from meshnode.core.addresses import DEFAULT_PORT, AddressError, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
-from meshnode.settings import PeerSettings, Settings
+from meshnode.engine.settings import PeerSettings, Settings
 
 CONFIG_FILE = "config.toml"
 _KNOWN = {"listen", "peers", "network_key"}

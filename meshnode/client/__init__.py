@@ -29,7 +29,6 @@ from types import TracebackType
 
 import msgpack
 
-from meshnode import paths
 from meshnode.core.rpc import (
     Notification,
     Response,
@@ -37,6 +36,7 @@ from meshnode.core.rpc import (
     TrustingRpcDecoder,
     encode_request,
 )
+from meshnode.system import paths
 
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
