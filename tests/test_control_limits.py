@@ -26,8 +26,6 @@ from meshnode.core.rpc import (
     TrustingRpcDecoder,
     encode_request,
 )
-from meshnode.engine.mesh import Mesh
-from meshnode.engine.node import Node
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime.api import Api, Paths
 from meshnode.runtime.control import (
@@ -38,11 +36,9 @@ from meshnode.runtime.control import (
     ControlServer,
     Limits,
 )
-from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher
-from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
-from meshnode.store import MemoryStore
+from tests.engine_driver import peer_service
 from tests.helpers import T0, Daemon, identity, record
 
 
@@ -58,11 +54,14 @@ class NoListener(trio.abc.Listener[trio.SocketStream]):
 
 def control_server(limits: Limits | None = None, watch_buffer: int = 4096) -> ControlServer:
     """A control server on an in-memory node whose publisher never runs (publishes wait)."""
-    me = identity(1)
-    mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
-    config = PeerSettings(network_key=PUBLIC_NETWORK_KEY)
-    peers = PeerService(mesh, StoreThread(), WatchHub(watch_buffer), config, lambda: T0)
-    api = Api(peers, Publisher(peers, lambda: T0), Paths("data", "socket"), lambda: T0)
+    peers = peer_service(PeerSettings(network_key=PUBLIC_NETWORK_KEY), hub=WatchHub(watch_buffer))
+    api = Api(
+        peers.mesh.node,
+        peers,
+        publisher=Publisher(peers),
+        paths=Paths("data", "socket"),
+        wall_clock_ms=lambda: T0,
+    )
     return ControlServer(api, NoListener(), limits)
 
 

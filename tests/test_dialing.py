@@ -4,28 +4,21 @@ exponential backoff and jitter, and what it says of records refused as from the 
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 import trio
 
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.engine.mesh import Mesh, Output
-from meshnode.engine.node import Node
+from meshnode.engine.actions import AheadOfClock
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, Delivery, PeerService
-from meshnode.runtime.storethread import StoreThread
-from meshnode.runtime.watch import WatchHub
-from meshnode.store import MemoryStore
-from tests.helpers import T0, identity
+from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, PeerService
+from tests.engine_driver import peer_service
 
 
 def service(**config: float) -> PeerService:
-    me = identity(1)
-    mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 1)
     settings = PeerSettings(network_key=PUBLIC_NETWORK_KEY, peers=(("192.0.2.1", 7744),), **config)
-    return PeerService(mesh, StoreThread(), WatchHub(), settings, lambda: T0, rng=random.Random(7))
+    return peer_service(settings, inline=True)
 
 
 async def test_an_unreachable_peer_is_redialled_with_growing_jittered_delays(
@@ -39,7 +32,7 @@ async def test_an_unreachable_peer_is_redialled_with_growing_jittered_delays(
 
     monkeypatch.setattr(peers_module.trio, "open_tcp_stream", unreachable)
     with trio.move_on_after(600):
-        await service(backoff_initial=1.0, backoff_max=60.0)._dial_loop("192.0.2.1", 7744)
+        await service(backoff_initial=1.0, backoff_max=60.0).run([])
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     expected = [min(2.0**n, 60.0) for n in range(len(gaps))]
     for gap, base in zip(gaps, expected, strict=True):
@@ -53,9 +46,9 @@ async def test_records_refused_as_from_the_future_are_said_at_most_every_ten_min
 ) -> None:
     peers = service()
     for count in (3, 4):
-        peers.apply(Output(ahead_of_clock=count), Delivery())
+        peers._apply([AheadOfClock(count)])
     [said] = [r.getMessage() for r in caplog.records if "ahead" in r.getMessage()]
     assert said.startswith("3 record(s) from peers claim to be created more than 30 days ahead")
     await trio.sleep(AHEAD_LOG_INTERVAL)
-    peers.apply(Output(ahead_of_clock=1), Delivery())
+    peers._apply([AheadOfClock(1)])
     assert "5 record(s)" in caplog.records[-1].getMessage()  # the 4 held back, and this one

@@ -25,15 +25,11 @@ from meshnode.core import messages as m
 from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import PeerHandshake
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.engine.mesh import Mesh
-from meshnode.engine.node import Node
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
 from meshnode.runtime.peers import PeerService
-from meshnode.runtime.storethread import StoreThread
-from meshnode.runtime.watch import WatchHub
-from meshnode.store import MemoryStore
-from tests.helpers import T0, identity
+from tests.engine_driver import peer_service
+from tests.helpers import identity
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +43,8 @@ LOG_INTERVAL = 1.0  # instead of 10 s, so that a short flood shows its summing-u
 @asynccontextmanager
 async def running_node() -> AsyncIterator[tuple[PeerService, tuple[str, int]]]:
     """A node listening for peers on 127.0.0.1 (a port of the OS's choosing), stopped after."""
-    me = identity(1)
-    mesh = Mesh(Node(me, MemoryStore(me.public_key)), agent="test", nonce=lambda: 7)
     config = PeerSettings(network_key=PUBLIC_NETWORK_KEY, listen=(("127.0.0.1", 0),))
-    service = PeerService(mesh, StoreThread(), WatchHub(), config, lambda: T0)
+    service = peer_service(config)
     listeners = await service.open_listeners()
     host, port = service.listening[0].rsplit(":", 1)
     async with trio.open_nursery() as nursery:
@@ -212,7 +206,7 @@ async def test_a_tampered_frame_closes_the_connection_with_one_line_and_no_ban(
             assert [r.levelno for r in after] == [logging.INFO], [r.getMessage() for r in after]
             assert "does not decrypt" in after[0].getMessage()
             assert all(r.exc_info is None for r in caplog.records)
-            assert service.ban_list() == []
+            assert await service.ban_list() == []
             again = await join(address, 3)  # the same node is welcome at once
             await again.stream.aclose()
             assert not any(isinstance(r, m.Goodbye) for r in again.received)

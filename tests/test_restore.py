@@ -8,121 +8,130 @@ back from its peers what the backup lacked.
 
 from __future__ import annotations
 
-import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from meshnode.engine.mesh import Mesh
-from meshnode.engine.node import Node, Publication
+from meshnode.core.record import Record
+from meshnode.engine.actions import Published
+from meshnode.engine.events import Instant, Publish
+from meshnode.engine.node import Publication
+from meshnode.sim.network import Network, SimNode
 from meshnode.store.sqlite import SQLiteStore
-from tests.meshnet import Network
+from tests.meshnet import network, publish
 
 BULK = 6_000
 RATE_PER_MS = 5  # group commit's pace: ~5,000 records a second
+HOUR_MS = 3_600_000
 
 
 @pytest.fixture
 def net() -> Iterator[Network]:
-    """Nodes 0 and 1, not yet connected; every store is closed when the test ends."""
-    net = Network()
-    net.add(0)
-    net.add(1)
+    """Alice (node 0, not started: she runs on SQLite) and Bob (node 1), not connected.
+
+    Every store is closed when the test ends.
+    """
+    net = network()
+    net.add_node(start=False)
+    net.add_node()
     yield net
-    for mesh in net.nodes:
-        mesh.node.store.close()
+    for node in net.nodes:
+        node.store.close()
 
 
 def restart_alice(
     net: Network, data_dir: Path, restore: Path | None = None, *, offline: bool = False
-) -> Mesh:
-    """Node 0 stops, its store is copied to or from ``restore``, and it comes back.
+) -> SimNode:
+    """Alice stops, her store is copied to or from ``restore``, and she comes back.
 
-    It runs on the SQLite store in ``data_dir``, like the daemon, and reconnects
-    to node 1 (its only peer) unless it comes back ``offline``.
+    She runs on the SQLite store in ``data_dir``, like the daemon, and reconnects
+    to Bob (her only peer) unless she comes back ``offline``.
     """
-    for link in list(net.links):
-        net.disconnect(link)
+    alice = net.nodes[0]
+    if alice.up:
+        net.crash(0)
+        net.settle()
     store = data_dir / "store.sqlite3"
-    old = net.nodes[0]
-    identity = old.node.identity
-    old.node.store.close()
+    alice.store.close()
     if restore is not None and restore.exists():
         shutil.copy(restore, store)
     elif restore is not None:
         shutil.copy(store, restore)
-    rng = random.Random(0)
-    alice = Mesh(
-        Node(identity, SQLiteStore(store, identity.public_key)),
-        agent="test",
-        nonce=lambda: rng.getrandbits(63),
-    )
-    net.nodes[0] = alice
+    alice.store = SQLiteStore(store, alice.identity.public_key)
+    net.start(0)
     if not offline:
         net.connect(0, 1)
         net.settle()
     return alice
 
 
-def bulk_publish(mesh: Mesh, net: Network, count: int) -> list[int]:
-    """Publish ``count`` records in group commits at ~5,000 a second; their seqs."""
+def bulk_publish(net: Network, count: int) -> list[int]:
+    """Alice publishes ``count`` records in group commits at ~5,000 a second; their seqs."""
     seqs: list[int] = []
     for start in range(0, count, 500):
         batch = [Publication(f"bulk/{i}", i) for i in range(start, min(start + 500, count))]
-        results, _ = mesh.publish_many(batch, now_ms=net.now_ms)
-        seqs.extend(r.seq for r in results if not isinstance(r, Exception))
+        for action in net.handle(0, Publish(batch)):
+            if isinstance(action, Published):
+                seqs.extend(r.seq for r in action.results if isinstance(r, Record))
         net.settle()
-        net.advance(500 / RATE_PER_MS / 1000)
+        net.run_until(net.now + 500 / RATE_PER_MS / 1000)
     return seqs
 
 
 def test_a_restore_after_a_bulk_publish_reuses_no_seq_and_loses_no_update(
     tmp_path: Path, net: Network
 ) -> None:
-    alice = restart_alice(net, tmp_path)
-    alice.publish("profile/name", "Ada", ttl_ms=None, now_ms=net.now_ms)
+    restart_alice(net, tmp_path)
+    publish(net, 0, "profile/name", "Ada")
     net.settle()
-    alice = restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3")  # takes it
+    restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3")  # takes it
 
-    signed = bulk_publish(alice, net, BULK)
-    renamed, _ = alice.publish("profile/name", "Ada L.", ttl_ms=None, now_ms=net.now_ms)
-    signed.append(renamed.seq)
+    signed = bulk_publish(net, BULK)
+    signed.append(publish(net, 0, "profile/name", "Ada L.").seq)
     net.settle()
 
-    net.advance(1.0)  # a restore and a restart take a moment, if not much more
+    net.run_until(net.now + 1.0)  # a restore and a restart take a moment, if not much more
     alice = restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3", offline=True)
-    after_restore, _ = alice.publish("offer/tea", "hot", ttl_ms=None, now_ms=net.now_ms)
+    after_restore = publish(net, 0, "offer/tea", "hot")
     net.connect(0, 1)
     net.settle()
 
     assert after_restore.seq > max(signed)
-    author = alice.node.identity.public_key
-    for mesh in net.nodes:
-        store = mesh.node.store
-        name = store.get(author, "profile/name", net.now_ms)
+    author = alice.identity.public_key
+    now_ms = net.instant().wall_ms
+    for node in net.nodes:
+        name = node.store.get(author, "profile/name", now_ms)
         assert name is not None and name.value == "Ada L."
-        assert store.get(author, "offer/tea", net.now_ms) == after_restore
-        assert len(store.query(now_ms=net.now_ms, author=author, prefix="bulk/")) == BULK
-    assert alice.node.store.high_seq(author) == after_restore.seq
+        assert node.store.get(author, "offer/tea", now_ms) == after_restore
+        assert len(node.store.query(now_ms=now_ms, author=author, prefix="bulk/")) == BULK
+    assert alice.store.high_seq(author) == after_restore.seq
 
 
 def test_a_node_restored_from_before_its_clock_went_back_heals_on_first_contact(
     tmp_path: Path, net: Network
 ) -> None:
-    alice = restart_alice(net, tmp_path)
-    alice.publish("profile/name", "Ada", ttl_ms=None, now_ms=net.now_ms)
-    alice = restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3")  # takes it
-    net.now_ms += 3_600_000
-    renamed, _ = alice.publish("profile/name", "Ada L.", ttl_ms=None, now_ms=net.now_ms)
-    net.settle()
+    """Alice signs a rename while her clock runs an hour fast, then is restored with it right.
 
-    net.now_ms -= 3_600_000  # the restored machine's clock is an hour behind
+    The simulator gives every node the same clock, so the fast one is handed to
+    her engine by hand, while she has no session whose bytes would go unsent.
+    """
+    alice = restart_alice(net, tmp_path, offline=True)
+    publish(net, 0, "profile/name", "Ada")
+    restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3", offline=True)  # takes it
+    assert alice.mesh is not None
+    fast = Instant(net.now, net.instant().wall_ms + HOUR_MS)
+    actions = alice.mesh.handle(Publish([Publication("profile/name", "Ada L.")]), fast)
+    [renamed] = next(x for x in actions if isinstance(x, Published)).results
+    assert isinstance(renamed, Record)
+    net.connect(0, 1)
+    net.settle()  # Bob takes the rename
+
     alice = restart_alice(net, tmp_path, restore=tmp_path / "backup.sqlite3")  # restores it
 
-    author = alice.node.identity.public_key
-    assert alice.node.store.get(author, "profile/name", net.now_ms) == renamed
-    assert alice.node.store.high_seq(author) == renamed.seq
-    after_contact, _ = alice.publish("offer/tea", "hot", ttl_ms=None, now_ms=net.now_ms)
+    author = alice.identity.public_key
+    assert alice.store.get(author, "profile/name", net.instant().wall_ms) == renamed
+    assert alice.store.high_seq(author) == renamed.seq
+    after_contact = publish(net, 0, "offer/tea", "hot")
     assert after_contact.seq > renamed.seq

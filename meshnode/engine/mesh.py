@@ -1,70 +1,97 @@
-"""A node and its peer sessions: reconciliation, live push and relay, sans-IO.
+"""The node-level state machine: one node, its peer sessions, its policies; events in, actions out.
 
-``Mesh`` is the node-level state machine. It owns the node's sessions and
-answers their events against the store: it verifies and stores what peers
-send, pushes every newly stored record to every other session (so records
-travel through relays to nodes their author never met), looks up what peers
-want, and keeps the Negentropy item set. It never touches a socket or a clock:
-the daemon's runtime calls it on its store thread with ``now`` (monotonic
-seconds, for session timers) and ``now_ms`` (wall clock, for expiry); a
-simulator can call it directly.
+``Mesh.handle(event, now)`` is the whole contract (``meshnode.engine.events``
+in, ``meshnode.engine.actions`` out). The engine verifies and stores what peers
+send, asks its dissemination strategy (``meshnode.engine.dissemination``) what
+to relay where, answers what peers want, keeps the Negentropy item set, bans
+peers that send forged records (``meshnode.engine.bans``) and asks its peer
+policy (``meshnode.engine.peering``) whom to dial and whom to let in. It never
+touches a socket, a thread or a clock: the driver passes the time of every
+event in one ``Instant``, and all randomness comes from the ``random.Random``
+it was given. The trio daemon (``meshnode.runtime``) and the simulator
+(``meshnode.sim``) drive it the same way, and read it only through the
+snapshots ``peers``, ``bans_in_force`` and ``addresses`` return.
 
-Every call returns an ``Output``: the sessions that have bytes to send, the
-records newly stored (for ``watch``), the sessions that ended, the peers that
-sent invalid records (for the runtime's ban list, ``meshnode.engine.bans``), and how
-many records were not stored for claiming a creation far ahead of the clock
-(so the runtime can say that this node's clock may be wrong).
+The store is the node's: the engine writes it only while handling an event,
+and the driver may read it between events (queries, status) on the same thread.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import copy
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meshnode.core import messages as m
-from meshnode.core.canonical import Value
 from meshnode.core.negentropy import ItemIndex, SortedItems
-from meshnode.core.record import Record, RecordError
+from meshnode.core.record import Record
 from meshnode.core.session import (
-    Channel,
-    Event,
+    Event as SessionEvent,
+)
+from meshnode.core.session import (
     HaveAnnounced,
+    HelloReceived,
     PeerSession,
     RecordsReceived,
     RecordsWanted,
     SessionClosed,
-    SessionConfig,
+    SessionStats,
 )
-from meshnode.engine.node import Node, NodeError, Publication
+from meshnode.engine import actions as a
+from meshnode.engine import events as e
+from meshnode.engine.bans import Ban, BanList
+from meshnode.engine.dissemination import Arrival, Dissemination, EagerPush, Fate
+from meshnode.engine.node import Node, NodeError
+from meshnode.engine.peering import AddressView, PeerPolicy
+from meshnode.engine.settings import Settings
 from meshnode.store.base import Outcome
+
+if TYPE_CHECKING:
+    import random
 
 # What this node announces in hello (protocol/peer.md §4.3).
 FEATURES = (m.RETRY_AFTER,)
 # What one chunk of a peer's bytes may make us send in records. A want beyond it
 # is answered in part; the peer asks again in its next round (protocol/peer.md §5).
 WANT_REPLY_BUDGET = 4 * 1024 * 1024
+FULL = "too many peers"  # goodbye 0's reason for an inbound session past the policy's limit
+_FATES = {
+    Outcome.STORED: Fate.NEW,
+    Outcome.DUPLICATE: Fate.DUPLICATE,
+    Outcome.STALE: Fate.SUPERSEDED,
+}
 
 
 @dataclass(slots=True)
-class Output:
-    dirty: set[int] = field(default_factory=set)  # sessions with bytes to send
-    stored: list[Record] = field(default_factory=list)
-    closed: list[tuple[int, SessionClosed]] = field(default_factory=list)
-    misbehaved: list[tuple[bytes, int, str]] = field(default_factory=list)  # node, code, reason
-    ahead_of_clock: int = 0  # records not stored: created too far ahead of this node's clock
-
-
-@dataclass(slots=True)
-class Peer:
-    """A session and what the runtime knows of the connection under it."""
-
-    id: int
+class _Peer:
+    conn: int
     node: bytes
     session: PeerSession
     address: str
+    initiator: bool
     since_ms: int
     origin: bytes  # where its records come from, for the store's standing of their authors
+    counted: bool = False  # the policy knows of it (it was not refused)
+    congested: bool = False
+    closing: bool = False  # ``Close`` was asked for
+    why: SessionClosed | None = None
+    timer: float = 0.0  # the session's next timer, as of the last event it saw
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """One session as it stands, for ``meshnode peers`` and the simulator."""
+
+    conn: int
+    node: bytes
+    address: str
+    initiator: bool
+    since_ms: int
+    state: str
+    stats: SessionStats
+    outbox: int
 
 
 class Mesh:
@@ -73,200 +100,295 @@ class Mesh:
         node: Node,
         *,
         agent: str,
-        listen: Sequence[str] = (),
-        nonce: Callable[[], int],
-        config: SessionConfig | None = None,
+        rng: random.Random,
+        settings: Settings | None = None,
+        dissemination: Dissemination | None = None,
+        now: float = 0.0,
     ) -> None:
+        """``now`` starts the static peers' dial clocks (monotonic seconds)."""
         self.node = node
-        self.agent = agent
-        self.listen = tuple(listen)
-        self.config = config or SessionConfig()
-        self.peers: dict[int, Peer] = {}
-        self._nonce = nonce
-        self._ids = itertools.count(1)
+        self.settings = settings or Settings()
+        self._agent = agent
+        self._rng = rng
+        self._listen: tuple[str, ...] = ()
+        self._dissemination = dissemination or EagerPush()
+        self._policy = PeerPolicy(self.settings.peers, rng, now=now)
+        self._bans = BanList()
+        self._peers: dict[int, _Peer] = {}
         self._items: SortedItems | None = None
-        self._items_now_ms = 0
+        self._now = e.Instant(now, 0)  # the time of the event being handled
+        self._actions: list[a.Action] = []
+        self._dirty: dict[int, None] = {}  # sessions that may have bytes to send, in order
+
+    # -- the contract ------------------------------------------------------------
+
+    def handle(self, event: e.Event, now: e.Instant) -> list[a.Action]:
+        """Apply one event at ``now``; the actions it calls for, in the order to take them."""
+        self._now = now
+        self._actions, self._dirty = [], {}
+        match event:
+            case e.Received(conn, data):
+                peer = self._peers.get(conn)
+                if peer is not None:
+                    self._on_session(peer, peer.session.receive_data(data, now.mono))
+            case e.Tick():
+                self._on_tick()
+            case e.Opened():
+                self._open(event)
+            case e.Lost(conn):
+                self._lose(conn)
+            case e.Congested(conn):
+                if (peer := self._peers.get(conn)) is not None:
+                    peer.congested = True
+            case e.Drained(conn):
+                if (peer := self._peers.get(conn)) is not None:
+                    peer.congested = False
+                    self._dirty[conn] = None
+            case e.DialFailed(address, is_self):
+                self._policy.failed(address, now=now.mono, is_self=is_self)
+            case e.Hint(address, source):
+                self._policy.hint(address, source, now=now.mono)
+            case e.Listening(addresses):
+                self._listen = addresses
+            case e.Publish(publications):
+                results = self.node.publish_many(publications, now_ms=now.wall_ms)
+                self._actions.append(a.Published(tuple(results)))
+                new = [r for r in results if isinstance(r, Record)]
+                self._arrived([Arrival(r, Fate.NEW) for r in new], None)
+            case e.Delete(key):
+                self._delete(key)
+            case e.Ingest(raws):
+                report = self.node.ingest(raws, now_ms=now.wall_ms)
+                self._arrived(self._arrivals(report.result.each), None)
+            case e.Purge():
+                freed = self.node.store.purge(now.wall_ms)
+                if freed:
+                    self._items = None
+                self._actions.append(a.Purged(freed))
+            case e.Unban(node):
+                lifted = self._bans.lift(node)
+                if lifted:
+                    self._policy.unbanned(node, now.mono)
+                self._actions.append(a.Unbanned(node, lifted))
+            case e.Stop():
+                for peer in self._peers.values():
+                    self._close(peer, m.GoodbyeCode.NORMAL, m.Why.SHUTTING_DOWN)
+        self._flush()
+        return self._actions
+
+    def next_timer(self) -> float:
+        """When the engine next wants a ``Tick`` (monotonic seconds; inf: never by itself)."""
+        sessions = min((p.timer for p in self._peers.values()), default=float("inf"))
+        return min(sessions, self._policy.next_due())
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def peers(self) -> list[PeerView]:
+        return [
+            PeerView(
+                p.conn,
+                p.node,
+                p.address,
+                p.initiator,
+                p.since_ms,
+                p.session.state.value,
+                copy.copy(p.session.stats),
+                p.session.outbox_size,
+            )
+            for p in self._peers.values()
+        ]
+
+    def bans_in_force(self, now: float) -> list[Ban]:
+        return self._bans.active(now)
+
+    def addresses(self) -> list[AddressView]:
+        return self._policy.addresses()
+
+    @property
+    def listen(self) -> tuple[str, ...]:
+        return self._listen
 
     # -- sessions -----------------------------------------------------------------
 
-    def open(
-        self,
-        *,
-        remote: bytes,
-        initiator: bool,
-        channel: Channel,
-        address: str,
-        now: float,
-        now_ms: int,
-        banned_for: int | None = None,
-        origin: bytes | None = None,
-    ) -> tuple[int, Output]:
+    def _open(self, event: e.Opened) -> None:
         """Start a session over a finished handshake; keep one session per remote node.
 
         Two nodes that dial each other at once end up with two connections. Both
         keep the one dialed by the node with the smaller public key, so they agree
         without talking about it; with the same dialer, the older one stays.
-        A node banned for ``banned_for`` more seconds gets goodbye 7 after its hello.
-        ``origin`` names where the connection comes from (the runtime: its network
-        source); the remote node's key if not given.
         """
-        self._items_now_ms = now_ms
-        hello = m.Hello(m.PROTOCOL_VERSION, FEATURES, self.listen, self.agent)
+        now = self._now
+        hello = m.Hello(m.PROTOCOL_VERSION, FEATURES, self._listen, self._agent)
         session = PeerSession(
-            initiator=initiator,
-            channel=channel,
-            items=self.items,
+            initiator=event.initiator,
+            channel=event.channel,
+            items=self._item_index,
             hello=hello,
-            now=now,
-            nonce=self._nonce,
-            config=self.config,
+            now=now.mono,
+            nonce=lambda: self._rng.getrandbits(63),
+            config=self.settings.session,
         )
-        peer = Peer(next(self._ids), remote, session, address, now_ms, origin or remote)
-        self.peers[peer.id] = peer
-        out = Output(dirty={peer.id})
-        if banned_for is not None:
-            session.refuse(m.GoodbyeCode.BANNED, m.Why.BANNED, banned_for)
-            return peer.id, out
-        for other in list(self.peers.values()):
-            if other is peer or other.node != remote or other.session.closed:
+        origin = origin_of(event.source)
+        peer = _Peer(
+            event.conn, event.remote, session, event.address, event.initiator, now.wall_ms, origin
+        )
+        self._peers[peer.conn] = peer
+        self._dirty[peer.conn] = None
+        ban = self._bans.get(event.remote, now.mono)
+        if ban is not None:
+            session.refuse(m.GoodbyeCode.BANNED, m.Why.BANNED, ban.seconds_left(now.mono))
+            return
+        if not event.initiator and not self._policy.may_accept():
+            session.refuse(m.GoodbyeCode.NORMAL, FULL)
+            return
+        peer.counted = True
+        self._policy.opened(event.remote, event.address, initiator=event.initiator, now=now.mono)
+        for other in list(self._peers.values()):
+            if other is peer or other.node != event.remote or other.session.closed:
                 continue
             loser = peer if self._dialer(other) == self._dialer(peer) else None
             if loser is None:
-                preferred = min(self.node.identity.public_key, remote)
+                preferred = min(self.node.identity.public_key, event.remote)
                 loser = peer if self._dialer(other) == preferred else other
-            out.closed.append(
-                (loser.id, loser.session.close(m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE))
-            )
-            out.dirty.add(loser.id)
-        return peer.id, out
+            self._close(loser, m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE)
 
-    def _dialer(self, peer: Peer) -> bytes:
-        return self.node.identity.public_key if peer.session.initiator else peer.node
+    def _dialer(self, peer: _Peer) -> bytes:
+        return self.node.identity.public_key if peer.initiator else peer.node
 
-    def receive(self, peer_id: int, data: bytes, now: float, now_ms: int) -> Output:
-        out = Output()
-        peer = self.peers.get(peer_id)
+    def _lose(self, conn: int) -> None:
+        peer = self._peers.pop(conn, None)
         if peer is None:
-            return out
-        self._items_now_ms = now_ms
-        self._handle(peer, peer.session.receive_data(data, now), now_ms, out)
-        return out
+            return
+        self._dissemination.forget(conn)
+        if peer.counted:
+            self._policy.ended(
+                peer.node, peer.address, initiator=peer.initiator, now=self._now.mono
+            )
 
-    def drop(self, peer_id: int) -> None:
-        """The connection is gone; forget the session."""
-        self.peers.pop(peer_id, None)
+    def _close(self, peer: _Peer, code: int, reason: str) -> None:
+        closed = peer.session.close(code, reason)
+        peer.why = peer.why or closed
+        self._dirty[peer.conn] = None
 
-    def take_data(self, peer_id: int) -> bytes:
-        peer = self.peers.get(peer_id)
-        return b"" if peer is None else peer.session.data_to_send()
+    def _on_tick(self) -> None:
+        now = self._now.mono
+        for peer in list(self._peers.values()):
+            if peer.timer <= now:
+                self._on_session(peer, peer.session.handle_timer(now))
+        for address in self._policy.due(now):
+            self._actions.append(a.Dial(address))
 
-    def is_closed(self, peer_id: int) -> bool:
-        peer = self.peers.get(peer_id)
-        return peer is None or peer.session.closed
-
-    def close_all(self, code: int, reason: str) -> Output:
-        out = Output()
-        for peer in self.peers.values():
-            out.closed.append((peer.id, peer.session.close(code, reason)))
-            out.dirty.add(peer.id)
-        return out
-
-    def next_timer(self) -> float:
-        return min((p.session.next_timer() for p in self.peers.values()), default=float("inf"))
-
-    def handle_timers(self, now: float, now_ms: int) -> Output:
-        out = Output()
-        self._items_now_ms = now_ms
-        for peer in list(self.peers.values()):
-            if peer.session.next_timer() <= now:
-                self._handle(peer, peer.session.handle_timer(now), now_ms, out)
-                out.dirty.add(peer.id)
-        return out
-
-    # -- local records ------------------------------------------------------------
-
-    def publish(
-        self, key: str, value: Value, *, ttl_ms: int | None, now_ms: int
-    ) -> tuple[Record, Output]:
-        record = self.node.publish(key, value, now_ms=now_ms, ttl_ms=ttl_ms)
-        return record, self._stored([record], source=None)
-
-    def publish_many(
-        self, publications: Sequence[Publication], *, now_ms: int
-    ) -> tuple[list[Record | NodeError | RecordError], Output]:
-        """Group commit: sign and store all in one transaction, push them in one message."""
-        results = self.node.publish_many(publications, now_ms=now_ms)
-        return results, self._stored([r for r in results if isinstance(r, Record)], source=None)
-
-    def delete(self, key: str, *, now_ms: int) -> tuple[Record, Output]:
-        record = self.node.delete(key, now_ms=now_ms)
-        return record, self._stored([record], source=None)
-
-    def ingest(self, raws: Sequence[bytes], now_ms: int) -> Output:
-        """Records from outside any session (a bundle, a test): verify, store, relay."""
-        report = self.node.ingest(raws, now_ms=now_ms)
-        return self._stored(report.result.stored, source=None)
-
-    def items(self) -> ItemIndex:
-        """The Negentropy item set of live records, rebuilt only after changes."""
-        if self._items is None:
-            self._items = SortedItems.from_sorted(self.node.store.items(self._items_now_ms))
-        return self._items
-
-    def forget_items(self) -> None:
-        """Records were removed behind our back (a purge): rebuild the set when next needed."""
-        self._items = None
-
-    # -- events -------------------------------------------------------------------
-
-    def _handle(self, peer: Peer, events: Sequence[Event], now_ms: int, out: Output) -> None:
-        out.dirty.add(peer.id)
+    def _on_session(self, peer: _Peer, events: Sequence[SessionEvent]) -> None:
+        self._dirty[peer.conn] = None
+        received = [raw for ev in events if isinstance(ev, RecordsReceived) for raw in ev.raws]
+        if received and not self._ingest_from(peer, received):
+            return
         store = self.node.store
-        received = [
-            raw for event in events if isinstance(event, RecordsReceived) for raw in event.raws
-        ]
-        if received:
-            # Everything one chunk of bytes brought is verified and stored in one batch.
-            report = self.node.ingest(received, now_ms=now_ms, source=peer.origin)
-            self._merge(out, self._stored(report.result.stored, source=peer.id))
-            out.ahead_of_clock += report.result.outcomes[Outcome.FUTURE]
-            if report.rejected:
-                reason = m.invalid_record_reason(report.rejected[0].reason)
-                out.closed.append(
-                    (peer.id, peer.session.close(m.GoodbyeCode.INVALID_RECORD, reason))
-                )
-                out.misbehaved.append((peer.node, m.GoodbyeCode.INVALID_RECORD, reason))
-                return
         budget = WANT_REPLY_BUDGET
         for event in events:
             match event:
                 case RecordsWanted(ids):
-                    raws = store.raw_by_ids(ids, now_ms, max_bytes=max(budget, 0))
+                    raws = store.raw_by_ids(ids, self._now.wall_ms, max_bytes=max(budget, 0))
                     budget -= sum(len(raw) for raw in raws)
                     peer.session.send_records(raws)
                 case HaveAnnounced(ids):
                     wanted = store.missing(ids)
                     if wanted:
                         peer.session.want(wanted)
+                case HelloReceived(hello):
+                    for address in hello.listen:
+                        self._policy.hint(
+                            address, "hello", now=self._now.mono, reached_at=peer.address
+                        )
                 case SessionClosed() as closed:
-                    out.closed.append((peer.id, closed))
+                    peer.why = peer.why or closed
+                    banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED
+                    if banned_us and closed.retry_after is not None:
+                        self._policy.banned(peer.node, self._now.mono + closed.retry_after)
 
-    def _stored(self, records: list[Record], source: int | None) -> Output:
-        out = Output(stored=list(records))
-        if not records:
-            return out
-        self._items = None
-        raws = [r.raw for r in records]
-        for peer in self.peers.values():
-            if peer.id != source and not peer.session.closed:
-                peer.session.push(raws)
-                out.dirty.add(peer.id)
-        return out
+    def _ingest_from(self, peer: _Peer, raws: list[bytes]) -> bool:
+        """Verify and store, in one batch, everything one chunk of bytes brought.
+
+        False if a record did not verify: the session is over and its sender banned.
+        """
+        report = self.node.ingest(raws, now_ms=self._now.wall_ms, source=peer.origin)
+        self._arrived(self._arrivals(report.result.each), peer.conn)
+        ahead = report.result.outcomes[Outcome.FUTURE]
+        if ahead:
+            self._actions.append(a.AheadOfClock(ahead))
+        if not report.rejected:
+            return True
+        reason = m.invalid_record_reason(report.rejected[0].reason)
+        self._close(peer, m.GoodbyeCode.INVALID_RECORD, reason)
+        ban = self._bans.ban(
+            peer.node, m.GoodbyeCode.INVALID_RECORD, reason, self._now.mono, self._now.wall_ms
+        )
+        if ban is not None:
+            self._policy.banned(peer.node, ban.until)
+            self._actions.append(a.Banned(peer.node, ban))
+        return False
+
+    # -- local records ------------------------------------------------------------
+
+    def _delete(self, key: str) -> None:
+        try:
+            record = self.node.delete(key, now_ms=self._now.wall_ms)
+        except NodeError as exc:
+            self._actions.append(a.Published((exc,)))
+            return
+        self._actions.append(a.Published((record,)))
+        self._arrived([Arrival(record, Fate.NEW)], None)
+
+    # -- dissemination --------------------------------------------------------------
 
     @staticmethod
-    def _merge(into: Output, other: Output) -> None:
-        into.dirty |= other.dirty
-        into.stored.extend(other.stored)
-        into.closed.extend(other.closed)
-        into.misbehaved.extend(other.misbehaved)
-        into.ahead_of_clock += other.ahead_of_clock
+    def _arrivals(each: Sequence[tuple[Record, Outcome]]) -> list[Arrival]:
+        return [Arrival(record, _FATES.get(outcome, Fate.REJECTED)) for record, outcome in each]
+
+    def _arrived(self, arrivals: list[Arrival], source: int | None) -> None:
+        if not arrivals:
+            return
+        self._actions.append(a.Ingested(source, tuple(arrivals)))
+        if not any(arrival.fate is Fate.NEW for arrival in arrivals):
+            return
+        self._items = None
+        sessions = [c for c, p in self._peers.items() if p.counted and not p.session.closed]
+        for conn, raws in self._dissemination.route(arrivals, source, sessions).items():
+            peer = self._peers.get(conn)
+            if peer is not None and raws:
+                peer.session.push(raws)
+                self._dirty[conn] = None
+
+    def _item_index(self) -> ItemIndex:
+        """The Negentropy item set of live records, rebuilt only after changes."""
+        if self._items is None:
+            self._items = SortedItems.from_sorted(self.node.store.items(self._now.wall_ms))
+        return self._items
+
+    def _flush(self) -> None:
+        """Hand the driver the bytes each session has for its peer, and the closes."""
+        for conn in self._dirty:
+            peer = self._peers.get(conn)
+            if peer is None or peer.closing:
+                continue
+            peer.timer = peer.session.next_timer()  # every change to a session marks it dirty
+            closed = peer.session.closed
+            if peer.congested and not closed:
+                continue  # the bytes wait in the session, which drops pushes past its limit
+            data = peer.session.data_to_send()
+            if data:
+                self._actions.append(a.Send(conn, data))
+            if closed:
+                peer.closing = True
+                why = peer.why or SessionClosed(m.GoodbyeCode.NORMAL, "", by_peer=False)
+                self._actions.append(a.Close(conn, why))
+
+
+def origin_of(source: str) -> bytes:
+    """The name the store gives a peer's source for its authors' standing: 32 bytes.
+
+    A source (an IPv4 address, an IPv6 /64) rather than a node id, since ids
+    cost an attacker nothing, so that one host relaying through many
+    identities counts as one source (``meshnode.store.standing``).
+    """
+    return hashlib.sha256(b"meshnode/source/" + source.encode()).digest()

@@ -1,7 +1,7 @@
 """A node's local operations: publish, delete, ingest and read records.
 
 Sans-IO: the caller passes ``now_ms`` and owns the store's thread. The daemon
-runs these methods on its store thread; the simulator will call them directly.
+runs these methods on its store thread; the simulator calls them directly.
 
 How the author's seq never repeats (``protocol/records.md``, "Sequence
 numbers"): a new seq is ``max(high_seq + 1, now_ms * SEQS_PER_MS)``, where
@@ -33,6 +33,7 @@ from meshnode.core.record import (
 from meshnode.store.base import IngestResult, Store
 
 DecodeResult = tuple[list[Record], list[RecordError]]
+Decode = Callable[[Sequence[bytes]], DecodeResult]
 
 MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
 SEQS_PER_MS = 1000
@@ -76,22 +77,28 @@ class IngestReport:
     rejected: list[RecordError] = field(default_factory=list)
 
 
-MapFn = Callable[
-    [Callable[[Sequence[bytes]], DecodeResult], Iterable[Sequence[bytes]]], Iterable[DecodeResult]
-]
+MapFn = Callable[[Decode, Iterable[Sequence[bytes]]], Iterable[DecodeResult]]
 PARALLEL_CHUNK = 128  # records per verification job when a map runs jobs in parallel
 
 
 class Node:
     def __init__(
-        self, identity: Identity, store: Store, *, parallel_map: MapFn | None = None
+        self,
+        identity: Identity,
+        store: Store,
+        *,
+        parallel_map: MapFn | None = None,
+        decode: Decode = decode_many,
     ) -> None:
         """``parallel_map``, if given, runs verification jobs concurrently (the runtime
         passes a thread pool's ``map``: libsodium releases the GIL while it verifies).
+        ``decode`` verifies records; the simulator passes one that remembers the
+        verdict on bytes it has seen, which a thousand nodes share.
         """
         self.identity = identity
         self.store = store
         self._parallel_map = parallel_map
+        self._decode = decode
 
     def publish(self, key: str, value: Value, *, now_ms: int, ttl_ms: int | None = None) -> Record:
         """Sign and store a new version of one of this node's own keys."""
@@ -189,11 +196,11 @@ class Node:
         standing of authors (``meshnode.store.standing``).
         """
         if self._parallel_map is None or len(raws) < 2 * PARALLEL_CHUNK:
-            good, bad = decode_many(raws)
+            good, bad = self._decode(raws)
         else:
             chunks = [raws[i : i + PARALLEL_CHUNK] for i in range(0, len(raws), PARALLEL_CHUNK)]
             good, bad = [], []
-            for chunk_good, chunk_bad in self._parallel_map(decode_many, chunks):
+            for chunk_good, chunk_bad in self._parallel_map(self._decode, chunks):
                 good.extend(chunk_good)
                 bad.extend(chunk_bad)
         return IngestReport(self.store.ingest(good, now_ms, source=source), bad)

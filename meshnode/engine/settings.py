@@ -30,6 +30,9 @@ class PeerSettings:
     connect_timeout: float = 10.0
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    max_peers: int = 128  # sessions at once, either direction
+    outbound_slots: int = 8  # of those, kept for addresses this node chose to dial
+    dial_hints: bool = False  # dial addresses peers announce, not only ``peers``
 
 
 @dataclass(frozen=True)

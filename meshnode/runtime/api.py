@@ -17,10 +17,12 @@ import trio
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
 from meshnode.core.record import Record, RecordError
-from meshnode.engine.mesh import Output
+from meshnode.engine.actions import Published
+from meshnode.engine.events import Delete
 from meshnode.engine.node import (
     ClockUnset,
     InvalidArgument,
+    Node,
     NodeError,
     NotFound,
     Publication,
@@ -122,12 +124,18 @@ class Args:
 
 class Api:
     def __init__(
-        self, peers: PeerService, publisher: Publisher, paths: Paths, wall_clock_ms: WallClock
+        self,
+        node: Node,
+        peers: PeerService,
+        *,
+        publisher: Publisher,
+        paths: Paths,
+        wall_clock_ms: WallClock,
     ) -> None:
+        """``node`` is read for its identity and store (on the store thread, between events)."""
         self.peers = peers
         self.publisher = publisher
-        self.mesh = peers.mesh
-        self.node = peers.mesh.node
+        self.node = node
         self.store_thread = peers.store_thread
         self.hub = peers.hub
         self.paths = paths
@@ -192,7 +200,7 @@ class Api:
             "socket": self.paths.socket,
             "clients": self.clients,
             "watches": len(self.hub),
-            "peers": len(self.mesh.peers),
+            "peers": self.peers.sessions,
             "listening": list(self.peers.listening),
         }
 
@@ -214,24 +222,24 @@ class Api:
     async def delete(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)
         args.done()
-        record, _ = await self.peers.call(self._delete, key)
-        return record_view(record)
-
-    def _delete(self, key: str) -> tuple[Record, Output]:
-        return self.mesh.delete(key, now_ms=self.wall_clock_ms())
+        actions = await self.peers.step(Delete(key))
+        [(result,)] = [a.results for a in actions if isinstance(a, Published)]
+        if isinstance(result, Exception):
+            raise result
+        return record_view(result)
 
     async def peer_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
-        return await self.store_thread.run(self.peers.peer_list)
+        return await self.peers.peer_list()
 
     async def ban_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
-        return self.peers.ban_list()
+        return await self.peers.ban_list()
 
     async def unban(self, args: Args) -> bool:
         node = args.take_node_id("node_id")
         args.done()
-        if not self.peers.unban(node):
+        if not await self.peers.unban(node):
             raise ApiError("not-found", "that node is not banned")
         return True
 

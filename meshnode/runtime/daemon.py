@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
+import random
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +21,13 @@ from pathlib import Path
 import trio
 
 from meshnode import __version__
+from meshnode.engine.actions import Purged
+from meshnode.engine.events import Purge
 from meshnode.engine.mesh import Mesh
 from meshnode.engine.node import Node
 from meshnode.engine.settings import Settings
 from meshnode.runtime.api import Api, Paths
-from meshnode.runtime.clock import WallClock, system_wall_clock_ms
+from meshnode.runtime.clock import system_wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
 from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
@@ -104,27 +106,34 @@ async def _main(config: DaemonConfig, node: Node) -> None:
     mesh = Mesh(
         node,
         agent=f"meshnode/{__version__}",
-        nonce=lambda: secrets.randbits(63),
-        config=config.settings.session,
+        rng=random.SystemRandom(),
+        settings=config.settings,
+        now=trio.current_time(),
     )
     clock = system_wall_clock_ms  # the one wall clock, for every part that reads one
-    peers = PeerService(mesh, store_thread, WatchHub(), config.settings.peers, clock)
-    publisher = Publisher(peers, clock)
+    peers = PeerService(
+        mesh,
+        node.identity,
+        store_thread=store_thread,
+        hub=WatchHub(),
+        config=config.settings.peers,
+        wall_clock_ms=clock,
+    )
+    publisher = Publisher(peers)
     paths = Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
-    api = Api(peers, publisher, paths, clock)
+    api = Api(node, peers, publisher=publisher, paths=paths, wall_clock_ms=clock)
     try:
         try:
             peer_listeners = await peers.open_listeners()
         except ListenError as exc:
             await listener.aclose()
             raise StartupError(str(exc)) from None
-        mesh.listen = tuple(peers.listening)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, peers)
             nursery.start_soon(peers.run, peer_listeners)
             nursery.start_soon(publisher.run)
             nursery.start_soon(ControlServer(api, listener).serve)
-            nursery.start_soon(_purge_loop, mesh, store_thread, clock)
+            nursery.start_soon(_purge_loop, peers)
             log.info(
                 "meshnode %s ready: node %s, data dir %s, control socket %s",
                 __version__,
@@ -149,25 +158,19 @@ async def _stop_on_signal(cancel_scope: trio.CancelScope, peers: PeerService) ->
             return
 
 
-async def _purge_loop(mesh: Mesh, store_thread: StoreThread, clock: WallClock) -> None:
+async def _purge_loop(peers: PeerService) -> None:
     """Drop expired records and old tombstones, now and then, from the store."""
     while True:
         started = trio.current_time()
         try:
-            freed = await store_thread.run(_purge, mesh, clock())
+            actions = await peers.step(Purge())
         except StoreError as exc:
             log.error("purging expired records failed: %s", exc)
         else:
+            freed = sum(a.freed_bytes for a in actions if isinstance(a, Purged))
             if freed:
                 log.info("purged %d bytes of expired records", freed)
         await trio.sleep_until(started + PURGE_INTERVAL_S)
-
-
-def _purge(mesh: Mesh, now_ms: int) -> int:
-    freed = mesh.node.store.purge(now_ms)
-    if freed:
-        mesh.forget_items()
-    return freed
 
 
 def _unlink_quietly(path: Path) -> None:

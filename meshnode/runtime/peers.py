@@ -1,14 +1,14 @@
-"""The peer edge: TCP listeners and dialers that feed bytes to the ``Mesh``.
+"""The peer edge: TCP listeners and dialers, carrying out what the ``Mesh`` engine asks.
 
-Every connection runs the handshake under a deadline, then two tasks: a
-reader that hands received bytes to the mesh and a writer that sends what the
-mesh has for the peer. All calls into the mesh go through the store thread,
-one at a time, so the mesh (and its sessions) are only ever touched by one
-thread; the trio thread only moves bytes. A dial loop per configured peer
-reconnects with exponential backoff and jitter. Peers that send invalid
-records are banned for a while (``meshnode.engine.bans``): not redialled, and told so
-with goodbye 7 when they connect; a peer that bans us is not redialled until
-the time its goodbye gave.
+The engine (``meshnode.engine.mesh``) decides; this module moves bytes. Every
+event (a finished handshake, bytes read, a connection congested, drained or
+lost, a dial that failed, a timer) goes to the engine through ``step`` on the
+store thread, one at a time, so the engine is only ever touched by one thread;
+the actions it returns (bytes to send, a connection to close, an address to
+dial, records for watchers, a ban to log) are carried out on the trio thread.
+Whom to dial and when, backoff, bans and the connection limits are the
+engine's peer policy (``meshnode.engine.peering``); each ``Dial`` here is one
+attempt, whose failure the engine hears as ``DialFailed``.
 
 Inbound connections are admitted by ``meshnode.engine.admission`` (``protocol/peer.md``
 §5.8): each handshaking one runs in a cancel scope of its own, which eviction
@@ -22,11 +22,9 @@ every ``LOG_INTERVAL`` seconds, so a flood cannot flood the log either.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
+import itertools
 import logging
 import math
-import random
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,11 +33,22 @@ from typing import Any
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshnode.core.addresses import format_address
+from meshnode.core.addresses import format_address, parse_address
 from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
+from meshnode.core.identity import Identity
 from meshnode.core.messages import GoodbyeCode, Why
 from meshnode.core.nodeid import encode_node_id
 from meshnode.core.session import SessionClosed
+from meshnode.engine.actions import (
+    Action,
+    AheadOfClock,
+    Banned,
+    Close,
+    Dial,
+    Ingested,
+    Send,
+    Unbanned,
+)
 from meshnode.engine.admission import (
     EVICTED,
     Admission,
@@ -49,8 +58,21 @@ from meshnode.engine.admission import (
     Refusal,
     source_of,
 )
-from meshnode.engine.bans import BanList
-from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.events import (
+    Congested,
+    DialFailed,
+    Drained,
+    Event,
+    Instant,
+    Listening,
+    Lost,
+    Opened,
+    Received,
+    Stop,
+    Tick,
+    Unban,
+)
+from meshnode.engine.mesh import Mesh
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
@@ -133,39 +155,38 @@ class Shaken:
     handshake_bytes: int
 
 
-@dataclass(slots=True)
-class Delivery:
-    """Bytes taken from sessions on the store thread, for the writers on the trio thread."""
-
-    data: dict[int, bytes] = field(default_factory=dict)
-    closing: set[int] = field(default_factory=set)
-
-
 class PeerService:
+    """The peer edge of one daemon: runs the connections and timers a ``Mesh`` asks for.
+
+    Every event goes to the engine through ``step``, on the store thread, and the
+    actions that come back are carried out on the trio thread at once, with no
+    checkpoint in between, so that the bytes of two steps reach a connection in
+    the order the engine made them.
+    """
+
     def __init__(
         self,
         mesh: Mesh,
+        identity: Identity,
+        *,
         store_thread: StoreThread,
         hub: WatchHub,
         config: PeerSettings,
         wall_clock_ms: WallClock,
-        *,
-        rng: random.Random | None = None,
     ) -> None:
-        """``rng`` draws the dial jitter (a seeded one makes a test's delays repeatable)."""
         self.mesh = mesh
         self.store_thread = store_thread
         self.hub = hub
         self.config = config
+        self._identity = identity
         self._wall_clock_ms = wall_clock_ms
-        self._rng = rng or random.Random()
         self._static_key = X25519PrivateKey.generate()  # fresh per process, never on disk
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
-        self.bans = BanList()
-        self._bans_changed = trio.Event()  # set (and replaced) when a ban is lifted
-        self._held_off: dict[bytes, float] = {}  # nodes that banned us -> when to try again
-        self._nodes_at: dict[str, bytes] = {}  # dialled address -> the node found there
+        self._conns = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+        self._timer_due = -math.inf  # when the engine wants its next tick
+        self._timer_bell = Doorbell()
         self._ahead_of_clock = 0  # records refused as created in the future, since last said
         self._ahead_logged = -math.inf
         self._admission = Admission(
@@ -181,44 +202,58 @@ class PeerService:
         self._failures = LogThrottle("peer handshakes failed or timed out", LOG_INTERVAL)
         self.listening: list[str] = []
 
-    # -- what the rest of the daemon uses -----------------------------------------
+    # -- the engine ---------------------------------------------------------------
 
-    def apply(self, out: Output, delivery: Delivery) -> None:
-        """Act on a mesh call's output, on the trio thread."""
-        for peer_id, data in delivery.data.items():
-            connection = self._connections.get(peer_id)
-            if connection is not None:
-                connection.pending += data
-                if len(connection.pending) > SEND_BUFFER_LIMIT:
-                    connection.congested = True
-                connection.doorbell.ring()
-        for peer_id in delivery.closing:
-            connection = self._connections.get(peer_id)
-            if connection is not None:
-                connection.closing = True
-                connection.doorbell.ring()
-                if connection.scope is not None:
-                    # Its reader or writer may be blocked on a silent peer: bound the wait.
-                    deadline = trio.current_time() + CLOSING_GRACE
-                    connection.scope.deadline = min(connection.scope.deadline, deadline)
-        if out.stored:
-            self.hub.publish(out.stored)
+    async def step(self, event: Event) -> list[Action]:
+        """Hand the engine one event; carry out what it asks; return its actions."""
+        now = Instant(trio.current_time(), self._wall_clock_ms())
+        actions, due = await self.store_thread.run(self._handle, event, now)
+        self._apply(actions)
+        if due < self._timer_due:
+            self._timer_due = due
+            self._timer_bell.ring()
+        return actions
+
+    def _handle(self, event: Event, now: Instant) -> tuple[list[Action], float]:
+        """On the store thread: the event's actions, and when the engine next wants a tick."""
+        return self.mesh.handle(event, now), self.mesh.next_timer()
+
+    def _apply(self, actions: list[Action]) -> None:
         now = trio.current_time()
-        for peer_id, closed in out.closed:
-            connection = self._connections.get(peer_id)
-            if connection is not None:
-                self._log_goodbye(connection, closed, now)
-        if out.ahead_of_clock:
-            self._note_ahead_of_clock(out.ahead_of_clock, now)
-        for node, code, reason in out.misbehaved:
-            ban = self.bans.ban(node, code, reason, now, self._wall_clock_ms())
-            if ban is not None:
-                log.warning(
-                    "banned peer %s for %d s: %s",
-                    encode_node_id(node),
-                    ban.seconds_left(now),
-                    reason,
-                )
+        for action in actions:
+            match action:
+                case Send(conn, data):
+                    connection = self._connections.get(conn)
+                    if connection is not None:
+                        connection.pending += data
+                        connection.doorbell.ring()
+                case Close(conn, why):
+                    connection = self._connections.get(conn)
+                    if connection is not None:
+                        self._close(connection, why)
+                case Dial(address):
+                    assert self._nursery is not None, "dials are asked for only while running"
+                    self._nursery.start_soon(self._dial, address)
+                case Ingested() if action.stored:
+                    self.hub.publish(action.stored)
+                case AheadOfClock(count):
+                    self._note_ahead_of_clock(count, now)
+                case Banned(node, ban):
+                    log.warning(
+                        "banned peer %s for %d s: %s",
+                        encode_node_id(node),
+                        ban.seconds_left(now),
+                        ban.reason,
+                    )
+
+    def _close(self, connection: Connection, why: SessionClosed) -> None:
+        connection.closing = True
+        connection.doorbell.ring()
+        self._log_goodbye(connection, why)
+        if connection.scope is not None:
+            # Its reader or writer may be blocked on a silent peer: bound the wait.
+            deadline = trio.current_time() + CLOSING_GRACE
+            connection.scope.deadline = min(connection.scope.deadline, deadline)
 
     def _note_ahead_of_clock(self, count: int, now: float) -> None:
         """Say, now and then, that peers' records are refused as created in the future.
@@ -241,7 +276,7 @@ class PeerService:
         )
         self._ahead_of_clock, self._ahead_logged = 0, now
 
-    def _log_goodbye(self, connection: Connection, closed: SessionClosed, now: float) -> None:
+    def _log_goodbye(self, connection: Connection, closed: SessionClosed) -> None:
         """Remember why the session ended, for the one line that says it disconnected.
 
         A frame that does not decrypt earns no ban (§5.7): on an authenticated
@@ -256,16 +291,22 @@ class PeerService:
         else:
             connection.why = f"got goodbye {closed.code} ({closed.reason})"
             if closed.code == GoodbyeCode.BANNED and closed.retry_after is not None:
-                self._held_off[connection.node] = now + closed.retry_after
                 log.warning(
                     "peer %s banned this node; retrying in %d s",
                     encode_node_id(connection.node),
                     closed.retry_after,
                 )
 
-    def ban_list(self) -> list[dict[str, Any]]:
+    # -- what the rest of the daemon uses -----------------------------------------
+
+    @property
+    def sessions(self) -> int:
+        return len(self._connections)
+
+    async def ban_list(self) -> list[dict[str, Any]]:
         """The bans in force, for ``meshnode peers --bans``."""
         now = trio.current_time()
+        bans = await self.store_thread.run(self.mesh.bans_in_force, now)
         return [
             {
                 "node_id": encode_node_id(ban.node),
@@ -275,64 +316,35 @@ class PeerService:
                 "until_ms": ban.until_ms,
                 "retry_after": ban.seconds_left(now),
             }
-            for ban in self.bans.active(now)
+            for ban in bans
         ]
 
-    def unban(self, node: bytes) -> bool:
-        """Lift a ban by hand; a dialer waiting it out dials at once."""
-        lifted = self.bans.lift(node)
+    async def unban(self, node: bytes) -> bool:
+        """Lift a ban by hand; the node is dialled again at once, if it is a peer."""
+        lifted = any(
+            isinstance(action, Unbanned) and action.lifted
+            for action in await self.step(Unban(node))
+        )
         if lifted:
             log.info("ban on %s lifted", encode_node_id(node))
-            self._bans_changed.set()
-            self._bans_changed = trio.Event()
         return lifted
 
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run a mesh method on the store thread, take the bytes it made, apply its output.
-
-        ``fn`` returns an ``Output`` or a tuple whose last item is one.
-        """
-
-        def job() -> tuple[Any, Output, Delivery]:
-            result = fn(*args)
-            out = result[-1] if isinstance(result, tuple) else result
-            return result, out, self._collect(out)
-
-        result, out, delivery = await self.store_thread.run(job)
-        self.apply(out, delivery)
-        return result
-
-    def _collect(self, out: Output) -> Delivery:
-        """On the store thread: the bytes each affected, uncongested session has to send."""
-        delivery = Delivery()
-        for peer_id in out.dirty:
-            connection = self._connections.get(peer_id)
-            if connection is None:
-                continue
-            if not connection.congested:
-                data = self.mesh.take_data(peer_id)
-                if data:
-                    delivery.data[peer_id] = data
-            if self.mesh.is_closed(peer_id):
-                delivery.closing.add(peer_id)
-        return delivery
-
-    def peer_list(self) -> list[dict[str, Any]]:
+    async def peer_list(self) -> list[dict[str, Any]]:
         found = []
-        for peer in list(self.mesh.peers.values()):
-            stats = peer.session.stats
-            connection = self._connections.get(peer.id)
+        for peer in await self.store_thread.run(self.mesh.peers):
+            stats = peer.stats
+            connection = self._connections.get(peer.conn)
             found.append(
                 {
                     "node_id": encode_node_id(peer.node),
                     "address": peer.address,
-                    "direction": "out" if peer.session.initiator else "in",
+                    "direction": "out" if peer.initiator else "in",
                     "since_ms": peer.since_ms,
                     "bytes_in": stats.bytes_in,
                     "bytes_out": stats.bytes_out,
                     "records_in": stats.records_in,
                     "records_out": stats.records_out,
-                    "state": peer.session.state.value,
+                    "state": peer.state,
                     "handshake_bytes": connection.handshake_bytes if connection else 0,
                     "reconcile_bytes_in": stats.reconcile_bytes_in,
                     "reconcile_bytes_out": stats.reconcile_bytes_out,
@@ -346,6 +358,17 @@ class PeerService:
                 }
             )
         return found
+
+    async def goodbye(self) -> None:
+        """Tell every peer we are leaving, best effort, before the daemon exits.
+
+        The goodbyes go through each connection's writer like any other bytes
+        (a second sender on a stream would collide with a writer blocked on a
+        peer that does not read); the caller bounds how long this may take.
+        """
+        await self.step(Stop())
+        while any(c.pending for c in self._connections.values()):
+            await trio.sleep(0.01)
 
     # -- tasks ----------------------------------------------------------------------
 
@@ -369,14 +392,29 @@ class PeerService:
 
     async def run(self, listeners: list[trio.SocketListener]) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for listener in listeners:
                 nursery.start_soon(self._serve, listener)
             if self.listening:
                 log.info("listening for peers on %s", ", ".join(self.listening))
-            for host, port in self.config.peers:
-                nursery.start_soon(self._dial_loop, host, port)
+            await self.step(Listening(tuple(self.listening)))
             nursery.start_soon(self._timers)
             nursery.start_soon(self._log_summaries)
+
+    async def _timers(self) -> None:
+        """Tick the engine when it asked to be, and at least once a second.
+
+        ``step`` rings the bell when an event brings the next timer forward (a
+        lost session's redial, a lifted ban), so a dial is never late.
+        """
+        while True:
+            with trio.move_on_at(min(self._timer_due, trio.current_time() + 1.0)):
+                await self._timer_bell.wait()
+            if self._timer_due <= trio.current_time():
+                self._timer_due = math.inf
+                await self.step(Tick())
+            else:
+                self._timer_due = await self.store_thread.run(self.mesh.next_timer)
 
     async def _serve(self, listener: trio.SocketListener) -> None:
         async with listener, trio.open_nursery() as nursery:
@@ -446,39 +484,25 @@ class PeerService:
             # A throttle quiet now cannot be due sooner than an interval from now.
             await trio.sleep_until(min(now + LOG_INTERVAL, *(t.due for t, _ in throttles)))
 
-    async def _dial_loop(self, host: str, port: int) -> None:
-        address = format_address(host, port)
-        delay = self.config.backoff_initial
-        while True:
-            await self._wait_out_bans(address)
-            stream: trio.SocketStream | None = None
-            with trio.move_on_after(self.config.connect_timeout):
-                try:
-                    stream = await trio.open_tcp_stream(host, port)
-                except OSError as exc:
-                    log.debug("cannot reach %s: %s", address, exc)
-            if stream is not None:
-                ticket = self._admission.dial(trio.current_time())
-                outcome = await self._guarded(stream, True, address, source_of(host), ticket)
-                if outcome == "self":
-                    log.info("%s is this node itself; not dialling it again", address)
-                    return
-                if outcome == "session":
-                    delay = self.config.backoff_initial
-            await trio.sleep(delay * self._rng.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.config.backoff_max)
-
-    async def _wait_out_bans(self, address: str) -> None:
-        """Dial no node we banned, nor one that banned us, before its time is up."""
-        while (known := self._nodes_at.get(address)) is not None:
-            now = trio.current_time()
-            ban = self.bans.get(known, now)
-            until = max(ban.until if ban else now, self._held_off.get(known, now))
-            if until <= now:
-                return
-            log.info("not dialling %s for %.0f s: a ban is in force", address, until - now)
-            with trio.move_on_at(until):
-                await self._bans_changed.wait()
+    async def _dial(self, address: str) -> None:
+        """Dial what the engine asked for, once; it hears how it went."""
+        host, port = parse_address(address)
+        assert host is not None, "the engine dials only addresses with a host"
+        stream: trio.SocketStream | None = None
+        with trio.move_on_after(self.config.connect_timeout):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                log.debug("cannot reach %s: %s", address, exc)
+        if stream is None:
+            await self.step(DialFailed(address))
+            return
+        ticket = self._admission.dial(trio.current_time())
+        outcome = await self._guarded(stream, True, address, source_of(host), ticket)
+        if outcome == "self":
+            log.info("%s is this node itself; not dialling it again", address)
+        if outcome != "session":
+            await self.step(DialFailed(address, is_self=outcome == "self"))
 
     async def _guarded(
         self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
@@ -506,7 +530,7 @@ class PeerService:
     ) -> str:
         handshake = PeerHandshake(
             initiator=initiator,
-            identity=self.mesh.node.identity,
+            identity=self._identity,
             static_key=self._static_key,
             network_key=self.config.network_key,
             rng=lambda: secrets.token_bytes(32),
@@ -523,46 +547,26 @@ class PeerService:
             return "refused"
         established = shaken.established
         node = established.remote_node
-        if initiator:
-            self._nodes_at[address] = node
-        now = trio.current_time()
-        ban = self.bans.get(node, now)
-        banned_for = None if ban is None else ban.seconds_left(now)
-        opening = functools.partial(
-            self._open,
-            established,
-            initiator=initiator,
-            address=address,
-            source=source,
-            now=now,
-            banned_for=banned_for,
-        )
-        peer_id, out = await self.store_thread.run(opening)
+        conn = next(self._conns)
         connection = Connection(
             stream, address, initiator, node, shaken.handshake_bytes - len(established.leftover)
         )
-        self._connections[peer_id] = connection
-        if banned_for is None:
+        self._connections[conn] = connection
+        try:
+            opened = Opened(conn, node, initiator, established.channel, address, source)
             log.info(
                 "connected to %s at %s (%s)",
                 encode_node_id(node),
                 address,
                 "out" if initiator else "in",
             )
-        else:
-            log.info(
-                "refusing %s at %s: banned for %d s more", encode_node_id(node), address, banned_for
-            )
-        await self.call(_same, out)  # deliver the hello (and any duplicate's goodbye)
-        try:
+            await self.step(opened)  # sends the hello (or a refusal, or a duplicate's goodbye)
             async with trio.open_nursery() as nursery:
                 connection.scope = nursery.cancel_scope
-                nursery.start_soon(self._writer, peer_id, connection, nursery.cancel_scope)
+                nursery.start_soon(self._writer, conn, connection, nursery.cancel_scope)
                 if established.leftover:
-                    await self.call(
-                        self._receive, peer_id, established.leftover, trio.current_time()
-                    )
-                await self._reader(peer_id, connection)
+                    await self.step(Received(conn, established.leftover))
+                await self._reader(conn, connection)
                 if connection.closing:
                     nursery.cancel_scope.deadline = min(
                         nursery.cancel_scope.deadline, trio.current_time() + CLOSING_GRACE
@@ -572,8 +576,9 @@ class PeerService:
             if connection.closing:
                 await _linger(connection.stream)
         finally:
-            self._connections.pop(peer_id, None)
-            await self.store_thread.run(self.mesh.drop, peer_id)
+            self._connections.pop(conn, None)
+            with trio.CancelScope(shield=True):
+                await self.step(Lost(conn))
             why = f": {connection.why}" if connection.why else ""
             log.info("disconnected from %s at %s%s", encode_node_id(node), address, why)
         return "session"
@@ -633,31 +638,7 @@ class PeerService:
             self._note_failure(source, address, "timeout", "timed out")
         return "handshake"
 
-    def _open(
-        self,
-        established: Established,
-        *,
-        initiator: bool,
-        address: str,
-        source: str,
-        now: float,
-        banned_for: int | None,
-    ) -> tuple[int, Output]:
-        return self.mesh.open(
-            remote=established.remote_node,
-            initiator=initiator,
-            channel=established.channel,
-            address=address,
-            origin=origin_of(source),
-            now=now,
-            now_ms=self._wall_clock_ms(),
-            banned_for=banned_for,
-        )
-
-    def _receive(self, peer_id: int, data: bytes, now: float) -> Output:
-        return self.mesh.receive(peer_id, data, now, self._wall_clock_ms())
-
-    async def _reader(self, peer_id: int, connection: Connection) -> None:
+    async def _reader(self, conn: int, connection: Connection) -> None:
         while not connection.closing:
             if connection.congested:
                 await connection.drained.wait()  # answer no more until the peer reads
@@ -665,11 +646,15 @@ class PeerService:
             data = await connection.stream.receive_some(RECEIVE_SIZE)
             if not data:
                 return
-            await self.call(self._receive, peer_id, data, trio.current_time())
+            await self.step(Received(conn, bytes(data)))
 
-    async def _writer(self, peer_id: int, connection: Connection, scope: trio.CancelScope) -> None:
+    async def _writer(self, conn: int, connection: Connection, scope: trio.CancelScope) -> None:
+        """Send what the engine made; past ``SEND_BUFFER_LIMIT`` unsent, tell it to hold back."""
         while True:
             await connection.doorbell.wait()
+            if len(connection.pending) > SEND_BUFFER_LIMIT and not connection.congested:
+                connection.congested = True
+                await self.step(Congested(conn))
             while connection.pending:
                 data = bytes(connection.pending)
                 connection.pending.clear()
@@ -679,32 +664,10 @@ class PeerService:
                 connection.congested = False
                 connection.drained.set()
                 connection.drained = trio.Event()
-                await self.call(_dirty, peer_id)  # what the session kept meanwhile
+                await self.step(Drained(conn))  # what the session kept meanwhile
             elif connection.closing:
                 scope.cancel()
                 return
-
-    async def _timers(self) -> None:
-        """Run session timers when due, looking at least once a second.
-
-        No mesh call creates a timer due sooner than that (the shortest, a lagging
-        session's check, is a second away), so nothing needs to wake this early.
-        """
-        while True:
-            next_timer = await self.store_thread.run(self.mesh.next_timer)
-            await trio.sleep_until(min(next_timer, trio.current_time() + 1.0))
-            await self.call(self.mesh.handle_timers, trio.current_time(), self._wall_clock_ms())
-
-    async def goodbye(self) -> None:
-        """Tell every peer we are leaving, best effort, before the daemon exits.
-
-        The goodbyes go through each connection's writer like any other bytes
-        (a second sender on a stream would collide with a writer blocked on a
-        peer that does not read); the caller bounds how long this may take.
-        """
-        await self.call(self.mesh.close_all, GoodbyeCode.NORMAL, Why.SHUTTING_DOWN)
-        while any(c.pending for c in self._connections.values()):
-            await trio.sleep(0.01)
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
@@ -722,24 +685,6 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await stream.send_eof()
         while await stream.receive_some(RECEIVE_SIZE):
             pass
-
-
-def origin_of(source: str) -> bytes:
-    """The name the store gives a peer's source for its authors' standing: 32 bytes.
-
-    A source (an IPv4 address, an IPv6 /64) rather than a node id, since ids
-    cost an attacker nothing, so that one host relaying through many
-    identities counts as one source (``meshnode.store.standing``).
-    """
-    return hashlib.sha256(b"meshnode/source/" + source.encode()).digest()
-
-
-def _same(out: Output) -> Output:
-    return out
-
-
-def _dirty(peer_id: int) -> Output:
-    return Output(dirty={peer_id})
 
 
 def _peer_host_and_address(stream: trio.SocketStream) -> tuple[str, str]:

@@ -9,14 +9,15 @@ to peers in one store-thread call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
 
 from meshnode.core.record import Record, RecordError
-from meshnode.engine.mesh import Mesh, Output
+from meshnode.engine.actions import Published
+from meshnode.engine.events import Publish
 from meshnode.engine.node import NodeError, Publication
-from meshnode.runtime.clock import WallClock
 from meshnode.runtime.peers import Doorbell, PeerService
 from meshnode.store.base import StoreError
 
@@ -40,9 +41,8 @@ class Ticket:
 
 
 class Publisher:
-    def __init__(self, peers: PeerService, wall_clock_ms: WallClock) -> None:
+    def __init__(self, peers: PeerService) -> None:
         self._peers = peers
-        self._wall_clock_ms = wall_clock_ms
         self._queue: list[Ticket] = []
         self._bell = Doorbell()
 
@@ -58,19 +58,13 @@ class Publisher:
             while self._queue:
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[:MAX_BATCH]
-                results: list[Record | NodeError | RecordError] | list[StoreError]
+                results: Sequence[Record | NodeError | RecordError | StoreError]
                 try:
-                    results, _ = await self._peers.call(
-                        self._publish_many, [t.publication for t in batch]
-                    )
+                    actions = await self._peers.step(Publish([t.publication for t in batch]))
                 except StoreError as exc:
                     results = [exc] * len(batch)
+                else:
+                    [results] = [a.results for a in actions if isinstance(a, Published)]
                 for ticket, result in zip(batch, results, strict=True):
                     ticket.result = result
                     ticket.done.set()
-
-    def _publish_many(
-        self, publications: list[Publication]
-    ) -> tuple[list[Record | NodeError | RecordError], Output]:
-        mesh: Mesh = self._peers.mesh
-        return mesh.publish_many(publications, now_ms=self._wall_clock_ms())

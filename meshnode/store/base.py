@@ -76,6 +76,7 @@ class Outcome(enum.StrEnum):
 class IngestResult:
     stored: list[Record] = field(default_factory=list)
     outcomes: Counter[Outcome] = field(default_factory=Counter)
+    each: list[tuple[Record, Outcome]] = field(default_factory=list)  # in the order given
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,7 @@ class Store(ABC):
             for record in records:
                 outcome = self._ingest_one(record, now_ms, source)
                 result.outcomes[outcome] += 1
+                result.each.append((record, outcome))
                 if outcome is Outcome.STORED:
                     result.stored.append(record)
                 if record.author == self.owner:

@@ -1,0 +1,150 @@
+"""What happens to a node, as the engine hears of it: the inputs of ``Mesh.handle``.
+
+Every event comes with an ``Instant``: the one reading of the clock the driver
+took for it, monotonic and wall time together, so no part of the engine ever
+sees two clocks disagree about "now". Connections are named by the driver's own
+numbers (``conn``), as a kernel names sockets by file descriptors; the engine
+learns of a connection only once its handshake has finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from meshnode.core.session import Channel
+from meshnode.engine.node import Publication
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """One reading of the clock: ``mono`` for timers (seconds), ``wall_ms`` for records."""
+
+    mono: float
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A connection finished its handshake with ``remote``.
+
+    ``address`` is where it was dialled (``initiator``) or where it came from;
+    ``source`` is what the admission quotas count it as (an IPv4 address, an
+    IPv6 /64), which also names where its records came from.
+    """
+
+    conn: int
+    remote: bytes
+    initiator: bool
+    channel: Channel
+    address: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    conn: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Congested:
+    """The connection holds more unsent bytes than it should: send it nothing more for now."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """A congested connection has sent what it held: it may take bytes again."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The connection is gone, whoever ended it."""
+
+    conn: int
+
+
+@dataclass(frozen=True, slots=True)
+class DialFailed:
+    """A ``Dial`` came to nothing: unreachable, refused, or a handshake that failed.
+
+    ``is_self``: the handshake found this node itself at the address.
+    """
+
+    address: str
+    is_self: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """Discovery (or an operator) says a node may accept peers at ``address``."""
+
+    address: str
+    source: str  # who says so: "hello", "mdns", "exchange", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Where this node accepts peers, announced in every hello from now on."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    publications: Sequence[Publication]
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Records from outside any session (a bundle, a test)."""
+
+    raws: Sequence[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Time to drop expired records and old tombstones."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A timer may be due (``Mesh.next_timer`` said when)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    node: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The node is leaving: say goodbye to every peer."""
+
+
+Event = (
+    Opened
+    | Received
+    | Congested
+    | Drained
+    | Lost
+    | DialFailed
+    | Hint
+    | Listening
+    | Publish
+    | Delete
+    | Ingest
+    | Purge
+    | Tick
+    | Unban
+    | Stop
+)

@@ -1,0 +1,281 @@
+"""Whom a node dials, when, and whom it lets in: the peer-selection policy, a pure object.
+
+It knows addresses, each with where it was learnt (``static``: the operator's
+``peers``; otherwise the hint's source, such as ``hello``), its state and the
+node last found there. It decides:
+
+- **when to dial**: each address on its own backoff, doubling from
+  ``backoff_initial`` to ``backoff_max`` after every failure or ended session,
+  drawn ±20 % from the injected generator so that nodes restarted together
+  do not redial in step; a session that was established resets it;
+- **whom not to dial**: this node itself (found by the handshake), a node
+  already connected by another address or from its side, a node this node
+  banned, and a node that banned this one, until its time is up;
+- **how many**: hint addresses are dialled only into ``outbound_slots``, and
+  inbound sessions stop at ``max_peers - outbound_slots``, so peers dialling in
+  can never take the slots this node keeps for the peers it chose. Static
+  peers are always kept connected, which is today's whole behaviour: with
+  ``dial_hints`` off (the default) the policy dials nothing else.
+
+What peers announce in ``hello`` (``protocol/peer.md`` §4.1) is recorded as
+hints for the overlay to come; at most ``MAX_HINTS`` are kept, the ones heard of
+longest ago going first, so no peer can grow the table without bound.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from meshnode.core.addresses import AddressError, format_address, parse_address
+
+if TYPE_CHECKING:
+    import random
+
+    from meshnode.engine.settings import PeerSettings
+
+STATIC = "static"
+MAX_HINTS = 256
+JITTER = 0.2  # each delay is drawn from ±20 % of the backoff
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # waiting for its next dial
+    DIALLING = "dialling"
+    CONNECTED = "connected"  # a session dialled at this address is open
+    COVERED = "covered"  # its node is connected some other way: no need to dial
+    SELF = "self"  # this node itself: never dialled again
+
+
+@dataclass(slots=True)
+class Known:
+    address: str
+    origin: str  # STATIC, or who hinted it
+    delay: float  # the backoff the next failure waits
+    next_dial: float  # monotonic seconds
+    heard: float  # when it was last configured or hinted
+    state: State = State.IDLE
+    node: bytes | None = None  # the node last found here
+
+    @property
+    def static(self) -> bool:
+        return self.origin == STATIC
+
+
+@dataclass(frozen=True, slots=True)
+class AddressView:
+    """One known address, for ``meshnode peers`` and the simulator's checks."""
+
+    address: str
+    origin: str
+    state: str
+    node: bytes | None
+    next_dial: float
+
+
+class PeerPolicy:
+    def __init__(self, settings: PeerSettings, rng: random.Random, *, now: float = 0.0) -> None:
+        self._settings = settings
+        self._rng = rng
+        self._known: dict[str, Known] = {}
+        self._inbound: dict[bytes, int] = {}  # node -> inbound sessions open
+        self._outbound: dict[bytes, int] = {}  # node -> sessions open that this node dialled
+        self._not_before: dict[bytes, float] = {}  # bans either way: node -> when it may be dialled
+        self._next_due: float | None = None  # ``next_due``, until the table changes
+        for host, port in settings.peers:
+            address = format_address(host, port)
+            self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
+
+    # -- what the engine asks -------------------------------------------------------
+
+    def due(self, now: float) -> list[str]:
+        """The addresses to dial now; each is marked as being dialled."""
+        self._next_due = None
+        free = self._settings.outbound_slots - self.outbound_hint_sessions()
+        dials = []
+        for known in self._known.values():
+            if known.state is not State.IDLE or known.next_dial > now:
+                continue
+            if not known.static and (not self._settings.dial_hints or free <= 0):
+                continue
+            if known.node is not None and self._not_before.get(known.node, -math.inf) > now:
+                known.next_dial = self._not_before[known.node]
+                continue
+            if not known.static:
+                free -= 1
+            known.state = State.DIALLING
+            dials.append(known.address)
+        return dials
+
+    def next_due(self) -> float:
+        """When ``due`` may next have an address to dial (inf: not before something happens)."""
+        if self._next_due is None:
+            self._next_due = self._earliest()
+        return self._next_due
+
+    def _earliest(self) -> float:
+        free = self._settings.outbound_slots - self.outbound_hint_sessions()
+        hints = self._settings.dial_hints and free > 0
+        return min(
+            (
+                k.next_dial
+                for k in self._known.values()
+                if k.state is State.IDLE and (k.static or hints)
+            ),
+            default=math.inf,
+        )
+
+    def may_accept(self) -> bool:
+        """Whether one more inbound session fits beside the slots kept for dialling."""
+        return sum(self._inbound.values()) < self.inbound_limit
+
+    @property
+    def inbound_limit(self) -> int:
+        return max(self._settings.max_peers - self._settings.outbound_slots, 0)
+
+    def outbound_hint_sessions(self) -> int:
+        """Slots in use: hint addresses being dialled or connected."""
+        return sum(
+            1
+            for k in self._known.values()
+            if not k.static and k.state in (State.DIALLING, State.CONNECTED)
+        )
+
+    # -- what happened --------------------------------------------------------------
+
+    def opened(self, node: bytes, address: str, *, initiator: bool, now: float) -> None:
+        """A session with ``node`` is open (dialled at ``address``, or from its side)."""
+        self._next_due = None
+        sessions = self._outbound if initiator else self._inbound
+        sessions[node] = sessions.get(node, 0) + 1
+        known = self._known.get(address) if initiator else None
+        if known is not None:
+            known.state = State.CONNECTED
+            known.node = node
+            known.delay = self._settings.backoff_initial
+        for other in self._addresses_of(node):
+            if other.state is State.IDLE:
+                other.state = State.COVERED
+
+    def ended(self, node: bytes, address: str, *, initiator: bool, now: float) -> None:
+        """A session that ``opened`` announced has ended."""
+        self._next_due = None
+        sessions = self._outbound if initiator else self._inbound
+        left = sessions.get(node, 0) - 1
+        if left > 0:
+            sessions[node] = left
+        else:
+            sessions.pop(node, None)
+        still = node in self._inbound or node in self._outbound
+        known = self._known.get(address) if initiator else None
+        if known is not None and known.state is State.CONNECTED:
+            if still:  # the duplicate rule kept another connection to it
+                known.state = State.COVERED
+            else:
+                self._back_off(known, now)
+        if not still:
+            for other in self._addresses_of(node):
+                if other.state is State.COVERED:
+                    self._back_off(other, now)
+
+    def failed(self, address: str, *, now: float, is_self: bool = False) -> None:
+        """A dial of ``address`` came to nothing."""
+        self._next_due = None
+        known = self._known.get(address)
+        if known is None or known.state is not State.DIALLING:
+            return
+        if is_self:
+            known.state = State.SELF
+        else:
+            self._back_off(known, now)
+
+    def hint(self, address: str, origin: str, *, now: float, reached_at: str | None = None) -> bool:
+        """Record that a node may accept peers at ``address``; False if it is unusable.
+
+        An unspecified host (``0.0.0.0``, ``[::]``) means the host the hinting
+        connection reached (``reached_at``, a ``host:port``), as §4.1 says.
+        """
+        usable = _usable(address, reached_at)
+        if usable is None:
+            return False
+        self._next_due = None
+        known = self._known.get(usable)
+        if known is not None:
+            known.heard = now
+            return True
+        if sum(1 for k in self._known.values() if not k.static) >= MAX_HINTS:
+            idle = [k for k in self._known.values() if not k.static and k.state is State.IDLE]
+            if not idle:
+                return False
+            del self._known[min(idle, key=lambda k: k.heard).address]
+        initial = self._settings.backoff_initial
+        self._known[usable] = Known(usable, origin, initial, now, now)
+        return True
+
+    def banned(self, node: bytes, until: float) -> None:
+        """Dial ``node`` no sooner than ``until``: this node banned it, or it banned this one."""
+        self._next_due = None
+        self._not_before[node] = max(until, self._not_before.get(node, -math.inf))
+        for known in self._addresses_of(node):
+            known.next_dial = max(known.next_dial, until)
+
+    def unbanned(self, node: bytes, now: float) -> None:
+        """A ban was lifted by hand: dial the node at once."""
+        self._next_due = None
+        self._not_before.pop(node, None)
+        for known in self._addresses_of(node):
+            if known.state is State.IDLE:
+                known.next_dial = now
+
+    # -- views ----------------------------------------------------------------------
+
+    def addresses(self) -> list[AddressView]:
+        return [
+            AddressView(k.address, k.origin, k.state.value, k.node, k.next_dial)
+            for k in self._known.values()
+        ]
+
+    def sessions(self) -> tuple[int, int]:
+        """(inbound, outbound) sessions open."""
+        return sum(self._inbound.values()), sum(self._outbound.values())
+
+    def _addresses_of(self, node: bytes) -> Iterable[Known]:
+        return [k for k in self._known.values() if k.node == node]
+
+    def _back_off(self, known: Known, now: float) -> None:
+        known.state = State.IDLE
+        spread = self._rng.uniform(1 - JITTER, 1 + JITTER)
+        banned_until = self._not_before.get(known.node, now) if known.node else now
+        known.next_dial = max(now + known.delay * spread, banned_until)
+        known.delay = min(known.delay * 2, self._settings.backoff_max)
+
+
+def _usable(address: str, reached_at: str | None) -> str | None:
+    """``address`` in the form the table keys it by; None if it cannot be dialled."""
+    try:
+        host, port = parse_address(address)
+    except AddressError:
+        return None
+    if port == 0:
+        return None
+    if host is None or _unspecified(host):
+        if reached_at is None:
+            return None
+        try:
+            host, _ = parse_address(reached_at)
+        except AddressError:
+            return None
+        if host is None:
+            return None
+    return format_address(host, port)
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False

@@ -1,0 +1,366 @@
+"""One simulated run: a topology, a publishing workload, faults, and what came of them.
+
+The timeline of a run of ``seconds``: records are published at random times in
+its first half, by random live nodes (one in ten an update of a key the node
+published before, one in twenty a deletion); a crash takes ``crash`` of the
+nodes down at a fifth of the run, for ``CRASH_DOWNTIME``; a partition splits the
+network in two halves at a quarter of the run, for ``partition`` seconds; churn
+replaces ``churn`` of the nodes, one at a time, evenly over the first half. The
+faults end when the last of them does; the run then goes on to its end, and the
+invariants are checked:
+
+- **converged**: every live node holds the same record set, and it is the
+  expected one: the newest version of every key published, where its author's
+  store survives or some live node still holds it;
+- **verified**: every record every live node holds verifies;
+- **bounded**: no node ever had more sessions than its ``max_peers``, a session
+  outbox past twice its limit, or a store past its byte limit (sampled each
+  virtual second);
+- **durable**: every record a node acknowledged is still in its own store (or
+  a newer version of its key) while that store survives.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshnode.core.record import Record
+from meshnode.engine import actions as a
+from meshnode.engine import events as e
+from meshnode.engine.node import Publication
+from meshnode.engine.settings import Settings
+from meshnode.sim.network import LinkModel, Network, SimNode
+
+CRASH_DOWNTIME = 10.0
+UPDATE_SHARE = 0.10
+DELETE_SHARE = 0.05
+SAMPLE_INTERVAL = 1.0  # how often the bounds are checked, in virtual seconds
+VALUE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Scenario:
+    nodes: int
+    records: int
+    seconds: float
+    seed: int = 0
+    degree: int = 5  # static peers each node is given
+    crash: float = 0.0  # share of nodes crashed at once
+    partition: float = 0.0  # seconds the network is split in two
+    churn: float = 0.0  # share of nodes replaced over the run
+    link: LinkModel = field(default_factory=LinkModel)
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class Report:
+    scenario: Scenario
+    delivered_fraction: float
+    copies_per_node: float
+    rmr: float
+    t50_ms: float | None
+    t99_ms: float | None
+    t100_ms: float | None
+    converged: bool
+    converge_ms: float | None
+    invariants: dict[str, bool]
+    live_nodes: int
+    wire_bytes: int
+    bytes_per_record: float  # wire bytes per delivered record, over the record's size
+    events: int
+    wall_s: float
+    trace_digest: str
+
+    def as_json(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "nodes": s.nodes,
+            "records": s.records,
+            "seconds": s.seconds,
+            "seed": s.seed,
+            "degree": s.degree,
+            "crash": s.crash,
+            "partition": s.partition,
+            "churn": s.churn,
+            "live_nodes": self.live_nodes,
+            "delivered_fraction": round(self.delivered_fraction, 6),
+            "copies_per_node": round(self.copies_per_node, 3),
+            "rmr": round(self.rmr, 3),
+            "t50_ms": _ms(self.t50_ms),
+            "t99_ms": _ms(self.t99_ms),
+            "t100_ms": _ms(self.t100_ms),
+            "converged": self.converged,
+            "converge_ms": _ms(self.converge_ms),
+            "invariants": self.invariants,
+            "wire_bytes": self.wire_bytes,
+            "bytes_per_record": round(self.bytes_per_record, 3),
+            "events": self.events,
+            "wall_s": round(self.wall_s, 3),
+            "trace_digest": self.trace_digest,
+        }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+@dataclass
+class _Published:
+    record: Record
+    at: float
+    author: int  # node index
+
+
+class Run:
+    """A scenario in progress: the network, the workload, and what the checks saw."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.rng = random.Random(scenario.seed)
+        self.net = Network(self.rng, link=scenario.link, settings=scenario.settings)
+        self.net.observers.append(self._observe)
+        self.published: dict[bytes, _Published] = {}
+        self.acked: dict[int, list[Record]] = defaultdict(list)  # node -> its acknowledged records
+        self.first_held: dict[bytes, dict[int, float]] = defaultdict(dict)  # record -> node -> when
+        self.copies: dict[bytes, int] = defaultdict(int)  # payload copies received from peers
+        self.bounds_held = True
+        self.faults_end = 0.0
+        self._keys: dict[int, list[str]] = defaultdict(list)  # node -> keys it published
+        self._serial = 0
+
+    # -- building the run ---------------------------------------------------------
+
+    def build(self) -> None:
+        s = self.scenario
+        addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7744" for i in range(s.nodes)]
+        for index in range(s.nodes):
+            others = [addr for i, addr in enumerate(addresses) if i != index]
+            self.net.add_node(self.rng.sample(others, min(s.degree, len(others))))
+        window = s.seconds / 2
+        for _ in range(s.records):
+            self.net.call_at(1.0 + self.rng.random() * max(window - 1.0, 0.0), self._publish)
+        self._plan_faults()
+        self.net.call_at(SAMPLE_INTERVAL, self._sample)
+
+    def _plan_faults(self) -> None:
+        s, net = self.scenario, self.net
+        if s.crash > 0:
+            at = s.seconds / 5
+            victims = self.rng.sample(range(s.nodes), round(s.crash * s.nodes))
+            net.call_at(at, lambda: self._crash(victims))
+            net.call_at(at + CRASH_DOWNTIME, lambda: self._restart(victims))
+            self.faults_end = max(self.faults_end, at + CRASH_DOWNTIME)
+        if s.partition > 0:
+            at = s.seconds / 4
+            side = set(self.rng.sample(range(s.nodes), s.nodes // 2))
+            net.call_at(at, lambda: net.partition(side))
+            net.call_at(at + s.partition, net.heal)
+            self.faults_end = max(self.faults_end, at + s.partition)
+        replaced = round(s.churn * s.nodes)
+        for n in range(replaced):
+            at = s.seconds * (0.1 + 0.4 * (n + 1) / (replaced + 1))
+            net.call_at(at, self._replace_one)
+            self.faults_end = max(self.faults_end, at)
+
+    def _crash(self, victims: list[int]) -> None:
+        for index in victims:
+            self.net.crash(index)
+
+    def _restart(self, victims: list[int]) -> None:
+        for index in victims:
+            node = self.net.nodes[index]
+            if not node.up and not node.gone:
+                self.net.start(index)
+
+    def _replace_one(self) -> None:
+        if len(self.net.live()) < 2:
+            return
+        self.net.crash(self.rng.choice(self.net.live()).index, forever=True)
+        live = self.net.live()
+        peers = [n.address for n in self.rng.sample(live, min(self.scenario.degree, len(live)))]
+        self.net.add_node(peers)
+
+    # -- the workload ---------------------------------------------------------------
+
+    def _publish(self) -> None:
+        live = self.net.live()
+        if not live:
+            return
+        node = self.rng.choice(live)
+        keys = self._keys[node.index]
+        draw = self.rng.random()
+        if keys and draw < DELETE_SHARE:
+            event: e.Event = e.Delete(keys.pop(self.rng.randrange(len(keys))))
+        else:
+            if keys and draw < DELETE_SHARE + UPDATE_SHARE:
+                key = self.rng.choice(keys)
+            else:
+                key = f"sim/{self._serial}"
+                self._serial += 1
+                keys.append(key)
+            value = self.rng.randbytes(VALUE_BYTES).hex()
+            event = e.Publish([Publication(key, value)])
+        for action in self.net.handle(node.index, event):
+            if isinstance(action, a.Published):
+                for result in action.results:
+                    if isinstance(result, Record):
+                        self.acked[node.index].append(result)
+                        self.published[result.id] = _Published(result, self.net.now, node.index)
+                        self.first_held[result.id][node.index] = self.net.now
+
+    def _observe(self, index: int, actions: list[a.Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, a.Ingested) and action.conn is not None:
+                for arrival in action.arrivals:
+                    rid = arrival.record.id
+                    self.copies[rid] += 1
+                    if arrival.fate.value == "new":
+                        self.first_held[rid].setdefault(index, now)
+
+    def _sample(self) -> None:
+        net = self.net
+        for node in net.live():
+            mesh = node.mesh
+            assert mesh is not None
+            settings = mesh.settings
+            views = [p for p in mesh.peers() if p.state != "closed"]
+            if len(views) > settings.peers.max_peers:
+                self.bounds_held = False
+            if any(p.outbox > 2 * settings.session.max_outbox for p in views):
+                self.bounds_held = False
+            if node.store.total_bytes > node.store.limits.max_total_bytes:
+                self.bounds_held = False
+        if net.now + SAMPLE_INTERVAL <= self.scenario.seconds:
+            net.call_at(net.now + SAMPLE_INTERVAL, self._sample)
+
+    # -- running and judging --------------------------------------------------------
+
+    def run(self) -> Report:
+        started = time.perf_counter()
+        self.build()
+        self.net.run_until(self.scenario.seconds)
+        report = self._judge(time.perf_counter() - started)
+        return report
+
+    def _judge(self, wall_s: float) -> Report:
+        net = self.net
+        now_ms = net.instant().wall_ms
+        live = net.live()
+        held = {n.index: {rid for _, rid in n.store.items(now_ms)} for n in live}
+        expected = self._expected(live, held)
+        same = len({frozenset(ids) for ids in held.values()}) <= 1
+        converged_set = same and all(ids == expected for ids in held.values())
+        verified = all(self._verifies(n, held[n.index], now_ms) for n in live)
+        durable = self._durable(now_ms)
+        invariants = {
+            "converged": converged_set,
+            "verified": verified,
+            "bounded": self.bounds_held,
+            "durable": durable,
+        }
+        live_ids = [n.index for n in live]
+        pairs = held_pairs = 0
+        for rid in expected:
+            pairs += len(live_ids)
+            held_pairs += sum(1 for i in live_ids if rid in held[i])
+        delivered = held_pairs / pairs if pairs else 1.0
+        records = max(len(self.published), 1)
+        copies = sum(self.copies.values()) / (records * max(len(net.nodes), 1))
+        rmrs = []
+        for rid, reached in self.first_held.items():
+            if len(reached) > 1:
+                rmrs.append(self.copies[rid] / (len(reached) - 1) - 1)
+        times = {p: self._share_time(p, live_ids) for p in (0.5, 0.99, 1.0)}
+        converge = self._converge_ms(expected, live_ids) if converged_set else None
+        sizes = [len(p.record.raw) for p in self.published.values()]
+        mean_size = sum(sizes) / len(sizes) if sizes else 1.0
+        delivered_records = sum(len(v) for v in self.first_held.values())
+        return Report(
+            scenario=self.scenario,
+            delivered_fraction=delivered,
+            copies_per_node=copies,
+            rmr=sum(rmrs) / len(rmrs) if rmrs else 0.0,
+            t50_ms=times[0.5],
+            t99_ms=times[0.99],
+            t100_ms=times[1.0],
+            converged=all(invariants.values()),
+            converge_ms=converge,
+            invariants=invariants,
+            live_nodes=len(live),
+            wire_bytes=net.wire_bytes,
+            bytes_per_record=net.wire_bytes / max(delivered_records * mean_size, 1.0),
+            events=net.events,
+            wall_s=wall_s,
+            trace_digest=net.trace_digest,
+        )
+
+    def _expected(self, live: list[SimNode], held: dict[int, set[bytes]]) -> set[bytes]:
+        """The newest published version of every key still somewhere it can come from."""
+        newest: dict[tuple[bytes, str], Record] = {}
+        for p in self.published.values():
+            key = (p.record.author, p.record.key)
+            if key not in newest or p.record.seq > newest[key].seq:
+                newest[key] = p.record
+        anywhere = set().union(*held.values()) if held else set()
+        surviving = {n.identity.public_key for n in self.net.nodes if not n.gone}
+        return {
+            r.id for r in newest.values() if r.author in surviving or r.id in anywhere
+        } & _not_dead(newest.values(), self.net.instant().wall_ms, live)
+
+    def _verifies(self, node: SimNode, ids: set[bytes], now_ms: int) -> bool:
+        raws = node.store.raw_by_ids(sorted(ids), now_ms, max_bytes=1 << 62)
+        good, bad = self.net.verify(raws)
+        return not bad and len(good) == len(ids)
+
+    def _durable(self, now_ms: int) -> bool:
+        for index, records in self.acked.items():
+            node = self.net.nodes[index]
+            if node.gone:
+                continue
+            for record in records:
+                current = node.store.get(record.author, record.key, now_ms)
+                if current is None or current.seq < record.seq:
+                    return False
+        return True
+
+    def _share_time(self, share: float, live_ids: list[int]) -> float | None:
+        """Virtual ms from publishing to holding at ``share`` of live nodes, averaged."""
+        need = max(math.ceil(share * len(live_ids)), 1)
+        live = set(live_ids)
+        spans = []
+        for rid, p in self.published.items():
+            times = sorted(t for i, t in self.first_held[rid].items() if i in live)
+            if len(times) >= need:
+                spans.append((times[need - 1] - p.at) * 1000)
+        return sum(spans) / len(spans) if spans else None
+
+    def _converge_ms(self, expected: set[bytes], live_ids: list[int]) -> float:
+        """From the end of faults and publishing until each live node held each expected record."""
+        last = 0.0
+        for rid in expected:
+            reached = self.first_held.get(rid, {})
+            last = max([last, *(reached.get(i, 0.0) for i in live_ids)])
+        quiet = max([self.faults_end, *(p.at for p in self.published.values())])
+        return max(last - quiet, 0.0) * 1000
+
+
+def _not_dead(records: Any, now_ms: int, live: list[SimNode]) -> set[bytes]:
+    """The ids of records no store would drop as dead at ``now_ms`` (tombstones kept a while)."""
+    if not live:
+        return set()
+    retention = live[0].store.limits.tombstone_retention_ms
+    found = set()
+    for record in records:
+        dead_at = record.dead_at(retention, now_ms)
+        if dead_at is None or dead_at > now_ms:
+            found.add(record.id)
+    return found
+
+
+def run(scenario: Scenario) -> Report:
+    return Run(scenario).run()
