@@ -9,6 +9,7 @@ reads the actions that ``Mesh.handle`` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -39,7 +40,10 @@ def network(
 ) -> Network:
     """``n_nodes`` started nodes, not connected, over links of ``latency`` and no jitter."""
     link = LinkModel(latency=latency, jitter=0.0, bandwidth=float("inf"))
-    net = Network(random.Random(seed), link=link, settings=settings, store_limits=limits)
+    settings = settings or Settings()
+    if limits is not None:
+        settings = dataclasses.replace(settings, store=limits)
+    net = Network(random.Random(seed), link=link, settings=settings)
     for _ in range(n_nodes):
         net.add_node()
     return net

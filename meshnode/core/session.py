@@ -135,6 +135,10 @@ class SessionStats:
     pushes_dropped: int = 0
     last_reconcile: tuple[int, int] = field(default=(0, 0))  # (have, need) of the last round
 
+    def snapshot(self) -> SessionStats:
+        """A copy, for readers outside the engine (``copy.copy`` is slow on slots)."""
+        return SessionStats(*(getattr(self, name) for name in self.__slots__))
+
 
 class PeerSession:
     def __init__(

@@ -18,7 +18,6 @@ and the driver may read it between events (queries, status) on the same thread.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -192,7 +191,7 @@ class Mesh:
                 p.initiator,
                 p.since_ms,
                 p.session.state.value,
-                copy.copy(p.session.stats),
+                p.session.stats.snapshot(),
                 p.session.outbox_size,
             )
             for p in self._peers.values()
@@ -260,10 +259,11 @@ class Mesh:
         if peer is None:
             return
         self._dissemination.forget(conn)
+        now = self._now.mono
         if peer.counted:
-            self._policy.ended(
-                peer.node, peer.address, initiator=peer.initiator, now=self._now.mono
-            )
+            self._policy.ended(peer.node, peer.address, initiator=peer.initiator, now=now)
+        elif peer.initiator:  # a dial that reached a node refused at once: it came to nothing
+            self._policy.failed(peer.address, now=now, node=peer.node)
 
     def _close(self, peer: _Peer, code: int, reason: str) -> None:
         closed = peer.session.close(code, reason)

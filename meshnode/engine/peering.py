@@ -11,11 +11,12 @@ node last found there. It decides:
 - **whom not to dial**: this node itself (found by the handshake), a node
   already connected by another address or from its side, a node this node
   banned, and a node that banned this one, until its time is up;
-- **how many**: hint addresses are dialled only into ``outbound_slots``, and
-  inbound sessions stop at ``max_peers - outbound_slots``, so peers dialling in
-  can never take the slots this node keeps for the peers it chose. Static
-  peers are always kept connected, which is today's whole behaviour: with
-  ``dial_hints`` off (the default) the policy dials nothing else.
+- **how many**: the node keeps ``max(outbound_slots, static peers)`` of its
+  ``max_peers`` sessions for the peers it dials, and inbound sessions stop at
+  the rest, so peers dialling in can never take them. Static peers are always
+  kept connected, which is today's whole behaviour: with ``dial_hints`` off (the
+  default) the policy dials nothing else; with it on, hints fill the outbound
+  slots the static peers leave.
 
 What peers announce in ``hello`` (``protocol/peer.md`` §4.1) is recorded as
 hints for the overlay to come; at most ``MAX_HINTS`` are kept, the ones heard of
@@ -95,7 +96,7 @@ class PeerPolicy:
     def due(self, now: float) -> list[str]:
         """The addresses to dial now; each is marked as being dialled."""
         self._next_due = None
-        free = self._settings.outbound_slots - self.outbound_hint_sessions()
+        free = self.hint_slots_free()
         dials = []
         for known in self._known.values():
             if known.state is not State.IDLE or known.next_dial > now:
@@ -118,8 +119,7 @@ class PeerPolicy:
         return self._next_due
 
     def _earliest(self) -> float:
-        free = self._settings.outbound_slots - self.outbound_hint_sessions()
-        hints = self._settings.dial_hints and free > 0
+        hints = self._settings.dial_hints and self.hint_slots_free() > 0
         return min(
             (
                 k.next_dial
@@ -135,15 +135,27 @@ class PeerPolicy:
 
     @property
     def inbound_limit(self) -> int:
-        return max(self._settings.max_peers - self._settings.outbound_slots, 0)
+        """Inbound sessions at most: what the slots kept for dialling leave."""
+        static = sum(1 for k in self._known.values() if k.static)
+        return max(self._settings.max_peers - max(self._settings.outbound_slots, static), 0)
 
-    def outbound_hint_sessions(self) -> int:
-        """Slots in use: hint addresses being dialled or connected."""
-        return sum(
+    def hint_slots_free(self) -> int:
+        """Outbound slots hints may still take: those the static peers leave, less those in use.
+
+        Static peers keep their slots even while they wait out a backoff, so
+        that a static peer redialled never takes the node past ``max_peers``.
+        """
+        static = sum(1 for k in self._known.values() if k.static)
+        hints = sum(
             1
             for k in self._known.values()
             if not k.static and k.state in (State.DIALLING, State.CONNECTED)
         )
+        return self._settings.outbound_slots - static - hints
+
+    def outbound_in_use(self) -> int:
+        """Outbound slots in use: addresses, static or hinted, being dialled or connected."""
+        return sum(1 for k in self._known.values() if k.state in (State.DIALLING, State.CONNECTED))
 
     # -- what happened --------------------------------------------------------------
 
@@ -170,7 +182,7 @@ class PeerPolicy:
             sessions[node] = left
         else:
             sessions.pop(node, None)
-        still = node in self._inbound or node in self._outbound
+        still = self._connected(node)
         known = self._known.get(address) if initiator else None
         if known is not None and known.state is State.CONNECTED:
             if still:  # the duplicate rule kept another connection to it
@@ -182,14 +194,20 @@ class PeerPolicy:
                 if other.state is State.COVERED:
                     self._back_off(other, now)
 
-    def failed(self, address: str, *, now: float, is_self: bool = False) -> None:
-        """A dial of ``address`` came to nothing."""
+    def failed(
+        self, address: str, *, now: float, is_self: bool = False, node: bytes | None = None
+    ) -> None:
+        """A dial of ``address`` came to nothing (``node``: it reached that node, refused)."""
         self._next_due = None
         known = self._known.get(address)
         if known is None or known.state is not State.DIALLING:
             return
+        if node is not None:
+            known.node = node
         if is_self:
             known.state = State.SELF
+        elif known.node is not None and self._connected(known.node):
+            known.state = State.COVERED  # its node dialled in while this dial was failing
         else:
             self._back_off(known, now)
 
@@ -243,6 +261,9 @@ class PeerPolicy:
         """(inbound, outbound) sessions open."""
         return sum(self._inbound.values()), sum(self._outbound.values())
 
+    def _connected(self, node: bytes) -> bool:
+        return node in self._inbound or node in self._outbound
+
     def _addresses_of(self, node: bytes) -> Iterable[Known]:
         return [k for k in self._known.values() if k.node == node]
 
@@ -255,27 +276,39 @@ class PeerPolicy:
 
 
 def _usable(address: str, reached_at: str | None) -> str | None:
-    """``address`` in the form the table keys it by; None if it cannot be dialled."""
+    """``address`` in the form the table keys it by; None if it cannot be dialled.
+
+    §4.1 allows ``a.b.c.d:port`` and ``[ipv6]:port`` only: a name or a missing
+    port from a peer is ignored (a name would make this node resolve what a
+    stranger chose). An unspecified host means the host ``reached_at`` names.
+    """
+    parsed = _ip_and_port(address)
+    if parsed is None:
+        return None
+    host, port = parsed
+    if host is None or _unspecified(host):
+        reached = None if reached_at is None else _ip_and_port(reached_at)
+        if reached is None or reached[0] is None or _unspecified(reached[0]):
+            return None
+        host = reached[0]
+    return format_address(host, port)
+
+
+def _ip_and_port(address: str) -> tuple[str | None, int] | None:
+    """(IP or None for every interface, port 1-65535) of an address; None for anything else."""
     try:
-        host, port = parse_address(address)
+        host, port = parse_address(address, default_port=0)
     except AddressError:
         return None
     if port == 0:
         return None
-    if host is None or _unspecified(host):
-        if reached_at is None:
-            return None
+    if host is not None:
         try:
-            host, _ = parse_address(reached_at)
-        except AddressError:
+            ipaddress.ip_address(host)
+        except ValueError:
             return None
-        if host is None:
-            return None
-    return format_address(host, port)
+    return host, port
 
 
 def _unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
+    return ipaddress.ip_address(host).is_unspecified

@@ -18,6 +18,10 @@ from meshnode.store.base import StoreLimits
 Address = tuple[str | None, int]  # host (None: every interface) and port
 
 
+class SettingsError(ValueError):
+    """Settings that contradict each other; the message says which and why."""
+
+
 @dataclass(frozen=True)
 class PeerSettings:
     """Whom the node talks to and how patiently."""
@@ -33,6 +37,20 @@ class PeerSettings:
     max_peers: int = 128  # sessions at once, either direction
     outbound_slots: int = 8  # of those, kept for addresses this node chose to dial
     dial_hints: bool = False  # dial addresses peers announce, not only ``peers``
+
+    def __post_init__(self) -> None:
+        if self.max_peers < 1:
+            raise SettingsError("max_peers must be at least 1")
+        if not 0 <= self.outbound_slots < self.max_peers:
+            raise SettingsError(
+                f"outbound_slots must be 0 to {self.max_peers - 1} (max_peers - 1),"
+                " so that peers can still dial in"
+            )
+        if len(self.peers) >= self.max_peers:
+            raise SettingsError(
+                f"{len(self.peers)} peers to keep connected leave no room under max_peers"
+                f" ({self.max_peers}) for peers dialling in"
+            )
 
 
 @dataclass(frozen=True)

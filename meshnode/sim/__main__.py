@@ -25,7 +25,12 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
     parser.add_argument("--records", type=_count, required=True)
     parser.add_argument("--seconds", type=_positive_float, required=True, help="virtual seconds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--degree", type=_count, default=5, help="static peers per node (5)")
+    parser.add_argument(
+        "--degree",
+        type=_count,
+        default=5,
+        help="random neighbours per node, each link dialled by one end (5)",
+    )
     parser.add_argument("--crash", type=_share, default=0.0, help="share of nodes crashed at once")
     parser.add_argument(
         "--partition", type=_seconds, default=0.0, help="seconds the network is split in two"

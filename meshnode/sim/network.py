@@ -45,7 +45,7 @@ from meshnode.engine import events as e
 from meshnode.engine.mesh import Mesh
 from meshnode.engine.node import DecodeResult, Node
 from meshnode.engine.settings import Settings
-from meshnode.store import MemoryStore, Store, StoreLimits
+from meshnode.store import MemoryStore, Store
 
 T0_MS = 1_790_000_000_000  # the wall clock at virtual time 0 (2026-09-21)
 PORT = 7744
@@ -59,6 +59,7 @@ class LinkModel:
     latency: float = 0.010  # seconds, one way
     jitter: float = 0.002  # up to this much more, drawn per delivery
     bandwidth: float = 10e6  # bytes a second, each direction
+    congested_bytes: int = 1024 * 1024  # unsent past this, the engine hears ``Congested``
     connect_timeout: float = 10.0  # a dial into a partition fails after this
 
 
@@ -100,6 +101,7 @@ class End:
     sent_free: float = 0.0  # when the link direction from this end is free again
     last_arrival: float = 0.0  # deliveries from this end never overtake each other
     held: list[bytes | None] = field(default_factory=list)  # partitioned: None is the close
+    congested: bool = False
 
 
 @dataclass(eq=False)
@@ -136,12 +138,10 @@ class Network:
         *,
         link: LinkModel | None = None,
         settings: Settings | None = None,
-        store_limits: StoreLimits | None = None,
     ) -> None:
         self.rng = rng
         self.link = link or LinkModel()
         self.settings = settings or Settings()
-        self.store_limits = store_limits or StoreLimits()
         self.now = 0.0
         self.nodes: list[SimNode] = []
         self.verify = Verifier()
@@ -170,7 +170,7 @@ class Network:
             index,
             identity,
             static_key,
-            MemoryStore(identity.public_key, self.store_limits),
+            MemoryStore(identity.public_key, self.settings.store),
             host,
             tuple(peers),
             random.Random(seed),
@@ -188,9 +188,7 @@ class Network:
         peers = tuple(parse_address(p) for p in node.peers)
         static = tuple((host, port) for host, port in peers if host is not None)
         settings = dataclasses.replace(
-            self.settings,
-            peers=dataclasses.replace(self.settings.peers, peers=static),
-            store=self.store_limits,
+            self.settings, peers=dataclasses.replace(self.settings.peers, peers=static)
         )
         core = Node(node.identity, node.store, decode=self.verify)
         node.mesh = Mesh(core, agent="meshnode-sim", rng=node.rng, settings=settings, now=self.now)
@@ -333,9 +331,26 @@ class Network:
         self.wire_bytes += len(data)
         start = max(self.now, end.sent_free)
         end.sent_free = start + len(data) / link.bandwidth
+        if not end.congested and (end.sent_free - self.now) * link.bandwidth > link.congested_bytes:
+            end.congested = True  # as the daemon's writer would, once its buffer is past the limit
+            self.call_at(self.now, lambda: self._congestion(end, e.Congested(end.conn)))
+            self.call_at(end.sent_free, lambda: self._drain(end))
         arrival = end.sent_free + link.latency + self.rng.random() * link.jitter
         end.last_arrival = max(arrival, end.last_arrival)
         self._push_delivery(end.last_arrival, end.other, data)
+
+    def _congestion(self, end: End, event: e.Event) -> None:
+        node = self.nodes[end.node]
+        if end.open and end.established and node.up:
+            self._handle(node, event)
+
+    def _drain(self, end: End) -> None:
+        """The backlog that made ``end`` congested has left: it may take bytes again."""
+        if end.sent_free > self.now:
+            self.call_at(end.sent_free, lambda: self._drain(end))
+            return
+        end.congested = False
+        self._congestion(end, e.Drained(end.conn))
 
     def _deliver(self, end: End, data: bytes | None) -> None:
         """Bytes (None: the close) from the other end reach ``end``."""

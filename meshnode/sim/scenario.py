@@ -1,13 +1,15 @@
 """One simulated run: a topology, a publishing workload, faults, and what came of them.
 
 The timeline of a run of ``seconds``: records are published at random times in
-its first half, by random live nodes (one in ten an update of a key the node
+its first third, by random live nodes (one in ten an update of a key the node
 published before, one in twenty a deletion); a crash takes ``crash`` of the
 nodes down at a fifth of the run, for ``CRASH_DOWNTIME``; a partition splits the
 network in two halves at a quarter of the run, for ``partition`` seconds; churn
-replaces ``churn`` of the nodes, one at a time, evenly over the first half. The
-faults end when the last of them does; the run then goes on to its end, and the
-invariants are checked:
+replaces ``churn`` of the nodes, one at a time, evenly from a tenth of the run
+to two fifths. The faults end when the last of them does; ``converge_ms`` counts
+from then (or from the last publish, if later) until every live node holds
+every expected record. The run goes on to its end, and the invariants are
+checked:
 
 - **converged**: every live node holds the same record set, and it is the
   expected one: the newest version of every key published, where its author's
@@ -49,7 +51,7 @@ class Scenario:
     records: int
     seconds: float
     seed: int = 0
-    degree: int = 5  # static peers each node is given
+    degree: int = 5  # neighbours each node has (each link is a static peer of one end)
     crash: float = 0.0  # share of nodes crashed at once
     partition: float = 0.0  # seconds the network is split in two
     churn: float = 0.0  # share of nodes replaced over the run
@@ -138,12 +140,15 @@ class Run:
     def build(self) -> None:
         s = self.scenario
         addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7744" for i in range(s.nodes)]
+        dials: dict[int, list[str]] = defaultdict(list)
+        for a_index, b_index in random_graph(s.nodes, s.degree, self.rng):
+            dialler, callee = (a_index, b_index) if self.rng.random() < 0.5 else (b_index, a_index)
+            dials[dialler].append(addresses[callee])
         for index in range(s.nodes):
-            others = [addr for i, addr in enumerate(addresses) if i != index]
-            self.net.add_node(self.rng.sample(others, min(s.degree, len(others))))
-        window = s.seconds / 2
+            self.net.add_node(dials[index])
+        window = s.seconds / 3
         for _ in range(s.records):
-            self.net.call_at(1.0 + self.rng.random() * max(window - 1.0, 0.0), self._publish)
+            self.net.call_at(self.rng.random() * window, self._publish)
         self._plan_faults()
         self.net.call_at(SAMPLE_INTERVAL, self._sample)
 
@@ -163,7 +168,7 @@ class Run:
             self.faults_end = max(self.faults_end, at + s.partition)
         replaced = round(s.churn * s.nodes)
         for n in range(replaced):
-            at = s.seconds * (0.1 + 0.4 * (n + 1) / (replaced + 1))
+            at = s.seconds * (0.1 + 0.3 * (n + 1) / (replaced + 1))
             net.call_at(at, self._replace_one)
             self.faults_end = max(self.faults_end, at)
 
@@ -228,7 +233,7 @@ class Run:
             mesh = node.mesh
             assert mesh is not None
             settings = mesh.settings
-            views = [p for p in mesh.peers() if p.state != "closed"]
+            views = [p for p in mesh.peers() if p.state == "open"]
             if len(views) > settings.peers.max_peers:
                 self.bounds_held = False
             if any(p.outbox > 2 * settings.session.max_outbox for p in views):
@@ -347,6 +352,27 @@ class Run:
             last = max([last, *(reached.get(i, 0.0) for i in live_ids)])
         quiet = max([self.faults_end, *(p.at for p in self.published.values())])
         return max(last - quiet, 0.0) * 1000
+
+
+def random_graph(nodes: int, degree: int, rng: random.Random) -> list[tuple[int, int]]:
+    """The links of a random graph in which every node has ``degree`` neighbours.
+
+    The configuration model: ``degree`` stubs per node, shuffled and paired;
+    a pairing with a loop or a doubled link is drawn again, and after a
+    hundred draws the offending pairs are dropped (a node or two then has one
+    neighbour fewer). With fewer nodes than ``degree + 1``, every pair is linked.
+    """
+    if nodes <= degree + 1:
+        return [(a, b) for a in range(nodes) for b in range(a + 1, nodes)]
+    stubs = [n for n in range(nodes) for _ in range(degree)]
+    if len(stubs) % 2:
+        stubs.pop()
+    for _ in range(100):
+        rng.shuffle(stubs)
+        pairs = {(min(a, b), max(a, b)) for a, b in zip(stubs[::2], stubs[1::2], strict=True)}
+        if len(pairs) == len(stubs) // 2 and all(a != b for a, b in pairs):
+            return sorted(pairs)
+    return sorted((a, b) for a, b in pairs if a != b)
 
 
 def _not_dead(records: Any, now_ms: int, live: list[SimNode]) -> set[bytes]:

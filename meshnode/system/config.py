@@ -18,7 +18,7 @@ from typing import Any
 
 from meshnode.core.addresses import DEFAULT_PORT, AddressError, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
-from meshnode.engine.settings import PeerSettings, Settings
+from meshnode.engine.settings import PeerSettings, Settings, SettingsError
 
 CONFIG_FILE = "config.toml"
 _KNOWN = {"listen", "peers", "network_key"}
@@ -67,13 +67,15 @@ def load(
             key = decode_network_key(key_text)
         except NetworkKeyError as exc:
             raise ConfigError(f"{exc}; make one with: meshnode network new") from None
-    return Settings(
-        peers=PeerSettings(
+    try:
+        peer_settings = PeerSettings(
             network_key=key,
             listen=tuple(chosen_listen),
             peers=tuple((host, port) for host, port in dial if host is not None),
         )
-    )
+    except SettingsError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    return Settings(peers=peer_settings)
 
 
 def _read(path: Path) -> dict[str, Any]:
