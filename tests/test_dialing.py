@@ -7,12 +7,14 @@ import itertools
 
 import pytest
 import trio
+import trio.testing
 
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.engine.actions import AheadOfClock
+from meshnode.engine.actions import Action, AheadOfClock, Send
+from meshnode.engine.events import Congested, Event
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, PeerService
+from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, SEND_BUFFER_LIMIT, Connection, PeerService
 from tests.engine_driver import peer_service
 
 
@@ -52,3 +54,25 @@ async def test_records_refused_as_from_the_future_are_said_at_most_every_ten_min
     await trio.sleep(AHEAD_LOG_INTERVAL)
     peers._apply([AheadOfClock(1)])
     assert "5 record(s)" in caplog.records[-1].getMessage()  # the 4 held back, and this one
+
+
+async def test_a_send_past_the_buffer_limit_stops_the_reader_and_tells_the_engine_at_once() -> None:
+    """Even while the writer is busy sending: the engine must hold back what comes next."""
+    peers = service()
+    stream, _ = trio.testing.memory_stream_pair()
+    connection = Connection(stream, "192.0.2.1:7744", True, b"n" * 32, 0)
+    peers._connections[1] = connection
+    told: list[Event] = []
+
+    async def step(event: Event) -> list[Action]:
+        told.append(event)
+        return []
+
+    peers.step = step  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        peers._nursery = nursery
+        peers._apply([Send(1, b"x" * SEND_BUFFER_LIMIT), Send(1, b"x")])
+        assert connection.congested  # the reader reads no more questions from now on
+        await trio.testing.wait_all_tasks_blocked()
+        assert told == [Congested(1)]
+        assert connection.announced.is_set()

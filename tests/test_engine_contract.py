@@ -7,6 +7,8 @@ and reads only the actions it returns and its snapshots (``peers``,
 
 from __future__ import annotations
 
+import pytest
+
 from meshnode.core import messages as m
 from meshnode.engine.actions import Close, Dial, Ingested, Published, Send
 from meshnode.engine.events import DialFailed, Lost, Publish, Received, Stop, Tick
@@ -14,7 +16,7 @@ from meshnode.engine.mesh import FULL
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import PeerSettings, Settings
 from tests.helpers import identity
-from tests.meshnet import at, closed, engine, hello, open_session, sent
+from tests.meshnet import ME, PEER, at, closed, engine, hello, open_session, sent
 
 STATIC = "192.0.2.1:7744"
 STATIC_PEERS = Settings(peers=PeerSettings(peers=(("192.0.2.1", 7744),)))
@@ -90,3 +92,17 @@ def test_an_inbound_session_past_the_inbound_limit_gets_goodbye_0_too_many_peers
     mesh.handle(Lost(1), at(1))
     open_session(mesh, 4, remote=identity(204), now=1)
     assert closed(mesh.handle(Received(4, hello()), at(1))) == []
+
+
+@pytest.mark.parametrize("smaller", ["this node", "the peer"])
+def test_a_session_being_refused_never_wins_the_duplicate_rule(smaller: str) -> None:
+    """A refused session ends anyway: keeping it over a good one would leave none at all."""
+    ordered = (ME, PEER) if ME.public_key < PEER.public_key else (PEER, ME)
+    me, peer = ordered if smaller == "this node" else ordered[::-1]
+    mesh = engine(Settings(peers=PeerSettings(max_peers=2, outbound_slots=1)), who=me)
+    open_session(mesh, 1, remote=identity(102))  # takes the one inbound place
+    assert closed(open_session(mesh, 2, remote=peer)) == []  # refused after its hello
+    dialled = open_session(mesh, 3, remote=peer, initiator=True, address="192.0.2.10:7744")
+    assert closed(dialled) == []
+    assert closed(mesh.handle(Received(2, hello()), at(0.1))) == [(2, m.GoodbyeCode.NORMAL)]
+    assert {v.conn: v.state for v in mesh.peers()}[3] != "closed"

@@ -245,6 +245,8 @@ class Mesh:
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
                 continue
+            if not other.counted:  # being refused, so ending anyway: never kept over this one
+                continue
             loser = peer if self._dialer(other) == self._dialer(peer) else None
             if loser is None:
                 preferred = min(self.node.identity.public_key, event.remote)
@@ -304,7 +306,7 @@ class Mesh:
                     peer.why = peer.why or closed
                     banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED
                     if banned_us and closed.retry_after is not None:
-                        self._policy.banned(peer.node, self._now.mono + closed.retry_after)
+                        self._policy.held_off(peer.node, self._now.mono + closed.retry_after)
 
     def _ingest_from(self, peer: _Peer, raws: list[bytes]) -> bool:
         """Verify and store, in one batch, everything one chunk of bytes brought.

@@ -10,7 +10,7 @@ node last found there. It decides:
   do not redial in step; a session that was established resets it;
 - **whom not to dial**: this node itself (found by the handshake), a node
   already connected by another address or from its side, a node this node
-  banned, and a node that banned this one, until its time is up;
+  banned, and a node that banned this one (``held_off``), until its time is up;
 - **how many**: the node keeps ``max(outbound_slots, static peers)`` of its
   ``max_peers`` sessions for the peers it dials, and inbound sessions stop at
   the rest, so peers dialling in can never take them. Static peers are always
@@ -85,7 +85,8 @@ class PeerPolicy:
         self._known: dict[str, Known] = {}
         self._inbound: dict[bytes, int] = {}  # node -> inbound sessions open
         self._outbound: dict[bytes, int] = {}  # node -> sessions open that this node dialled
-        self._not_before: dict[bytes, float] = {}  # bans either way: node -> when it may be dialled
+        self._not_before: dict[bytes, float] = {}  # node -> when it may be dialled, our ban
+        self._held_off: dict[bytes, float] = {}  # node -> when it may be dialled, its ban on us
         self._next_due: float | None = None  # ``next_due``, until the table changes
         for host, port in settings.peers:
             address = format_address(host, port)
@@ -103,8 +104,8 @@ class PeerPolicy:
                 continue
             if not known.static and (not self._settings.dial_hints or free <= 0):
                 continue
-            if known.node is not None and self._not_before.get(known.node, -math.inf) > now:
-                known.next_dial = self._not_before[known.node]
+            if known.node is not None and (until := self._wait_for(known.node)) > now:
+                known.next_dial = until
                 continue
             if not known.static:
                 free -= 1
@@ -235,9 +236,20 @@ class PeerPolicy:
         return True
 
     def banned(self, node: bytes, until: float) -> None:
-        """Dial ``node`` no sooner than ``until``: this node banned it, or it banned this one."""
+        """Dial ``node`` no sooner than ``until``: this node banned it."""
         self._next_due = None
         self._not_before[node] = max(until, self._not_before.get(node, -math.inf))
+        for known in self._addresses_of(node):
+            known.next_dial = max(known.next_dial, until)
+
+    def held_off(self, node: bytes, until: float) -> None:
+        """Dial ``node`` no sooner than ``until``: it banned this node and said for how long.
+
+        Kept apart from this node's own bans, so that lifting one of those by hand
+        never makes the node redial a peer that asked it to wait.
+        """
+        self._next_due = None
+        self._held_off[node] = max(until, self._held_off.get(node, -math.inf))
         for known in self._addresses_of(node):
             known.next_dial = max(known.next_dial, until)
 
@@ -247,7 +259,7 @@ class PeerPolicy:
         self._not_before.pop(node, None)
         for known in self._addresses_of(node):
             if known.state is State.IDLE:
-                known.next_dial = now
+                known.next_dial = max(now, self._wait_for(node))
 
     # -- views ----------------------------------------------------------------------
 
@@ -261,6 +273,10 @@ class PeerPolicy:
         """(inbound, outbound) sessions open."""
         return sum(self._inbound.values()), sum(self._outbound.values())
 
+    def _wait_for(self, node: bytes) -> float:
+        """When a ban, either way, lets ``node`` be dialled (-inf: none in force)."""
+        return max(self._not_before.get(node, -math.inf), self._held_off.get(node, -math.inf))
+
     def _connected(self, node: bytes) -> bool:
         return node in self._inbound or node in self._outbound
 
@@ -270,7 +286,7 @@ class PeerPolicy:
     def _back_off(self, known: Known, now: float) -> None:
         known.state = State.IDLE
         spread = self._rng.uniform(1 - JITTER, 1 + JITTER)
-        banned_until = self._not_before.get(known.node, now) if known.node else now
+        banned_until = self._wait_for(known.node) if known.node else now
         known.next_dial = max(now + known.delay * spread, banned_until)
         known.delay = min(known.delay * 2, self._settings.backoff_max)
 

@@ -116,10 +116,13 @@ class Doorbell:
 class Connection:
     """A peer connection's trio side: the bytes waiting for its writer.
 
-    While ``congested`` (the peer does not read fast enough), new bytes stay in
-    the session's outbox, where the session notices and stops live pushes, and
-    the reader stops reading: a peer that does not take our answers gets no
+    Once a ``Send`` leaves more than ``SEND_BUFFER_LIMIT`` unsent, the connection
+    is ``congested``: the reader stops reading at once, and the engine hears
+    ``Congested`` and keeps new bytes in the session's outbox, where the session
+    notices and stops live pushes. A peer that does not take our answers gets no
     more of its questions answered, so it cannot make us buffer without bound.
+    ``announced`` is set once the engine has heard it, so that ``Drained`` never
+    overtakes it.
     """
 
     stream: trio.abc.Stream
@@ -132,6 +135,7 @@ class Connection:
     congested: bool = False
     closing: bool = False
     drained: trio.Event = field(default_factory=trio.Event)
+    announced: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope | None = None  # the connection's tasks, once they run
     why: str | None = None  # why the session ended, for the line that says it did
 
@@ -187,6 +191,7 @@ class PeerService:
         self._nursery: trio.Nursery | None = None
         self._timer_due = -math.inf  # when the engine wants its next tick
         self._timer_bell = Doorbell()
+        self._stopping = False  # saying goodbye: no new connections
         self._ahead_of_clock = 0  # records refused as created in the future, since last said
         self._ahead_logged = -math.inf
         self._admission = Admission(
@@ -227,11 +232,15 @@ class PeerService:
                     if connection is not None:
                         connection.pending += data
                         connection.doorbell.ring()
+                        if len(connection.pending) > SEND_BUFFER_LIMIT and not connection.congested:
+                            connection.congested = True
+                            assert self._nursery is not None, "bytes are sent only while running"
+                            self._nursery.start_soon(self._announce_congestion, conn, connection)
                 case Close(conn, why):
                     connection = self._connections.get(conn)
                     if connection is not None:
                         self._close(connection, why)
-                case Dial(address):
+                case Dial(address) if not self._stopping:
                     assert self._nursery is not None, "dials are asked for only while running"
                     self._nursery.start_soon(self._dial, address)
                 case Ingested() if action.stored:
@@ -366,6 +375,7 @@ class PeerService:
         (a second sender on a stream would collide with a writer blocked on a
         peer that does not read); the caller bounds how long this may take.
         """
+        self._stopping = True
         await self.step(Stop())
         while any(c.pending for c in self._connections.values()):
             await trio.sleep(0.01)
@@ -412,7 +422,11 @@ class PeerService:
                 await self._timer_bell.wait()
             if self._timer_due <= trio.current_time():
                 self._timer_due = math.inf
-                await self.step(Tick())
+                try:
+                    await self.step(Tick())
+                except StoreError as exc:  # a reconciliation that could not read the store
+                    log.error("store error in a peer timer: %s", exc)
+                    self._timer_due = trio.current_time() + 1.0
             else:
                 self._timer_due = await self.store_thread.run(self.mesh.next_timer)
 
@@ -425,6 +439,9 @@ class PeerService:
                     # Out of file descriptors or memory: a flood must not end the daemon.
                     log.warning("cannot accept a peer connection: %s", exc.strerror or exc)
                     await trio.sleep(0.1)
+                    continue
+                if self._stopping:
+                    await stream.aclose()
                     continue
                 host, address = _peer_host_and_address(stream)
                 source = source_of(host)
@@ -648,24 +665,27 @@ class PeerService:
                 return
             await self.step(Received(conn, bytes(data)))
 
+    async def _announce_congestion(self, conn: int, connection: Connection) -> None:
+        await self.step(Congested(conn))
+        connection.announced.set()
+
     async def _writer(self, conn: int, connection: Connection, scope: trio.CancelScope) -> None:
-        """Send what the engine made; past ``SEND_BUFFER_LIMIT`` unsent, tell it to hold back."""
+        """Send what the engine made; once a congested connection has drained, say so."""
         while True:
             await connection.doorbell.wait()
-            if len(connection.pending) > SEND_BUFFER_LIMIT and not connection.congested:
-                connection.congested = True
-                await self.step(Congested(conn))
             while connection.pending:
                 data = bytes(connection.pending)
                 connection.pending.clear()
                 with trio.fail_after(WRITE_TIMEOUT):
                     await connection.stream.send_all(data)
             if connection.congested:
+                await connection.announced.wait()
                 connection.congested = False
+                connection.announced = trio.Event()
                 connection.drained.set()
                 connection.drained = trio.Event()
                 await self.step(Drained(conn))  # what the session kept meanwhile
-            elif connection.closing:
+            if connection.closing and not connection.pending:
                 scope.cancel()
                 return
 
