@@ -26,6 +26,7 @@ def test_every_import_in_the_tree_keeps_to_its_layer() -> None:
 def test_the_pure_layers_are_the_ones_the_architecture_names() -> None:
     pure = {layer.name for layer in LAYERS if "time" in layer.forbidden}
     assert pure == {"core", "store interface", "engine"}
+    assert layer_of("meshnode.sim.network").name == "simulator"
     assert layer_of("meshnode.core.negentropy_harness").name == "harness (an edge)"
     assert layer_of("meshnode.store.sqlite").name == "store edge"
 
@@ -63,6 +64,26 @@ def copy_of_the_package(into: Path) -> None:
             "meshnode.engine.node (engine) imports meshnode.store.sqlite",
         ),
         ("meshnode/engine/bans.py", "\nimport os\n", "meshnode.engine.bans (engine) imports os"),
+        (
+            "meshnode/engine/peering.py",
+            "\nfrom meshnode.sim import network\n",
+            "meshnode.engine.peering (engine) imports meshnode.sim",
+        ),
+        (
+            "meshnode/sim/network.py",
+            "\n\ndef _planted() -> None:\n    from meshnode.runtime import peers\n",
+            "meshnode.sim.network (simulator) imports meshnode.runtime",
+        ),
+        (
+            "meshnode/sim/scenario.py",
+            "\nimport threading\n",
+            "meshnode.sim.scenario (simulator) imports threading",
+        ),
+        (
+            "meshnode/system/config.py",
+            "\nimport trio\n",
+            "meshnode.system.config (system) imports trio",
+        ),
         (
             "meshnode/client/cli.py",
             "\nimport trio\n",

@@ -8,6 +8,8 @@ the transport is simulated:
 
 - a **link** direction delivers bytes in order after its latency, a jitter
   drawn for each delivery, and the time its bandwidth takes to send them;
+  past ``congested_bytes`` of backlog the engine hears ``Congested``, and
+  ``Drained`` once it has gone, as from the daemon's writer;
 - a **crash** stops a node's process: its connections close (the kernel
   resets them, so peers hear of it one latency later) and its store is kept
   for the restart;
