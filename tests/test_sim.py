@@ -201,8 +201,9 @@ def test_a_partition_that_never_heals_fails_converged() -> None:
     assert report.converge_ms is None
 
 
-def test_nodes_without_peers_fail_converged() -> None:
-    report = run(dataclasses.replace(SMALL, degree=0))
+def test_a_graph_in_parts_fails_converged() -> None:
+    report = run(dataclasses.replace(SMALL, degree=1))  # pairs of nodes, nothing between them
+    assert report.components > 1
     assert not report.invariants["converged"]
     assert report.delivered_fraction < 1.0
 
@@ -358,14 +359,25 @@ def test_the_cli_prints_one_json_line_and_exits_0_when_the_invariants_held() -> 
 def test_the_cli_prints_a_table_without_json() -> None:
     done = sim(*CLI_ARGS)
     assert done.returncode == 0, done.stderr
-    rows = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line)
+    lines = done.stdout.splitlines()
+    rows = dict(line.split(None, 1) for line in lines if " " in line and not line.startswith(" "))
+    invariants = [line.split() for line in lines if line.startswith("  ")]
+    assert invariants == [
+        [name, "held"] for name in ("converged", "verified", "bounded", "durable")
+    ]
     assert JSON_KEYS - {"t50_ms", "t99_ms", "t100_ms", "converge_ms"} <= rows.keys()
     assert rows["converged"].strip() == "True"
     assert rows["nodes"].strip() == "10"
 
 
+def test_a_crash_that_would_outlast_the_run_is_refused() -> None:
+    done = sim("--nodes", "10", "--records", "5", "--seconds", "10", "--crash", "0.5")
+    assert done.returncode == 2
+    assert "a crash at a fifth of the run, 10 s long, needs a run longer than 12.5 s" in done.stderr
+
+
 def test_the_cli_exits_1_when_an_invariant_failed() -> None:
-    done = sim("--nodes", "4", "--records", "8", "--seconds", "10", "--degree", "0", "--json")
+    done = sim("--nodes", "12", "--records", "8", "--seconds", "10", "--degree", "1", "--json")
     assert done.returncode == 1, done.stderr
     found = json.loads(done.stdout)
     assert found["converged"] is False
@@ -381,6 +393,9 @@ def test_the_cli_exits_1_when_an_invariant_failed() -> None:
         ("--seconds", "0", "must be more than 0"),
         ("--partition", "-1", "must be a finite number, 0 or more"),
         ("--records", "1.5", "'1.5' is not a whole number"),
+        ("--degree", "0", "degree must be 1 to 9 (nodes - 1)"),
+        ("--degree", "10", "degree must be 1 to 9 (nodes - 1)"),
+        ("--partition", "20", "a partition at a quarter of the run, 20 s long, needs a run longer"),
     ],
 )
 def test_the_cli_exits_2_on_bad_arguments_saying_which(flag: str, value: str, message: str) -> None:

@@ -4,9 +4,10 @@ The engine hands a strategy every batch of arrivals (what became of each
 record, and the connection it came from) and the sessions that are open; the
 strategy says what to push where. Today's ``EagerPush`` floods: every new record
 to every other session, so a record crosses each link about once in each
-direction. A lazy-push strategy (Plumtree's: push to a tree, announce ids to the
-rest, graft on a miss) fits the same interface, and needs the duplicates and
-their sources, which is why every arrival is reported, not only the new ones.
+direction. Every batch reaches the strategy, duplicates included, with the
+session it came from: a lazy-push strategy (Plumtree's: push on a tree, announce
+ids to the rest, graft on a miss) prunes a link from its duplicates. It will
+also need to announce ids and a timer to graft on; those hooks come with it.
 """
 
 from __future__ import annotations

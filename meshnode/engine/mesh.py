@@ -351,9 +351,9 @@ class Mesh:
         if not arrivals:
             return
         self._actions.append(a.Ingested(source, tuple(arrivals)))
-        if not any(arrival.fate is Fate.NEW for arrival in arrivals):
-            return
-        self._items = None
+        if any(arrival.fate is Fate.NEW for arrival in arrivals):
+            self._items = None
+        # Duplicates too: a strategy that prunes (Plumtree) learns from them.
         sessions = [c for c, p in self._peers.items() if p.counted and not p.session.closed]
         for conn, raws in self._dissemination.route(arrivals, source, sessions).items():
             peer = self._peers.get(conn)

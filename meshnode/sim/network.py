@@ -19,8 +19,10 @@ the transport is simulated:
 - an address nobody listens at refuses the dial one round trip later.
 
 All randomness comes from the one ``random.Random`` the network is made
-with; the digest of every event handled is the ``trace_digest`` (the same seed
-gives the same trace, event for event).
+with; the digest of every delivery, tick and scheduled call (a publish, a
+fault) is the ``trace_digest`` (the same seed gives the same trace, event for
+event). What the daemon's runtime adds around the engine (admission of
+handshaking connections, handshake deadlines, write timeouts) is not simulated.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from meshnode.core.identity import Identity
 from meshnode.core.record import Record, RecordError, decode_many
 from meshnode.engine import actions as a
 from meshnode.engine import events as e
+from meshnode.engine.dissemination import Dissemination, EagerPush
 from meshnode.engine.mesh import Mesh
 from meshnode.engine.node import DecodeResult, Node
 from meshnode.engine.settings import Settings
@@ -140,8 +143,11 @@ class Network:
         *,
         link: LinkModel | None = None,
         settings: Settings | None = None,
+        dissemination: Callable[[], Dissemination] = EagerPush,
     ) -> None:
+        """``dissemination`` makes each node's strategy, at every start (today's flood)."""
         self.rng = rng
+        self.dissemination = dissemination
         self.link = link or LinkModel()
         self.settings = settings or Settings()
         self.now = 0.0
@@ -193,7 +199,14 @@ class Network:
             self.settings, peers=dataclasses.replace(self.settings.peers, peers=static)
         )
         core = Node(node.identity, node.store, decode=self.verify)
-        node.mesh = Mesh(core, agent="meshnode-sim", rng=node.rng, settings=settings, now=self.now)
+        node.mesh = Mesh(
+            core,
+            agent="meshnode-sim",
+            rng=node.rng,
+            settings=settings,
+            dissemination=self.dissemination(),
+            now=self.now,
+        )
         self._handle(node, e.Listening((node.address,)))
 
     def crash(self, index: int, *, forever: bool = False) -> None:
@@ -233,6 +246,7 @@ class Network:
                     self._trace.update(struct.pack("<dBI", when, 1, index))
                     self._handle(node, e.Tick())
             else:
+                self._trace.update(struct.pack("<dB", when, 2))
                 payload()
         self.now = max(self.now, until)
 

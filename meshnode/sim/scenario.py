@@ -39,6 +39,9 @@ from meshnode.engine.settings import Settings
 from meshnode.sim.network import LinkModel, Network, SimNode
 
 CRASH_DOWNTIME = 10.0
+MAX_NODES = 100_000
+MAX_RECORDS = 10_000_000
+MAX_SECONDS = 7 * 24 * 3600.0
 UPDATE_SHARE = 0.10
 DELETE_SHARE = 0.05
 SAMPLE_INTERVAL = 1.0  # how often the bounds are checked, in virtual seconds
@@ -58,6 +61,34 @@ class Scenario:
     link: LinkModel = field(default_factory=LinkModel)
     settings: Settings = field(default_factory=Settings)
 
+    def __post_init__(self) -> None:
+        """Refuse runs that cannot mean anything: faults outlasting the run, impossible graphs."""
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise ScenarioError(f"nodes must be 1 to {MAX_NODES:,}")
+        if not 0 <= self.records <= MAX_RECORDS:
+            raise ScenarioError(f"records must be 0 to {MAX_RECORDS:,}")
+        if not 0 < self.seconds <= MAX_SECONDS:
+            raise ScenarioError(f"seconds must be more than 0 and at most {MAX_SECONDS:,}")
+        if self.nodes > 1 and not 1 <= self.degree <= self.nodes - 1:
+            raise ScenarioError(f"degree must be 1 to {self.nodes - 1} (nodes - 1)")
+        if self.crash and self.seconds / 5 + CRASH_DOWNTIME >= self.seconds:
+            raise ScenarioError(
+                f"a crash at a fifth of the run, {CRASH_DOWNTIME:.0f} s long, needs a run"
+                f" longer than {CRASH_DOWNTIME * 5 / 4:.1f} s"
+            )
+        if self.partition and self.seconds / 4 + self.partition >= self.seconds:
+            raise ScenarioError(
+                f"a partition at a quarter of the run, {self.partition:g} s long, needs a run"
+                f" longer than {self.partition * 4 / 3:.1f} s"
+            )
+        for name, share in (("crash", self.crash), ("churn", self.churn)):
+            if not 0 <= share <= 1:
+                raise ScenarioError(f"{name} is a share of the nodes, 0 to 1")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run as asked; the message says why."""
+
 
 @dataclass
 class Report:
@@ -72,8 +103,10 @@ class Report:
     converge_ms: float | None
     invariants: dict[str, bool]
     live_nodes: int
+    published: int  # records acknowledged (a publish while every node is down is not made)
+    components: int  # separate parts of the graph as built (1: connected)
     wire_bytes: int
-    bytes_per_record: float  # wire bytes per delivered record, over the record's size
+    bytes_per_record: float | None  # wire bytes per delivered record, over the record's size
     events: int
     wall_s: float
     trace_digest: str
@@ -90,6 +123,8 @@ class Report:
             "partition": s.partition,
             "churn": s.churn,
             "live_nodes": self.live_nodes,
+            "published": self.published,
+            "components": self.components,
             "delivered_fraction": round(self.delivered_fraction, 6),
             "copies_per_node": round(self.copies_per_node, 3),
             "rmr": round(self.rmr, 3),
@@ -100,7 +135,7 @@ class Report:
             "converge_ms": _ms(self.converge_ms),
             "invariants": self.invariants,
             "wire_bytes": self.wire_bytes,
-            "bytes_per_record": round(self.bytes_per_record, 3),
+            "bytes_per_record": _rounded(self.bytes_per_record),
             "events": self.events,
             "wall_s": round(self.wall_s, 3),
             "trace_digest": self.trace_digest,
@@ -109,6 +144,10 @@ class Report:
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass
@@ -132,6 +171,7 @@ class Run:
         self.copies: dict[bytes, int] = defaultdict(int)  # payload copies received from peers
         self.bounds_held = True
         self.faults_end = 0.0
+        self.components = 0
         self._keys: dict[int, list[str]] = defaultdict(list)  # node -> keys it published
         self._serial = 0
 
@@ -141,7 +181,9 @@ class Run:
         s = self.scenario
         addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7744" for i in range(s.nodes)]
         dials: dict[int, list[str]] = defaultdict(list)
-        for a_index, b_index in random_graph(s.nodes, s.degree, self.rng):
+        links = random_graph(s.nodes, s.degree, self.rng)
+        self.components = _components(s.nodes, links)
+        for a_index, b_index in links:
             dialler, callee = (a_index, b_index) if self.rng.random() < 0.5 else (b_index, a_index)
             dials[dialler].append(addresses[callee])
         for index in range(s.nodes):
@@ -284,7 +326,7 @@ class Run:
         converge = self._converge_ms(expected, live_ids) if converged_set else None
         sizes = [len(p.record.raw) for p in self.published.values()]
         mean_size = sum(sizes) / len(sizes) if sizes else 1.0
-        delivered_records = sum(len(v) for v in self.first_held.values())
+        delivered_records = sum(len(v) - 1 for v in self.first_held.values())  # not the author
         return Report(
             scenario=self.scenario,
             delivered_fraction=delivered,
@@ -298,7 +340,11 @@ class Run:
             invariants=invariants,
             live_nodes=len(live),
             wire_bytes=net.wire_bytes,
-            bytes_per_record=net.wire_bytes / max(delivered_records * mean_size, 1.0),
+            bytes_per_record=(
+                net.wire_bytes / (delivered_records * mean_size) if delivered_records else None
+            ),
+            published=len(self.published),
+            components=self.components,
             events=net.events,
             wall_s=wall_s,
             trace_digest=net.trace_digest,
@@ -334,13 +380,17 @@ class Run:
         return True
 
     def _share_time(self, share: float, live_ids: list[int]) -> float | None:
-        """Virtual ms from publishing to holding at ``share`` of live nodes, averaged."""
-        need = max(math.ceil(share * len(live_ids)), 1)
+        """Virtual ms from publishing to holding at ``share`` of live nodes, averaged.
+
+        Over one set of records for every share, those that reached every live
+        node, so that t50 <= t99 <= t100 compare like with like.
+        """
         live = set(live_ids)
         spans = []
         for rid, p in self.published.items():
             times = sorted(t for i, t in self.first_held[rid].items() if i in live)
-            if len(times) >= need:
+            if live and len(times) == len(live):
+                need = max(math.ceil(share * len(live)), 1)
                 spans.append((times[need - 1] - p.at) * 1000)
         return sum(spans) / len(spans) if spans else None
 
@@ -373,6 +423,21 @@ def random_graph(nodes: int, degree: int, rng: random.Random) -> list[tuple[int,
         if len(pairs) == len(stubs) // 2 and all(a != b for a, b in pairs):
             return sorted(pairs)
     return sorted((a, b) for a, b in pairs if a != b)
+
+
+def _components(nodes: int, links: list[tuple[int, int]]) -> int:
+    """How many separate parts ``links`` leave the nodes in (union-find)."""
+    parent = list(range(nodes))
+
+    def root(n: int) -> int:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a_index, b_index in links:
+        parent[root(a_index)] = root(b_index)
+    return len({root(n) for n in range(nodes)})
 
 
 def _not_dead(records: Any, now_ms: int, live: list[SimNode]) -> set[bytes]:
