@@ -182,6 +182,23 @@ def test_churn_replaces_nodes_and_the_newcomers_catch_up() -> None:
     assert report.converged and report.delivered_fraction == 1.0
 
 
+def test_dropped_sessions_are_redialled_and_nothing_is_missed() -> None:
+    scenario = Scenario(nodes=12, records=20, seconds=60.0, seed=2, drops=30)
+    lost: list[int] = []
+    run_ = Run(scenario)
+    original = run_.net.drop
+
+    def counting_drop(index: int) -> bool:
+        dropped = original(index)
+        lost.append(dropped)
+        return dropped
+
+    run_.net.drop = counting_drop  # type: ignore[method-assign]
+    report = run_.run()
+    assert len(lost) == 30 and sum(lost) >= 25  # most draws found a session to reset
+    assert report.converged and report.delivered_fraction == 1.0
+
+
 # -- each invariant can fail -------------------------------------------------------------
 
 SMALL = Scenario(nodes=8, records=16, seconds=30, seed=7)

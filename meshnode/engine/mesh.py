@@ -205,10 +205,6 @@ class Mesh:
     def addresses(self) -> list[AddressView]:
         return self._policy.addresses()
 
-    @property
-    def listen(self) -> tuple[str, ...]:
-        return self._listen
-
     # -- sessions -----------------------------------------------------------------
 
     def _open(self, event: e.Opened) -> None:

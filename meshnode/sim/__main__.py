@@ -22,7 +22,8 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
         description="Run N real meshnode engines on virtual time and check the invariants.",
         epilog=(
             "Records are published in the first third of the run; a crash comes at a fifth"
-            " of it, for 10 s; a partition at a quarter; churn from a tenth to two fifths."
+            " of it, for 10 s; a partition at a quarter; churn and drops from a tenth to"
+            " two fifths."
             " Exit status: 0 every invariant held, 1 one did not, 2 bad arguments."
         ),
     )
@@ -41,6 +42,9 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
         "--partition", type=_seconds, default=0.0, help="seconds the network is split in two"
     )
     parser.add_argument("--churn", type=_share, default=0.0, help="share of nodes replaced")
+    parser.add_argument(
+        "--drops", type=_count, default=0, help="sessions the network resets over the run (0)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     try:
@@ -53,6 +57,7 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
             crash=args.crash,
             partition=args.partition,
             churn=args.churn,
+            drops=args.drops,
         )
     except ScenarioError as exc:
         parser.error(str(exc))

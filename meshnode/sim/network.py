@@ -10,6 +10,7 @@ the transport is simulated:
   drawn for each delivery, and the time its bandwidth takes to send them;
   past ``congested_bytes`` of backlog the engine hears ``Congested``, and
   ``Drained`` once it has gone, as from the daemon's writer;
+- a **drop** resets one session, as a middlebox or a flaky link might;
 - a **crash** stops a node's process: its connections close (the kernel
   resets them, so peers hear of it one latency later) and its store is kept
   for the restart;
@@ -475,6 +476,22 @@ class Network:
                     owner.ends.pop(one.conn, None)
                     if owner.up and one.established:
                         self._handle(owner, e.Lost(one.conn))
+
+    def drop(self, index: int) -> bool:
+        """Reset one of node ``index``'s sessions, drawn at random, as a middlebox might.
+
+        This end hears of it at once, the other one latency later; False if the
+        node has no session to lose.
+        """
+        node = self.nodes[index]
+        ends = [end for end in node.ends.values() if end.established and end.open]
+        if not node.up or not ends:
+            return False
+        end = self.rng.choice(ends)
+        self._reset(end)
+        node.ends.pop(end.conn, None)
+        self._handle(node, e.Lost(end.conn))
+        return True
 
     # -- partitions ------------------------------------------------------------------
 

@@ -6,10 +6,10 @@ published before, one in twenty a deletion); a crash takes ``crash`` of the
 nodes down at a fifth of the run, for ``CRASH_DOWNTIME``; a partition splits the
 network in two halves at a quarter of the run, for ``partition`` seconds; churn
 replaces ``churn`` of the nodes, one at a time, evenly from a tenth of the run
-to two fifths. The faults end when the last of them does; ``converge_ms`` counts
-from then (or from the last publish, if later) until every live node holds
-every expected record. The run goes on to its end, and the invariants are
-checked:
+to two fifths, and ``drops`` sessions are reset over the same span. The faults
+end when the last of them does; ``converge_ms`` counts from then (or from the
+last publish, if later) until every live node holds every expected record. The
+run goes on to its end, and the invariants are checked:
 
 - **converged**: every live node holds the same record set, and it is the
   expected one: the newest version of every key published, where its author's
@@ -58,6 +58,7 @@ class Scenario:
     crash: float = 0.0  # share of nodes crashed at once
     partition: float = 0.0  # seconds the network is split in two
     churn: float = 0.0  # share of nodes replaced over the run
+    drops: int = 0  # sessions reset by the network over the run
     link: LinkModel = field(default_factory=LinkModel)
     settings: Settings = field(default_factory=Settings)
 
@@ -81,6 +82,8 @@ class Scenario:
                 f"a partition at a quarter of the run, {self.partition:g} s long, needs a run"
                 f" longer than {self.partition * 4 / 3:.1f} s"
             )
+        if self.drops < 0:
+            raise ScenarioError("drops must not be negative")
         for name, share in (("crash", self.crash), ("churn", self.churn)):
             if not 0 <= share <= 1:
                 raise ScenarioError(f"{name} is a share of the nodes, 0 to 1")
@@ -122,6 +125,7 @@ class Report:
             "crash": s.crash,
             "partition": s.partition,
             "churn": s.churn,
+            "drops": s.drops,
             "live_nodes": self.live_nodes,
             "published": self.published,
             "components": self.components,
@@ -154,7 +158,6 @@ def _rounded(value: float | None) -> float | None:
 class _Published:
     record: Record
     at: float
-    author: int  # node index
 
 
 class Run:
@@ -208,11 +211,20 @@ class Run:
             net.call_at(at, lambda: net.partition(side))
             net.call_at(at + s.partition, net.heal)
             self.faults_end = max(self.faults_end, at + s.partition)
+        for n in range(s.drops):
+            at = s.seconds * (0.1 + 0.3 * (n + 1) / (s.drops + 1))
+            net.call_at(at, self._drop_one)
+            self.faults_end = max(self.faults_end, at)
         replaced = round(s.churn * s.nodes)
         for n in range(replaced):
             at = s.seconds * (0.1 + 0.3 * (n + 1) / (replaced + 1))
             net.call_at(at, self._replace_one)
             self.faults_end = max(self.faults_end, at)
+
+    def _drop_one(self) -> None:
+        live = self.net.live()
+        if live:
+            self.net.drop(self.rng.choice(live).index)
 
     def _crash(self, victims: list[int]) -> None:
         for index in victims:
@@ -257,7 +269,7 @@ class Run:
                 for result in action.results:
                     if isinstance(result, Record):
                         self.acked[node.index].append(result)
-                        self.published[result.id] = _Published(result, self.net.now, node.index)
+                        self.published[result.id] = _Published(result, self.net.now)
                         self.first_held[result.id][node.index] = self.net.now
 
     def _observe(self, index: int, actions: list[a.Action], now: float) -> None:
