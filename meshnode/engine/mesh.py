@@ -118,8 +118,6 @@ class Mesh:
         self._now = e.Instant(now, 0)  # the time of the event being handled
         self._actions: list[a.Action] = []
         self._dirty: dict[int, None] = {}  # sessions that may have bytes to send, in order
-        # The sessions a strategy may push to (a closed one not yet flushed ignores a push).
-        self._relay_to: list[int] | None = None
 
     # -- the contract ------------------------------------------------------------
 
@@ -239,7 +237,6 @@ class Mesh:
             session.refuse(m.GoodbyeCode.NORMAL, FULL)
             return
         peer.counted = True
-        self._relay_to = None
         self._policy.opened(event.remote, event.address, initiator=event.initiator, now=now.mono)
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
@@ -259,7 +256,6 @@ class Mesh:
         peer = self._peers.pop(conn, None)
         if peer is None:
             return
-        self._relay_to = None
         self._dissemination.forget(conn)
         now = self._now.mono
         if peer.counted:
@@ -354,9 +350,8 @@ class Mesh:
         if any(arrival.fate is Fate.NEW for arrival in arrivals):
             self._items = None
         # Duplicates too: a strategy that prunes (Plumtree) learns from them.
-        if self._relay_to is None:
-            self._relay_to = [c for c, p in self._peers.items() if p.counted and not p.closing]
-        for conn, raws in self._dissemination.route(arrivals, source, self._relay_to).items():
+        relay_to = [c for c, p in self._peers.items() if p.counted and not p.session.closed]
+        for conn, raws in self._dissemination.route(arrivals, source, relay_to).items():
             peer = self._peers.get(conn)
             if peer is not None and raws:
                 peer.session.push(raws)
@@ -383,7 +378,6 @@ class Mesh:
                 self._actions.append(a.Send(conn, data))
             if closed:
                 peer.closing = True
-                self._relay_to = None
                 why = peer.why or SessionClosed(m.GoodbyeCode.NORMAL, "", by_peer=False)
                 self._actions.append(a.Close(conn, why))
 

@@ -42,6 +42,7 @@ CRASH_DOWNTIME = 10.0
 MAX_NODES = 100_000
 MAX_RECORDS = 10_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
+MAX_DROPS = 1_000_000
 UPDATE_SHARE = 0.10
 DELETE_SHARE = 0.05
 SAMPLE_INTERVAL = 1.0  # how often the bounds are checked, in virtual seconds
@@ -64,29 +65,35 @@ class Scenario:
 
     def __post_init__(self) -> None:
         """Refuse runs that cannot mean anything: faults outlasting the run, impossible graphs."""
+        for name, share in (("crash", self.crash), ("churn", self.churn)):
+            if not 0 <= share <= 1:
+                raise ScenarioError(f"{name} is a share of the nodes, 0 to 1")
         if not 1 <= self.nodes <= MAX_NODES:
             raise ScenarioError(f"nodes must be 1 to {MAX_NODES:,}")
         if not 0 <= self.records <= MAX_RECORDS:
             raise ScenarioError(f"records must be 0 to {MAX_RECORDS:,}")
         if not 0 < self.seconds <= MAX_SECONDS:
             raise ScenarioError(f"seconds must be more than 0 and at most {MAX_SECONDS:,}")
-        if self.nodes > 1 and not 1 <= self.degree <= self.nodes - 1:
-            raise ScenarioError(f"degree must be 1 to {self.nodes - 1} (nodes - 1)")
+        if not 0 <= self.drops <= MAX_DROPS:
+            raise ScenarioError(f"drops must be 0 to {MAX_DROPS:,}")
+        if not 0 <= self.partition < math.inf:
+            raise ScenarioError("partition is a number of seconds, 0 or more")
+        if self.nodes > 1 and self.degree < 1:
+            raise ScenarioError(
+                "degree must be at least 1: a node without neighbours hears nothing"
+            )
+        # More neighbours than there are other nodes: every pair is linked, and the report says so.
+        object.__setattr__(self, "degree", min(self.degree, self.nodes - 1))
         if self.crash and self.seconds / 5 + CRASH_DOWNTIME >= self.seconds:
             raise ScenarioError(
-                f"a crash at a fifth of the run, {CRASH_DOWNTIME:.0f} s long, needs a run"
-                f" longer than {CRASH_DOWNTIME * 5 / 4:.1f} s"
+                f"a crash at a fifth of the run, {CRASH_DOWNTIME:g} s long, needs a run"
+                f" longer than {CRASH_DOWNTIME * 5 / 4:g} s"
             )
         if self.partition and self.seconds / 4 + self.partition >= self.seconds:
             raise ScenarioError(
                 f"a partition at a quarter of the run, {self.partition:g} s long, needs a run"
-                f" longer than {self.partition * 4 / 3:.1f} s"
+                f" longer than {self.partition * 4 / 3:g} s"
             )
-        if self.drops < 0:
-            raise ScenarioError("drops must not be negative")
-        for name, share in (("crash", self.crash), ("churn", self.churn)):
-            if not 0 <= share <= 1:
-                raise ScenarioError(f"{name} is a share of the nodes, 0 to 1")
 
 
 class ScenarioError(ValueError):
