@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +32,25 @@ MakeDaemon = Callable[..., Daemon]
 EVERYTHING_PLEASE = encode_message([IdListRange(Bound(INFINITY), ())])
 
 
+_PORTS = itertools.count(random.Random(os.getpid()).randrange(20000, 30000, 100))
+
+
 def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port free now, and below the ephemeral range (32768 up on Linux).
+
+    A port the kernel handed out for ``bind(0)`` may be taken by an outbound
+    connection (a daemon dialling its peer) before the daemon meant to listen
+    on it starts; one below the ephemeral range never is, and counting up
+    never gives one port twice.
+    """
+    for port in _PORTS:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("unreachable: the port counter is endless")
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
