@@ -14,11 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# What the pure layers must not touch: clocks, sockets, threads, processes, trio,
-# the global random generator, the environment and the file system.
-NO_IO = (
-    "time",
-    "datetime",
+# What the simulator must not touch either: sockets, threads, processes, trio, SQLite.
+THREADS_AND_SOCKETS = (
     "socket",
     "select",
     "selectors",
@@ -33,6 +30,13 @@ NO_IO = (
     "trio",
     "zeroconf",
     "sqlite3",
+)
+# What the pure layers must not touch: those, and clocks, the global random generator,
+# the environment and the file system.
+NO_IO = (
+    *THREADS_AND_SOCKETS,
+    "time",
+    "datetime",
     "random",
     "secrets",
     "os",
@@ -55,22 +59,6 @@ EDGES = (
     "meshnode.conformance",
 )
 OUTSIDE_CORE = ("meshnode.store", "meshnode.engine", *EDGES)
-THREADS_AND_SOCKETS = (
-    "socket",
-    "select",
-    "selectors",
-    "ssl",
-    "threading",
-    "_thread",
-    "concurrent",
-    "multiprocessing",
-    "subprocess",
-    "signal",
-    "asyncio",
-    "trio",
-    "zeroconf",
-    "sqlite3",
-)
 
 
 @dataclass(frozen=True)

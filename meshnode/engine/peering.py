@@ -69,7 +69,7 @@ class Known:
 
 @dataclass(frozen=True, slots=True)
 class AddressView:
-    """One known address, for ``meshnode peers`` and the simulator's checks."""
+    """One known address, as readers outside the policy see it (tests, for now)."""
 
     address: str
     origin: str
@@ -91,6 +91,7 @@ class PeerPolicy:
         for host, port in settings.peers:
             address = format_address(host, port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
+        self._statics = len(self._known)  # static peers are never added or dropped later
 
     # -- what the engine asks -------------------------------------------------------
 
@@ -137,8 +138,8 @@ class PeerPolicy:
     @property
     def inbound_limit(self) -> int:
         """Inbound sessions at most: what the slots kept for dialling leave."""
-        static = sum(1 for k in self._known.values() if k.static)
-        return max(self._settings.max_peers - max(self._settings.outbound_slots, static), 0)
+        reserved = max(self._settings.outbound_slots, self._statics)
+        return max(self._settings.max_peers - reserved, 0)
 
     def hint_slots_free(self) -> int:
         """Outbound slots hints may still take: those the static peers leave, less those in use.
@@ -146,13 +147,12 @@ class PeerPolicy:
         Static peers keep their slots even while they wait out a backoff, so
         that a static peer redialled never takes the node past ``max_peers``.
         """
-        static = sum(1 for k in self._known.values() if k.static)
         hints = sum(
             1
             for k in self._known.values()
             if not k.static and k.state in (State.DIALLING, State.CONNECTED)
         )
-        return self._settings.outbound_slots - static - hints
+        return self._settings.outbound_slots - self._statics - hints
 
     def outbound_in_use(self) -> int:
         """Outbound slots in use: addresses, static or hinted, being dialled or connected."""
@@ -237,10 +237,7 @@ class PeerPolicy:
 
     def banned(self, node: bytes, until: float) -> None:
         """Dial ``node`` no sooner than ``until``: this node banned it."""
-        self._next_due = None
-        self._not_before[node] = max(until, self._not_before.get(node, -math.inf))
-        for known in self._addresses_of(node):
-            known.next_dial = max(known.next_dial, until)
+        self._hold(self._not_before, node, until)
 
     def held_off(self, node: bytes, until: float) -> None:
         """Dial ``node`` no sooner than ``until``: it banned this node and said for how long.
@@ -248,8 +245,11 @@ class PeerPolicy:
         Kept apart from this node's own bans, so that lifting one of those by hand
         never makes the node redial a peer that asked it to wait.
         """
+        self._hold(self._held_off, node, until)
+
+    def _hold(self, table: dict[bytes, float], node: bytes, until: float) -> None:
         self._next_due = None
-        self._held_off[node] = max(until, self._held_off.get(node, -math.inf))
+        table[node] = max(until, table.get(node, -math.inf))
         for known in self._addresses_of(node):
             known.next_dial = max(known.next_dial, until)
 

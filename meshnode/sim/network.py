@@ -41,7 +41,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from meshnode.core.addresses import parse_address
+from meshnode.core.addresses import format_address, parse_address
 from meshnode.core.handshake import HandshakeError, PeerHandshake, ReplayCache
 from meshnode.core.identity import Identity
 from meshnode.core.record import Record, RecordError, decode_many
@@ -69,6 +69,11 @@ class LinkModel:
     connect_timeout: float = 10.0  # a dial into a partition fails after this
 
 
+def host_of(index: int) -> str:
+    """Node ``index``'s address on the simulated network: one IPv4 source of its own."""
+    return f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+
+
 class Verifier:
     """Record verification remembered by exact bytes: one verdict for a thousand nodes.
 
@@ -85,10 +90,13 @@ class Verifier:
         for raw in raws:
             verdict = self._verdicts.get(raw)
             if verdict is None:
-                [*ok], [*failed] = decode_many([raw])
+                ok, failed = decode_many([raw])
                 verdict = ok[0] if ok else failed[0]
                 self._verdicts[raw] = verdict
-            (good if isinstance(verdict, Record) else bad).append(verdict)  # type: ignore[arg-type]
+            if isinstance(verdict, Record):
+                good.append(verdict)
+            else:
+                bad.append(verdict)
         return good, bad
 
 
@@ -127,7 +135,7 @@ class SimNode:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{PORT}"
+        return format_address(self.host, PORT)
 
     @property
     def up(self) -> bool:
@@ -174,7 +182,7 @@ class Network:
         static_key = X25519PrivateKey.from_private_bytes(
             hashlib.sha256(b"sim x25519" + seed).digest()
         )
-        host = f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+        host = host_of(index)
         node = SimNode(
             index,
             identity,

@@ -31,12 +31,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshnode.core.addresses import format_address
 from meshnode.core.record import Record
 from meshnode.engine import actions as a
 from meshnode.engine import events as e
+from meshnode.engine.dissemination import Fate
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import Settings
-from meshnode.sim.network import LinkModel, Network, SimNode
+from meshnode.sim.network import PORT, LinkModel, Network, SimNode, host_of
 
 CRASH_DOWNTIME = 10.0
 MAX_NODES = 100_000
@@ -189,7 +191,7 @@ class Run:
 
     def build(self) -> None:
         s = self.scenario
-        addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:7744" for i in range(s.nodes)]
+        addresses = [format_address(host_of(i), PORT) for i in range(s.nodes)]
         dials: dict[int, list[str]] = defaultdict(list)
         links = random_graph(s.nodes, s.degree, self.rng)
         self.components = _components(s.nodes, links)
@@ -285,7 +287,7 @@ class Run:
                 for arrival in action.arrivals:
                     rid = arrival.record.id
                     self.copies[rid] += 1
-                    if arrival.fate.value == "new":
+                    if arrival.fate is Fate.NEW:
                         self.first_held[rid].setdefault(index, now)
 
     def _sample(self) -> None:
