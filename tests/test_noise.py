@@ -687,6 +687,7 @@ def test_module_stays_pure() -> None:
         "__future__",
         "hashlib",
         "hmac",
+        "struct",
         "collections",
         "dataclasses",
         "typing",

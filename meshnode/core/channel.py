@@ -36,6 +36,10 @@ class FrameDecoder:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
+        # The usual case, one whole frame in one read: no copy through the buffer.
+        whole = len(data) >= _HEADER and int.from_bytes(data[:_HEADER]) + _HEADER == len(data)
+        if whole and not self._buffer:
+            return [data[_HEADER:]]
         self._buffer += data
         frames = []
         while len(self._buffer) >= _HEADER:
@@ -71,6 +75,8 @@ class SecureChannel:
         self._check()
         out = bytearray()
         try:
+            if 0 < len(plaintext) <= MAX_CHUNK:
+                return frame(self._send.encrypt_with_ad(b"", plaintext))
             for start in range(0, len(plaintext), MAX_CHUNK):
                 chunk = plaintext[start : start + MAX_CHUNK]
                 out += frame(self._send.encrypt_with_ad(b"", chunk))
@@ -82,10 +88,13 @@ class SecureChannel:
     def open(self, data: bytes) -> bytes:
         self._check()
         plaintext = bytearray()
-        for message in self._frames.feed(data):
-            try:
+        frames = self._frames.feed(data)
+        try:
+            if len(frames) == 1:
+                return self._receive.decrypt_with_ad(b"", frames[0])
+            for message in frames:
                 plaintext += self._receive.decrypt_with_ad(b"", message)
-            except NoiseError as exc:
-                self._failed = True
-                raise ChannelError(f"a frame does not decrypt: {exc}") from None
+        except NoiseError as exc:
+            self._failed = True
+            raise ChannelError(f"a frame does not decrypt: {exc}") from None
         return bytes(plaintext)

@@ -167,7 +167,9 @@ Message = Hello | Reconcile | Records | Want | Have | Ping | Pong | Goodbye
 
 def encode(message: Message) -> bytes:
     body: list[Any]
-    match message:
+    match message:  # the most frequent first
+        case Records(raws):
+            body = [2, list(raws)]
         case Hello(version, features, listen, agent):
             body = [
                 0,
@@ -175,8 +177,6 @@ def encode(message: Message) -> bytes:
             ]
         case Reconcile(role, payload):
             body = [1, int(role), payload]
-        case Records(raws):
-            body = [2, list(raws)]
         case Want(ids):
             body = [3, list(ids)]
         case Have(ids):

@@ -43,6 +43,36 @@ _FIXED = {
 _BLOB_LENGTH = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin8..32, str8..32
 _CONTAINER_LENGTH = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (width, per item)
 
+Header = tuple[int, int, int, int]  # step, elements, width of a length that follows, per item
+
+
+def _header(kind: int) -> Header | None:
+    """What the type byte ``kind`` says of its value; None: not allowed.
+
+    ``step`` is the header's size (with the payload, when the byte alone fixes
+    it); a length of ``width`` bytes may follow: a payload's (``per_item`` 0) or
+    a container's element count (times ``per_item``: maps have two per entry).
+    """
+    if kind <= 0x7F or kind >= 0xE0:  # positive and negative fixint
+        return 1, 0, 0, 0
+    if kind <= 0x8F:  # fixmap
+        return 1, 2 * (kind & 0x0F), 0, 0
+    if kind <= 0x9F:  # fixarray
+        return 1, kind & 0x0F, 0, 0
+    if kind <= 0xBF:  # fixstr
+        return 1 + (kind & 0x1F), 0, 0, 0
+    if kind in _FIXED:
+        return _FIXED[kind], 0, 0, 0
+    if kind in _BLOB_LENGTH:
+        return 1 + _BLOB_LENGTH[kind], 0, _BLOB_LENGTH[kind], 0
+    if kind in _CONTAINER_LENGTH:
+        width, per_item = _CONTAINER_LENGTH[kind]
+        return 1 + width, 0, width, per_item
+    return None  # ext types, 0xc1
+
+
+_HEADERS = tuple(_header(kind) for kind in range(256))
+
 
 class Scanner:
     """Resumable: call ``advance`` with the growing buffer until it returns the end."""
@@ -63,35 +93,24 @@ class Scanner:
         """The end offset of the value starting at 0 in ``buf``, or None if not all there."""
         size = len(buf)
         remaining = self._remaining
+        headers = _HEADERS
         while remaining:
             pos = self._pos
             if pos >= size:
                 return self._incomplete(size)
             kind = buf[pos]
-            count = 0
-            if kind <= 0x7F or kind >= 0xE0:
-                step = 1
-            elif kind <= 0x8F:
-                step, count = 1, 2 * (kind & 0x0F)
-            elif kind <= 0x9F:
-                step, count = 1, kind & 0x0F
-            elif kind <= 0xBF:
-                step = 1 + (kind & 0x1F)
-            elif kind in _FIXED:
-                step = _FIXED[kind]
-            elif kind in _BLOB_LENGTH:
-                width = _BLOB_LENGTH[kind]
-                if pos + 1 + width > size:
-                    return self._incomplete(size)
-                step = 1 + width + int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
-            elif kind in _CONTAINER_LENGTH:
-                width, per_item = _CONTAINER_LENGTH[kind]
-                if pos + 1 + width > size:
-                    return self._incomplete(size)
-                step = 1 + width
-                count = per_item * int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
-            else:
+            header = headers[kind]
+            if header is None:
                 raise ScanError(f"type byte 0x{kind:02x} is not allowed (ext types, 0xc1)", "type")
+            step, count, width, per_item = header
+            if width:
+                if pos + 1 + width > size:
+                    return self._incomplete(size)
+                length = int.from_bytes(buf[pos + 1 : pos + 1 + width], "big")
+                if per_item:
+                    count = per_item * length
+                else:
+                    step += length
             if pos + step > self.max_bytes:
                 raise ScanError(f"a message is larger than {self.max_bytes} bytes", "size")
             remaining[-1] -= 1
@@ -130,6 +149,13 @@ class ValueStream:
 
     def feed(self, data: bytes) -> list[Any]:
         """Every value completed by ``data``; ``ScanError`` if the stream is bad."""
+        if not self._buffer:
+            # The usual case, one whole value in one piece: scanned where it lies, no copy.
+            # The scanner resumes over the same offsets if the value goes on past ``data``.
+            end = self._scanner.advance(data)
+            if end is not None and end == len(data):
+                self._scanner.reset()
+                return [self._unpack(bytes(data))]
         self._buffer += data
         values: list[Any] = []
         while self._buffer:
@@ -139,12 +165,13 @@ class ValueStream:
             chunk = bytes(self._buffer[:end])
             del self._buffer[:end]
             self._scanner.reset()
-            try:
-                values.append(
-                    msgpack.unpackb(
-                        chunk, raw=False, use_list=True, strict_map_key=self._strict_map_key
-                    )
-                )
-            except Exception as exc:  # msgpack reports bad bytes with many types
-                raise ScanError(f"malformed msgpack: {exc}", "malformed") from None
+            values.append(self._unpack(chunk))
         return values
+
+    def _unpack(self, chunk: bytes) -> Any:
+        try:
+            return msgpack.unpackb(
+                chunk, raw=False, use_list=True, strict_map_key=self._strict_map_key
+            )
+        except Exception as exc:  # msgpack reports bad bytes with many types
+            raise ScanError(f"malformed msgpack: {exc}", "malformed") from None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -103,9 +104,12 @@ def _hkdf(chaining_key: bytes, input_key_material: bytes, num_outputs: int) -> t
     return tuple(outputs)
 
 
+_CHACHAPOLY_NONCE = struct.Struct("<4xQ")
+
+
 def _chachapoly_nonce(n: int) -> bytes:
     """Section 12.3: 32 bits of zeros, then ``n`` as a little-endian 64-bit integer."""
-    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+    return _CHACHAPOLY_NONCE.pack(n)
 
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
@@ -168,15 +172,17 @@ class CipherState:
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
         """EncryptWithAd(ad, plaintext): ENCRYPT(k, n++, ad, plaintext), or plaintext if no key."""
-        if self._aead is None:
+        aead, n = self._aead, self._n
+        if aead is None:
             return plaintext
-        self._check_nonce()
+        if n == MAX_NONCE:
+            self._check_nonce()
         if len(plaintext) + TAGLEN > MAX_MESSAGE_LEN:
             raise NoiseMessageError(
                 f"{len(plaintext)}-byte plaintext exceeds the {MAX_MESSAGE_LEN}-byte message limit"
             )
-        ciphertext = self._aead.encrypt(_chachapoly_nonce(self._n), plaintext, ad)
-        self._n += 1
+        ciphertext = aead.encrypt(_CHACHAPOLY_NONCE.pack(n), plaintext, ad)
+        self._n = n + 1
         return ciphertext
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
@@ -185,18 +191,20 @@ class CipherState:
         On an authentication failure ``n`` is not incremented (section 5.1), so
         a forged message cannot desynchronise an established session.
         """
-        if self._aead is None:
+        aead, n = self._aead, self._n
+        if aead is None:
             return ciphertext
-        self._check_nonce()
+        if n == MAX_NONCE:
+            self._check_nonce()
         if not TAGLEN <= len(ciphertext) <= MAX_MESSAGE_LEN:
             raise NoiseMessageError(
                 f"ciphertext of {len(ciphertext)} bytes; must be {TAGLEN}..{MAX_MESSAGE_LEN}"
             )
         try:
-            plaintext = self._aead.decrypt(_chachapoly_nonce(self._n), ciphertext, ad)
+            plaintext = aead.decrypt(_CHACHAPOLY_NONCE.pack(n), ciphertext, ad)
         except InvalidTag as exc:
             raise NoiseDecryptError("authentication tag mismatch") from exc
-        self._n += 1
+        self._n = n + 1
         return plaintext
 
     def rekey(self) -> None:

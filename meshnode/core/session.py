@@ -137,7 +137,7 @@ class SessionStats:
 
     def snapshot(self) -> SessionStats:
         """A copy, for readers outside the engine (``copy.copy`` is slow on slots)."""
-        return SessionStats(*(getattr(self, name) for name in self.__slots__))
+        return SessionStats(*[getattr(self, name) for name in self.__slots__])
 
 
 class PeerSession:
@@ -181,6 +181,8 @@ class PeerSession:
     # -- driver API -------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
+        if not self._outbox:
+            return b""
         data = bytes(self._outbox)
         self._outbox.clear()
         return data
@@ -207,8 +209,7 @@ class PeerSession:
         try:
             events: list[Event] = []
             messages = self._decoder.feed(plaintext)
-            asks = sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
-            if asks > 1:
+            if len(messages) > 1 and self._asks(messages) > 1:
                 # A round's initiator waits for each reply before it sends again.
                 raise PeerProtocolError(m.Why.RECONCILE_NOT_WAITING)
             for message in messages:
@@ -220,6 +221,10 @@ class PeerSession:
             return [self.close(GoodbyeCode.PROTOCOL, exc.why)]
         except NegentropyError:
             return [self.close(GoodbyeCode.PROTOCOL, m.Why.NEGENTROPY)]
+
+    @staticmethod
+    def _asks(messages: list[m.Message]) -> int:
+        return sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
 
     def push(self, raws: Sequence[bytes]) -> bool:
         """Push newly stored records; False (and a later reconcile) if the peer is too slow."""
@@ -234,6 +239,10 @@ class PeerSession:
 
     def send_records(self, raws: Sequence[bytes]) -> None:
         if self.state is State.CLOSED:
+            return
+        if len(raws) == 1:  # a pushed record, the usual case
+            self._send(m.Records((raws[0],)))
+            self.stats.records_out += 1
             return
         batch: list[bytes] = []
         size = 0
@@ -362,7 +371,10 @@ class PeerSession:
             if self.initiator:
                 self.reconcile(now)
             return [HelloReceived(message)]
-        match message:
+        match message:  # the most frequent first
+            case m.Records(raws):
+                self.stats.records_in += len(raws)
+                return [RecordsReceived(raws)]
             case m.Hello():
                 raise PeerProtocolError(m.Why.HELLO_TWICE)
             case m.Reconcile(role, payload):
@@ -371,9 +383,6 @@ class PeerSession:
                 self.stats.reconcile_bytes_in += len(m.encode(message))
                 self.stats.reconcile_messages += 1
                 return self._on_reconcile(role, payload, now)
-            case m.Records(raws):
-                self.stats.records_in += len(raws)
-                return [RecordsReceived(raws)]
             case m.Want(ids):
                 return [RecordsWanted(ids)]
             case m.Have(ids):

@@ -19,6 +19,7 @@ and the driver may read it between events (queries, status) on the same thread.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -118,6 +119,8 @@ class Mesh:
         self._now = e.Instant(now, 0)  # the time of the event being handled
         self._actions: list[a.Action] = []
         self._dirty: dict[int, None] = {}  # sessions that may have bytes to send, in order
+        self._relay_to: list[int] | None = None  # sessions records may go to; None: work it out
+        self._soonest: float | None = None  # the earliest of the sessions' timers; None: find it
 
     # -- the contract ------------------------------------------------------------
 
@@ -177,8 +180,12 @@ class Mesh:
 
     def next_timer(self) -> float:
         """When the engine next wants a ``Tick`` (monotonic seconds; inf: never by itself)."""
-        sessions = min((p.timer for p in self._peers.values()), default=float("inf"))
-        return min(sessions, self._policy.next_due())
+        soonest = self._soonest
+        if soonest is None:
+            soonest = min([p.timer for p in self._peers.values()], default=math.inf)
+            self._soonest = soonest
+        due = self._policy.next_due()
+        return soonest if soonest < due else due
 
     # -- snapshots ----------------------------------------------------------------
 
@@ -229,6 +236,7 @@ class Mesh:
         )
         self._peers[peer.conn] = peer
         self._dirty[peer.conn] = None
+        self._soonest = None
         ban = self._bans.get(event.remote, now.mono)
         if ban is not None:
             session.refuse(m.GoodbyeCode.BANNED, m.Why.BANNED, ban.seconds_left(now.mono))
@@ -237,6 +245,7 @@ class Mesh:
             session.refuse(m.GoodbyeCode.NORMAL, FULL)
             return
         peer.counted = True
+        self._relay_to = None
         self._policy.opened(event.remote, event.address, initiator=event.initiator, now=now.mono)
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
@@ -256,6 +265,8 @@ class Mesh:
         peer = self._peers.pop(conn, None)
         if peer is None:
             return
+        self._relay_to = None
+        self._soonest = None
         self._dissemination.forget(conn)
         now = self._now.mono
         if peer.counted:
@@ -285,6 +296,8 @@ class Mesh:
         budget = WANT_REPLY_BUDGET
         for event in events:
             match event:
+                case RecordsReceived():
+                    pass  # ingested above, all at once
                 case RecordsWanted(ids):
                     raws = store.raw_by_ids(ids, self._now.wall_ms, max_bytes=max(budget, 0))
                     budget -= sum(len(raw) for raw in raws)
@@ -310,8 +323,9 @@ class Mesh:
         False if a record did not verify: the session is over and its sender banned.
         """
         report = self.node.ingest(raws, now_ms=self._now.wall_ms, source=peer.origin)
-        self._arrived(self._arrivals(report.result.each), peer.conn)
-        ahead = report.result.outcomes[Outcome.FUTURE]
+        each = report.result.each
+        self._arrived(self._arrivals(each), peer.conn)
+        ahead = sum(1 for _, outcome in each if outcome is Outcome.FUTURE)
         if ahead:
             self._actions.append(a.AheadOfClock(ahead))
         if not report.rejected:
@@ -347,10 +361,15 @@ class Mesh:
         if not arrivals:
             return
         self._actions.append(a.Ingested(source, tuple(arrivals)))
-        if any(arrival.fate is Fate.NEW for arrival in arrivals):
-            self._items = None
+        for arrival in arrivals:
+            if arrival.fate is Fate.NEW:
+                self._items = None
+                break
         # Duplicates too: a strategy that prunes (Plumtree) learns from them.
-        relay_to = [c for c, p in self._peers.items() if p.counted and not p.session.closed]
+        relay_to = self._relay_to
+        if relay_to is None:
+            relay_to = [c for c, p in self._peers.items() if p.counted and not p.closing]
+            self._relay_to = relay_to
         for conn, raws in self._dissemination.route(arrivals, source, relay_to).items():
             peer = self._peers.get(conn)
             if peer is not None and raws:
@@ -363,13 +382,23 @@ class Mesh:
             self._items = SortedItems.from_sorted(self.node.store.items(self._now.wall_ms))
         return self._items
 
+    def _set_timer(self, peer: _Peer, when: float) -> None:
+        """Keep ``_soonest`` true without a walk over all sessions at every event."""
+        soonest = self._soonest
+        if soonest is not None:
+            if when < soonest:
+                self._soonest = when
+            elif peer.timer == soonest and when != soonest:
+                self._soonest = None  # the earliest may have moved later
+        peer.timer = when
+
     def _flush(self) -> None:
         """Hand the driver the bytes each session has for its peer, and the closes."""
         for conn in self._dirty:
             peer = self._peers.get(conn)
             if peer is None or peer.closing:
                 continue
-            peer.timer = peer.session.next_timer()  # every change to a session marks it dirty
+            self._set_timer(peer, peer.session.next_timer())  # every change marks it dirty
             closed = peer.session.closed
             if peer.congested and not closed:
                 continue  # the bytes wait in the session, which drops pushes past its limit
@@ -378,6 +407,7 @@ class Mesh:
                 self._actions.append(a.Send(conn, data))
             if closed:
                 peer.closing = True
+                self._relay_to = None
                 why = peer.why or SessionClosed(m.GoodbyeCode.NORMAL, "", by_peer=False)
                 self._actions.append(a.Close(conn, why))
 

@@ -386,11 +386,12 @@ class Network:
             end.held.append(data)
             return
         node = self.nodes[end.node]
-        self._trace.update(struct.pack("<dBII", self.now, 0, end.node, end.conn))
+        header = struct.pack("<dBII", self.now, 0, end.node, end.conn)
         if data is None:
+            self._trace.update(header)
             self._gone(node, end)
             return
-        self._trace.update(data)
+        self._trace.update(header + data)
         if end.established:
             self._handle(node, e.Received(end.conn, data))
             return

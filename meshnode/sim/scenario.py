@@ -24,10 +24,13 @@ run goes on to its end, and the invariants are checked:
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,8 +313,9 @@ class Run:
 
     def run(self) -> Report:
         started = time.perf_counter()
-        self.build()
-        self.net.run_until(self.scenario.seconds)
+        with collector_paused():
+            self.build()
+            self.net.run_until(self.scenario.seconds)
         report = self._judge(time.perf_counter() - started)
         return report
 
@@ -472,6 +476,25 @@ def _not_dead(records: Any, now_ms: int, live: list[SimNode]) -> set[bytes]:
         if dead_at is None or dead_at > now_ms:
             found.add(record.id)
     return found
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the body runs.
+
+    A thousand engines keep millions of objects alive for the whole run, and
+    each full collection walks all of them again to find next to nothing: six
+    of them, finding nothing at all, took 14 % of a 1,000-node run's wall time.
+    Reference counting still frees what the run drops; the few cycles a closed
+    session leaves wait until the collector runs again, after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def run(scenario: Scenario) -> Report:

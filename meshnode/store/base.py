@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from meshnode.core.record import CLOCK_FLOOR_MS, Record
 from meshnode.store.standing import HOUR_MS, NEWCOMER_SHARE, Standing, Standings
@@ -72,11 +72,18 @@ class Outcome(enum.StrEnum):
     FUTURE = "future"  # created too far ahead of this node's clock
 
 
-@dataclass(slots=True)
 class IngestResult:
-    stored: list[Record] = field(default_factory=list)
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    each: list[tuple[Record, Outcome]] = field(default_factory=list)  # in the order given
+    """What became of each record of one batch, in the order given."""
+
+    __slots__ = ("each", "stored")
+
+    def __init__(self) -> None:
+        self.each: list[tuple[Record, Outcome]] = []
+        self.stored: list[Record] = []
+
+    @property
+    def outcomes(self) -> Counter[Outcome]:
+        return Counter(outcome for _, outcome in self.each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +133,23 @@ class Store(ABC):
         node's own records: another node cannot give them back if none has them).
         """
         result = IngestResult()
-        with self._atomic(durable):
-            own_high = 0
-            for record in records:
-                outcome = self._ingest_one(record, now_ms, source)
-                result.outcomes[outcome] += 1
-                result.each.append((record, outcome))
-                if outcome is Outcome.STORED:
-                    result.stored.append(record)
-                if record.author == self.owner:
-                    # Every own seq in the batch, stored or not, so none is ever reused.
-                    own_high = max(own_high, record.seq)
-            if own_high:
-                self._raise_high_seq(self.owner, own_high)
+        each, stored, owner = result.each, result.stored, self.owner
+        try:  # as ``_atomic``, spelt out on the path every record takes
+            with self._transaction(durable):
+                own_high = 0
+                for record in records:
+                    outcome = self._ingest_one(record, now_ms, source)
+                    each.append((record, outcome))
+                    if outcome is Outcome.STORED:
+                        stored.append(record)
+                    if record.author == owner:
+                        # Every own seq in the batch, stored or not, so none is ever reused.
+                        own_high = max(own_high, record.seq)
+                if own_high:
+                    self._raise_high_seq(owner, own_high)
+        except BaseException:
+            self._rebuild_usage()
+            raise
         return result
 
     def _ingest_one(self, record: Record, now_ms: int, source: bytes | None) -> Outcome:

@@ -18,6 +18,7 @@ class MemoryStore(Store):
     def __init__(self, owner: bytes, limits: StoreLimits | None = None) -> None:
         super().__init__(owner, limits or StoreLimits())
         self._records: dict[tuple[bytes, str], tuple[Record, int | None]] = {}
+        self._versions: dict[tuple[bytes, str], Current] = {}  # made once, asked for often
         self._high: dict[bytes, int] = {}
         self._by_id: dict[bytes, tuple[bytes, str]] = {}
         self._saved_standings: dict[bytes, Standing] = {}
@@ -91,24 +92,24 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         self._records.clear()
+        self._versions.clear()
         self._by_id.clear()
 
     def _transaction(self, durable: bool) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     def _current(self, author: bytes, key: str) -> Current | None:
-        entry = self._records.get((author, key))
-        if entry is None:
-            return None
-        record = entry[0]
-        return Current(record.id, record.seq, len(record.raw))
+        return self._versions.get((author, key))
 
     def _insert(self, record: Record, dead_at: int | None, now_ms: int) -> None:
-        self._records[(record.author, record.key)] = (record, dead_at)
-        self._by_id[record.id] = (record.author, record.key)
+        where = record.author, record.key
+        self._records[where] = (record, dead_at)
+        self._versions[where] = Current(record.id, record.seq, len(record.raw))
+        self._by_id[record.id] = where
 
     def _remove(self, author: bytes, key: str) -> None:
         record, _ = self._records.pop((author, key))
+        del self._versions[(author, key)]
         del self._by_id[record.id]
 
     def _evict_lowest(self, author: bytes, spare_key: str | None) -> int | None:
