@@ -304,6 +304,7 @@ def spawn_daemon(
         [
             meshnode_executable(),
             "run",
+            "--no-mdns",
             "--data-dir",
             str(home),
             "--socket",

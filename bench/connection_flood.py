@@ -76,7 +76,7 @@ class Target:
 def start_daemon(tmp: Path, log_file: IO[bytes]) -> Target:
     """``meshnode run`` at the default log level, peers on a loopback port; ready on return."""
     socket_path = tmp / "flood.sock"
-    command = [meshnode_executable(), "run", "--data-dir", str(tmp / "node")]
+    command = [meshnode_executable(), "run", "--no-mdns", "--data-dir", str(tmp / "node")]
     command += ["--socket", str(socket_path), "--listen", "127.0.0.1:0"]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=child_env(tmp)

@@ -166,6 +166,7 @@ class NetNode:
         command = [
             meshnode_executable(),
             "run",
+            "--no-mdns",
             "--data-dir",
             str(self.home),
             "--socket",

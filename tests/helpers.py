@@ -59,12 +59,14 @@ class Daemon:
     def cli_args(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--socket", str(self.socket)]
 
-    def start(self, *extra: str, wait: bool = True) -> Daemon:
+    def start(self, *extra: str, wait: bool = True, mdns: bool = False) -> Daemon:
+        """``mdns``: announce and browse on the local link (tests do so only in namespaces)."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         listen = () if "--listen" in extra else ("--listen", "127.0.0.1:0")
+        quiet = () if mdns else ("--no-mdns",)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "meshnode", "run", *self.cli_args, *listen, *extra],
+            [sys.executable, "-m", "meshnode", "run", *self.cli_args, *listen, *quiet, *extra],
             stdout=log,
             stderr=log,
         )

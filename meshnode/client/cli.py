@@ -104,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             peers=args.peer,
             network_key=args.network_key,
             env=os.environ,
+            mdns=not args.no_mdns,
         )
         run(DaemonConfig(home, paths.socket_path(home, args.socket, os.environ), settings))
     except config.ConfigError as exc:
@@ -198,6 +199,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         ),
         ("peers", f"{info['peers']} connected"),
         ("listening", ", ".join(info["listening"]) or "(not listening)"),
+        ("discovery", _discovery_line(info.get("discovery", {}))),
         ("data dir", info["data_dir"]),
         ("socket", info["socket"]),
     ]
@@ -205,6 +207,19 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"{name + ':':<13}{value}")
     return EXIT_OK
+
+
+def _discovery_line(discovery: dict[str, Any]) -> str:
+    if not discovery.get("mdns"):
+        return "mDNS off"
+    if discovery.get("error"):
+        return f"mDNS: {discovery['error']}"
+    used = ", ".join(discovery.get("interfaces", [])) or "no interface"
+    line = f"mDNS on {used}; {discovery.get('services', 0)} services of this network seen"
+    ignored = discovery.get("ignored_services", {})
+    if ignored:
+        line += "; ignored: " + ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))
+    return line
 
 
 def cmd_publish(client: Client, args: argparse.Namespace) -> int:
@@ -353,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="HOST:PORT",
         help="keep a connection to this peer (repeatable; also 'peers' in config.toml)",
+    )
+    run.add_argument(
+        "--no-mdns",
+        action="store_true",
+        help="do not announce or look for peers on the local link (also 'mdns' in config.toml)",
     )
     run.add_argument(
         "--network-key",

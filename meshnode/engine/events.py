@@ -85,6 +85,15 @@ class Hint:
 
     address: str
     source: str  # who says so: "hello", "mdns", "exchange", ...
+    group: str | None = None  # addresses of one node, as the source knows it: dialled in turn
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """The source of a hint takes it back (an mDNS service went away): forget it unless in use."""
+
+    address: str
+    source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,7 @@ Event = (
     | Lost
     | DialFailed
     | Hint
+    | Withdrawn
     | Listening
     | Publish
     | Delete

@@ -148,8 +148,8 @@ class Mesh:
                     self._dirty[conn] = None
             case e.DialFailed(address, is_self):
                 self._policy.failed(address, now=now.mono, is_self=is_self)
-            case e.Hint(address, source):
-                self._policy.hint(address, source, now=now.mono)
+            case e.Hint() | e.Withdrawn():
+                self._heard_of(event)
             case e.Listening(addresses):
                 self._listen = addresses
             case e.Publish(publications):
@@ -257,6 +257,13 @@ class Mesh:
                 preferred = min(self.node.identity.public_key, event.remote)
                 loser = peer if self._dialer(other) == preferred else other
             self._close(loser, m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE)
+
+    def _heard_of(self, event: e.Hint | e.Withdrawn) -> None:
+        """Discovery's news of an address, for the policy to dial or forget."""
+        if isinstance(event, e.Hint):
+            self._policy.hint(event.address, event.source, now=self._now.mono, group=event.group)
+        else:
+            self._policy.withdraw(event.address, event.source)
 
     def _dialer(self, peer: _Peer) -> bytes:
         return self.node.identity.public_key if peer.initiator else peer.node

@@ -61,6 +61,7 @@ class Known:
     heard: float  # when it was last configured or hinted
     state: State = State.IDLE
     node: bytes | None = None  # the node last found here
+    group: str | None = None  # addresses the hint's source says are one node's
 
     @property
     def static(self) -> bool:
@@ -99,20 +100,29 @@ class PeerPolicy:
         """The addresses to dial now; each is marked as being dialled."""
         self._next_due = None
         free = self.hint_slots_free()
+        busy = self._busy_groups()
         dials = []
         for known in self._known.values():
             if known.state is not State.IDLE or known.next_dial > now:
                 continue
             if not known.static and (not self._settings.dial_hints or free <= 0):
                 continue
+            if known.group is not None and known.group in busy:
+                continue  # one of its node's other addresses is being dialled or in use
             if known.node is not None and (until := self._wait_for(known.node)) > now:
                 known.next_dial = until
                 continue
             if not known.static:
                 free -= 1
+            if known.group is not None:
+                busy.add(known.group)
             known.state = State.DIALLING
             dials.append(known.address)
         return dials
+
+    def _busy_groups(self) -> set[str]:
+        active = (State.DIALLING, State.CONNECTED, State.COVERED)
+        return {k.group for k in self._known.values() if k.group is not None and k.state in active}
 
     def next_due(self) -> float:
         """When ``due`` may next have an address to dial (inf: not before something happens)."""
@@ -212,11 +222,21 @@ class PeerPolicy:
         else:
             self._back_off(known, now)
 
-    def hint(self, address: str, origin: str, *, now: float, reached_at: str | None = None) -> bool:
+    def hint(
+        self,
+        address: str,
+        origin: str,
+        *,
+        now: float,
+        reached_at: str | None = None,
+        group: str | None = None,
+    ) -> bool:
         """Record that a node may accept peers at ``address``; False if it is unusable.
 
         An unspecified host (``0.0.0.0``, ``[::]``) means the host the hinting
         connection reached (``reached_at``, a ``host:port``), as §4.1 says.
+        Addresses of one ``group`` (one mDNS service's) are dialled one at a
+        time, the next only once the last has failed.
         """
         usable = _usable(address, reached_at)
         if usable is None:
@@ -225,6 +245,7 @@ class PeerPolicy:
         known = self._known.get(usable)
         if known is not None:
             known.heard = now
+            known.group = known.group or group
             return True
         if sum(1 for k in self._known.values() if not k.static) >= MAX_HINTS:
             idle = [k for k in self._known.values() if not k.static and k.state is State.IDLE]
@@ -232,8 +253,22 @@ class PeerPolicy:
                 return False
             del self._known[min(idle, key=lambda k: k.heard).address]
         initial = self._settings.backoff_initial
-        self._known[usable] = Known(usable, origin, initial, now, now)
+        self._known[usable] = Known(usable, origin, initial, now, now, group=group)
         return True
+
+    def withdraw(self, address: str, origin: str) -> None:
+        """``origin`` takes its hint of ``address`` back: forget it, unless it is in use.
+
+        Only a hint from that same origin is forgotten, never a static peer; and
+        one whose dials failed stays, with its backoff, so that a service that
+        comes and goes is never dialled faster than its backoff allows.
+        """
+        known = self._known.get(address)
+        if known is None or known.origin != origin or known.state is not State.IDLE:
+            return
+        if known.delay == self._settings.backoff_initial:
+            self._next_due = None
+            del self._known[address]
 
     def banned(self, node: bytes, until: float) -> None:
         """Dial ``node`` no sooner than ``until``: this node banned it."""

@@ -54,7 +54,16 @@ class PeerSettings:
 
 
 @dataclass(frozen=True)
+class DiscoverySettings:
+    """How the node finds peers without being told (``protocol/discovery.md``)."""
+
+    mdns: bool = True  # announce and browse on the local link
+    interfaces: tuple[str, ...] | None = None  # names or patterns; None: the default rule
+
+
+@dataclass(frozen=True)
 class Settings:
     peers: PeerSettings = field(default_factory=PeerSettings)
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     store: StoreLimits = field(default_factory=StoreLimits)
     session: SessionConfig = field(default_factory=SessionConfig)

@@ -29,6 +29,7 @@ from meshnode.engine.node import (
     QuotaExceeded,
 )
 from meshnode.runtime.clock import WallClock
+from meshnode.runtime.mdns import DiscoveryState
 from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher, Ticket
 from meshnode.store.base import StoreError
@@ -143,6 +144,7 @@ class Api:
         self.started_ms = wall_clock_ms()
         self.started_monotonic = trio.current_time()
         self.clients = 0
+        self.discovery: DiscoveryState | None = None  # None: mDNS is off
         self._methods: dict[str, Callable[[Args], Awaitable[Any]]] = {
             "ping": self.ping,
             "id": self.id,
@@ -202,6 +204,21 @@ class Api:
             "watches": len(self.hub),
             "peers": self.peers.sessions,
             "listening": list(self.peers.listening),
+            "discovery": self._discovery_view(),
+        }
+
+    def _discovery_view(self) -> dict[str, Any]:
+        state = self.discovery
+        if state is None:
+            return {"mdns": False}
+        return {
+            "mdns": True,
+            "running": state.running,
+            "interfaces": list(state.interfaces),
+            "skipped_interfaces": dict(state.skipped),
+            "services": len(state.services),
+            "ignored_services": dict(state.ignored),
+            "error": state.error,
         }
 
     def submit_publish(self, params: list[Any]) -> Ticket:

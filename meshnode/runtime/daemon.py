@@ -29,6 +29,7 @@ from meshnode.engine.settings import Settings
 from meshnode.runtime.api import Api, Paths
 from meshnode.runtime.clock import system_wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
+from meshnode.runtime.mdns import Discovery
 from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
 from meshnode.runtime.storethread import StoreThread
@@ -134,6 +135,17 @@ async def _main(config: DaemonConfig, node: Node) -> None:
             nursery.start_soon(publisher.run)
             nursery.start_soon(ControlServer(api, listener).serve)
             nursery.start_soon(_purge_loop, peers)
+            discovery = config.settings.discovery
+            port = _advertised_port(peers.listening)
+            if discovery.mdns and port is not None:
+                mdns = Discovery(
+                    network_key=config.settings.peers.network_key,
+                    public_key=node.identity.public_key,
+                    interfaces=discovery.interfaces,
+                    step=peers.step,
+                )
+                api.discovery = mdns.state
+                nursery.start_soon(mdns.run, port)
             log.info(
                 "meshnode %s ready: node %s, data dir %s, control socket %s",
                 __version__,
@@ -171,6 +183,13 @@ async def _purge_loop(peers: PeerService) -> None:
             if freed:
                 log.info("purged %d bytes of expired records", freed)
         await trio.sleep_until(started + PURGE_INTERVAL_S)
+
+
+def _advertised_port(listening: list[str]) -> int | None:
+    """The port peers are accepted on, to announce (the first listener's)."""
+    for address in listening:
+        return int(address.rsplit(":", 1)[1])
+    return None
 
 
 def _unlink_quietly(path: Path) -> None:

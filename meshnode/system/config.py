@@ -3,10 +3,13 @@
     listen = ["0.0.0.0:7744", "[::]:7744"]   # default: every interface, port 7744
     peers = ["192.0.2.10:7744", "[2001:db8::5]:7744"]
     network_key = "mesh1..."                  # default: the public network
+    mdns = true                               # find peers on the local link (default: true)
+    mdns_interfaces = ["wlan0", "eth*"]       # default: every suitable one (discovery.md §1)
 
 Command-line options win: ``--listen`` replaces ``listen``, ``--peer`` adds to
 ``peers``, ``--network-key`` (or ``$MESHNODE_NETWORK_KEY``) replaces
-``network_key``. Unknown settings are an error, so a typo never goes unnoticed.
+``network_key``, ``--no-mdns`` turns ``mdns`` off. Unknown settings are an error,
+so a typo never goes unnoticed.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from typing import Any
 
 from meshnode.core.addresses import DEFAULT_PORT, AddressError, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
-from meshnode.engine.settings import PeerSettings, Settings, SettingsError
+from meshnode.engine.settings import DiscoverySettings, PeerSettings, Settings, SettingsError
 
 CONFIG_FILE = "config.toml"
-_KNOWN = {"listen", "peers", "network_key"}
+_KNOWN = {"listen", "peers", "network_key", "mdns", "mdns_interfaces"}
 
 
 class ConfigError(Exception):
@@ -35,6 +38,7 @@ def load(
     peers: Sequence[str],
     network_key: str | None,
     env: Mapping[str, str],
+    mdns: bool = True,
 ) -> Settings:
     path = home / CONFIG_FILE
     data = _read(path)
@@ -67,15 +71,31 @@ def load(
             key = decode_network_key(key_text)
         except NetworkKeyError as exc:
             raise ConfigError(f"{exc}; make one with: meshnode network new") from None
+    discovery = _discovery(data, where, mdns)
     try:
         peer_settings = PeerSettings(
             network_key=key,
             listen=tuple(chosen_listen),
             peers=tuple((host, port) for host, port in dial if host is not None),
+            dial_hints=discovery.mdns,  # what discovery finds is dialled, within the bounds
         )
     except SettingsError as exc:
         raise ConfigError(f"{where}{exc}") from None
-    return Settings(peers=peer_settings)
+    return Settings(peers=peer_settings, discovery=discovery)
+
+
+def _discovery(data: Mapping[str, Any], where: str, mdns: bool) -> DiscoverySettings:
+    enabled = data.get("mdns", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}mdns is true or false")
+    names = data.get("mdns_interfaces")
+    if names is not None and (
+        not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
+    ):
+        raise ConfigError(f'{where}mdns_interfaces is a list of interface names, e.g. ["wlan0"]')
+    return DiscoverySettings(
+        mdns=enabled and mdns, interfaces=None if names is None else tuple(names)
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -1,0 +1,266 @@
+"""Zero-configuration discovery: the interface rule, the settings, and real daemons finding
+each other by multicast DNS in network namespaces (tests/netns.py), with no --peer given."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from meshnode.client import Client, ClientError
+from meshnode.core.netkey import encode_network_key
+from meshnode.engine.peering import PeerPolicy
+from meshnode.engine.settings import PeerSettings
+from meshnode.system import config
+from meshnode.system.interfaces import Interface, choose
+from tests.netns import Host, Lan, require_netns
+
+IFACE = Interface("eth0", 2, ("10.231.0.2",), ("fe80::2",), up=True, multicast=True, loopback=False)
+
+
+def interface(name: str, **changes: object) -> Interface:
+    fields = {
+        "name": name,
+        "index": 3,
+        "ipv4": ("10.1.0.2",),
+        "ipv6": (),
+        "up": True,
+        "multicast": True,
+        "loopback": False,
+    }
+    fields.update(changes)
+    return Interface(**fields)  # type: ignore[arg-type]
+
+
+# -- which interfaces ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["docker0", "br-3f2a", "virbr0", "cni0", "podman1", "veth9a1b", "tun0", "wg0"]
+)
+def test_container_bridges_veths_and_tunnels_are_left_out_by_default(name: str) -> None:
+    choice = choose([IFACE, interface(name)])
+    assert [i.name for i in choice.used] == ["eth0"]
+    assert dict(choice.skipped)[name].startswith("a container bridge, veth or tunnel")
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"loopback": True}, "loopback"),
+        ({"up": False}, "down"),
+        ({"multicast": False}, "no multicast"),
+        ({"ipv4": ()}, "no address"),
+    ],
+)
+def test_an_interface_mdns_cannot_use_is_left_out_with_the_reason(
+    changes: dict[str, object], why: str
+) -> None:
+    assert choose([interface("wlan0", **changes)]).skipped == (("wlan0", why),)
+
+
+def test_mdns_interfaces_names_the_ones_to_use_even_a_bridge() -> None:
+    choice = choose([IFACE, interface("docker0"), interface("wlan0")], ["docker*", "wlan0"])
+    assert [i.name for i in choice.used] == ["docker0", "wlan0"]
+    assert choice.skipped == (("eth0", "not in mdns_interfaces"),)
+    assert choice.ipv4 == ["10.1.0.2", "10.1.0.2"] and choice.ipv6_indexes == []
+
+
+# -- the settings ----------------------------------------------------------------------
+
+
+def load(home: Path, text: str = "", mdns: bool = True) -> config.Settings:
+    if text:
+        (home / "config.toml").write_text(text)
+    return config.load(home, listen=None, peers=[], network_key=None, env={}, mdns=mdns)
+
+
+def test_mdns_is_on_by_default_and_its_hints_are_dialled(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+    assert settings.discovery.mdns and settings.discovery.interfaces is None
+    assert settings.peers.dial_hints
+
+
+def test_no_mdns_keeps_todays_static_behaviour(tmp_path: Path) -> None:
+    settings = load(tmp_path, mdns=False)
+    assert not settings.discovery.mdns and not settings.peers.dial_hints
+
+
+def test_the_config_file_turns_mdns_off_or_names_interfaces(tmp_path: Path) -> None:
+    assert not load(tmp_path, "mdns = false\n").discovery.mdns
+    named = load(tmp_path, 'mdns_interfaces = ["wlan0", "eth*"]\n')
+    assert named.discovery.interfaces == ("wlan0", "eth*")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('mdns = "yes"\n', "mdns is true or false"),
+        ("mdns_interfaces = []\n", "mdns_interfaces is a list of interface names"),
+        ('mdns_interfaces = "wlan0"\n', "mdns_interfaces is a list of interface names"),
+        ("mdns_interfaces = [1]\n", "mdns_interfaces is a list of interface names"),
+    ],
+)
+def test_bad_discovery_settings_are_errors_that_name_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        load(tmp_path, text)
+
+
+# -- one service, several addresses ------------------------------------------------------
+
+
+def test_the_addresses_of_one_service_are_dialled_one_at_a_time() -> None:
+    import random
+
+    policy = PeerPolicy(PeerSettings(dial_hints=True), random.Random(1))
+    for address in ("10.231.0.2:7744", "[fe80::2%2]:7744"):
+        assert policy.hint(address, "mdns", now=0.0, group="mn-a")
+    assert policy.hint("10.231.0.3:7744", "mdns", now=0.0, group="mn-b")
+    assert policy.due(0.0) == ["10.231.0.2:7744", "10.231.0.3:7744"]
+    policy.failed("10.231.0.2:7744", now=0.0)
+    assert policy.due(0.0) == ["[fe80::2%2]:7744"]  # the next address of mn-a, after a failure
+
+
+def test_a_withdrawn_service_is_forgotten_unless_its_dials_failed() -> None:
+    import random
+
+    policy = PeerPolicy(PeerSettings(dial_hints=True, outbound_slots=1), random.Random(1))
+    policy.hint("10.231.0.2:7744", "mdns", now=0.0)
+    policy.hint("10.231.0.3:7744", "mdns", now=0.0)
+    assert policy.due(0.0) == ["10.231.0.2:7744"]
+    policy.failed("10.231.0.2:7744", now=0.0)
+    policy.withdraw("10.231.0.2:7744", "mdns")  # failed: kept, with its backoff
+    policy.withdraw("10.231.0.3:7744", "hello")  # another source's word does not count
+    assert {a.address for a in policy.addresses()} == {"10.231.0.2:7744", "10.231.0.3:7744"}
+    policy.withdraw("10.231.0.3:7744", "mdns")
+    assert {a.address for a in policy.addresses()} == {"10.231.0.2:7744"}
+
+
+# -- real daemons in namespaces ------------------------------------------------------------
+
+NETNS = pytest.mark.slow
+FORM_TIMEOUT = 20.0
+
+
+class NsDaemon:
+    """``meshnode run`` inside one namespace, mDNS on, no --peer; its socket in ``tmp``."""
+
+    def __init__(self, host: Host, tmp: Path, *extra: str) -> None:
+        self.host = host
+        self.home = tmp / host.name
+        self.socket = tmp / f"{host.name}.sock"
+        self.log_path = tmp / f"{host.name}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", str(self.home)]
+        host.popen([*argv, "--socket", str(self.socket), *extra], stdout=log, stderr=log)
+        log.close()
+
+    def call(self, method: str, **params: object) -> object:
+        with Client(self.socket, timeout=10) as client:
+            return client.call(method, **params)
+
+    def peers(self) -> int:
+        try:
+            return len(self.call("peers"))  # type: ignore[arg-type]
+        except ClientError:
+            return 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def mesh(hosts: int, tmp: Path) -> Iterator[tuple[Lan, list[NsDaemon]]]:
+    require_netns()
+    with Lan.create(hosts=hosts) as lan:
+        yield lan, [NsDaemon(host, tmp) for host in lan.hosts]
+
+
+def wait_for(condition: object, timeout: float, what: str, daemons: list[NsDaemon]) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():  # type: ignore[operator]
+            return time.monotonic() - started
+        time.sleep(0.1)
+    logs = "\n".join(f"--- {d.host.name}\n{d.log()[-3000:]}" for d in daemons)
+    raise AssertionError(f"{what} within {timeout} s\n{logs}")
+
+
+@NETNS
+def test_eight_nodes_on_one_bridge_find_each_other_and_share_a_record(tmp_path: Path) -> None:
+    with mesh(8, tmp_path) as (_, daemons):
+        wait_for(
+            lambda: all(d.peers() >= 1 for d in daemons),
+            FORM_TIMEOUT,
+            "every node connected",
+            daemons,
+        )
+        most = PeerSettings().outbound_slots + PeerSettings().max_peers
+        assert all(d.peers() <= most for d in daemons)
+        daemons[3].call("publish", key="offer/soldering-help", value="table 4")
+        author = daemons[3].call("id")["node_id"]  # type: ignore[index]
+
+        def everywhere() -> bool:
+            for d in daemons:
+                try:
+                    d.call("get", key="offer/soldering-help", author=author)
+                except ClientError:
+                    return False
+            return True
+
+        wait_for(everywhere, FORM_TIMEOUT, "the record on every node", daemons)
+        status = daemons[0].call("status")["discovery"]  # type: ignore[index]
+        assert status["running"] and status["interfaces"] == ["eth0"]
+        assert status["services"] == 7
+
+
+@NETNS
+def test_a_node_of_another_network_is_never_connected(tmp_path: Path) -> None:
+    require_netns()
+    other = encode_network_key(bytes(range(32)))
+    with Lan.create(hosts=3) as lan:
+        members = [NsDaemon(host, tmp_path) for host in lan.hosts[:2]]
+        outsider = NsDaemon(lan.hosts[2], tmp_path, "--network-key", other)
+        daemons = [*members, outsider]
+        wait_for(lambda: all(d.peers() == 1 for d in members), FORM_TIMEOUT, "members met", daemons)
+        time.sleep(1.0)
+        assert outsider.peers() == 0
+        ignored = outsider.call("status")["discovery"]["ignored_services"]  # type: ignore[index]
+        assert ignored.get("another network", 0) >= 1
+
+
+@NETNS
+def test_the_bridge_stops_with_no_thread_left(tmp_path: Path) -> None:
+    """Discovery started and cancelled under trio, in a namespace: every thread is gone after."""
+    require_netns()
+    script = textwrap.dedent(
+        """
+        import threading, trio
+        from meshnode.runtime.mdns import Discovery
+        events = []
+        async def step(event):
+            events.append(event)
+        async def main():
+            d = Discovery(network_key=bytes(32), public_key=bytes(32), interfaces=None, step=step)
+            with trio.move_on_after(1.5):
+                await d.run(7744)
+            assert not d.state.running, d.state
+            assert d.state.interfaces == ["eth0"], d.state
+        trio.run(main)
+        # trio keeps idle worker threads ("Trio thread N") for reuse: those are its own
+        left = [t.name for t in threading.enumerate()
+                if t is not threading.main_thread() and not t.name.startswith("Trio thread")]
+        assert not left, left
+        print("clean")
+        """
+    )
+    with Lan.create(hosts=1) as lan:
+        result = lan.hosts[0].run([sys.executable, "-c", script], timeout=30, check=False)
+    assert result.stdout.strip() == "clean", result.stderr
