@@ -3,10 +3,11 @@ each other by multicast DNS in network namespaces (tests/netns.py), with no --pe
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from meshnode.engine.peering import PeerPolicy
 from meshnode.engine.settings import PeerSettings
 from meshnode.system import config
 from meshnode.system.interfaces import Interface, choose
+from tests.helpers import Daemon
 from tests.netns import Host, Lan, require_netns
 
 IFACE = Interface("eth0", 2, ("10.231.0.2",), ("fe80::2",), up=True, multicast=True, loopback=False)
@@ -128,19 +130,21 @@ def test_the_addresses_of_one_service_are_dialled_one_at_a_time() -> None:
     assert policy.due(0.0) == ["[fe80::2%2]:7744"]  # the next address of mn-a, after a failure
 
 
-def test_a_withdrawn_service_is_forgotten_unless_its_dials_failed() -> None:
+def test_a_withdrawn_service_is_forgotten_but_not_its_backoff() -> None:
     import random
 
     policy = PeerPolicy(PeerSettings(dial_hints=True, outbound_slots=1), random.Random(1))
-    policy.hint("10.231.0.2:7744", "mdns", now=0.0)
-    policy.hint("10.231.0.3:7744", "mdns", now=0.0)
-    assert policy.due(0.0) == ["10.231.0.2:7744"]
-    policy.failed("10.231.0.2:7744", now=0.0)
-    policy.withdraw("10.231.0.2:7744", "mdns")  # failed: kept, with its backoff
-    policy.withdraw("10.231.0.3:7744", "hello")  # another source's word does not count
-    assert {a.address for a in policy.addresses()} == {"10.231.0.2:7744", "10.231.0.3:7744"}
-    policy.withdraw("10.231.0.3:7744", "mdns")
-    assert {a.address for a in policy.addresses()} == {"10.231.0.2:7744"}
+    a, b = "10.231.0.2:7744", "10.231.0.3:7744"
+    policy.hint(a, "mdns", now=0.0, group="mn-a")
+    policy.hint(b, "mdns", now=0.0, group="mn-b")
+    [first] = policy.due(0.0)
+    policy.failed(first, now=0.0)
+    policy.withdraw(b if first == a else a, "hello")  # another source's word does not count
+    assert {v.address for v in policy.addresses()} == {a, b}
+    policy.withdraw(first, "mdns")
+    assert {v.address for v in policy.addresses()} != {a, b}
+    policy.hint(first, "mdns", now=0.1)  # the service is back at once
+    assert first not in policy.due(0.5)  # its backoff (1 s ± 20 %) still holds
 
 
 # -- real daemons in namespaces ------------------------------------------------------------
@@ -264,3 +268,27 @@ def test_the_bridge_stops_with_no_thread_left(tmp_path: Path) -> None:
     with Lan.create(hosts=1) as lan:
         result = lan.hosts[0].run([sys.executable, "-c", script], timeout=30, check=False)
     assert result.stdout.strip() == "clean", result.stderr
+
+
+# -- the operator's view ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_peers_all_lists_known_addresses_with_source_state_and_failures(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    daemon = daemon_factory().start("--peer", "127.0.0.1:1")  # nothing listens there
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        lines = daemon.cli("peers", "--all", "--json").stdout.splitlines()
+        [known] = [json.loads(line) for line in lines]
+        if known["failures"] >= 1:
+            break
+        time.sleep(0.1)
+    assert known["address"] == "127.0.0.1:1" and known["source"] == "static"
+    assert known["state"] in ("idle", "dialling") and known["failures"] >= 1
+    text = daemon.cli("peers", "--all").stdout
+    assert "no peer is connected" in text and "known addresses:" in text
+    assert "127.0.0.1:1" in text and "static" in text and "failed" in text
+    status = daemon.cli("status").stdout
+    assert "mDNS off" in status

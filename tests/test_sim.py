@@ -378,7 +378,12 @@ def test_the_cli_prints_a_table_without_json() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     rows = dict(line.split(None, 1) for line in lines if " " in line and not line.startswith(" "))
-    invariants = [line.split() for line in lines if line.startswith("  ")]
+    start = lines.index("invariants")
+    nested = [line.split() for line in lines[start + 1 :]]
+    invariants = nested[
+        : next(i for i, row in enumerate(nested) if len(row) != 2 or row[1] != "held")
+    ]
+    assert "overlay" in lines and any(line.startswith("  diameter") for line in lines)
     assert invariants == [
         [name, "held"] for name in ("converged", "verified", "bounded", "durable")
     ]

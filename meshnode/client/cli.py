@@ -126,7 +126,19 @@ def cmd_network_new(args: argparse.Namespace) -> int:
 def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     if args.bans:
         return _rows(client.call("bans"), args, _ban_line, "no node is banned")
-    return _rows(client.call("peers"), args, _peer_line, "no peer is connected")
+    _rows(client.call("peers"), args, _peer_line, "no peer is connected")
+    if args.all:
+        if not args.json:
+            print("known addresses:")
+        _rows(client.call("addresses"), args, _address_line, "  none known")
+    return EXIT_OK
+
+
+def _address_line(known: dict[str, Any]) -> str:
+    wait = known["next_dial_s"]
+    when = "" if wait is None else ("  dial now" if wait == 0 else f"  next dial in {wait:g} s")
+    failures = f"  {known['failures']} failed" if known["failures"] else ""
+    return f"  {known['address']:<32} {known['source']:<8} {known['state']:<10}{failures}{when}"
 
 
 def _rows(
@@ -397,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("id", cmd_id, "print this node's id")
     p = command("peers", cmd_peers, "list connected peers")
     p.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also every known address: its source (mdns, static, hello), state, failures",
+    )
     p = command("unban", cmd_unban, "lift a ban on a node now")
     p.add_argument("node_id", metavar="ID", help="the banned node's id")
     command("status", cmd_status, "show the node's state")

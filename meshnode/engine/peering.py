@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 STATIC = "static"
 MAX_HINTS = 256
+MAX_FORGOTTEN = 4 * MAX_HINTS  # addresses whose backoff outlives their place in the table
 JITTER = 0.2  # each delay is drawn from ±20 % of the backoff
 
 
@@ -62,6 +63,7 @@ class Known:
     state: State = State.IDLE
     node: bytes | None = None  # the node last found here
     group: str | None = None  # addresses the hint's source says are one node's
+    failures: int = 0  # dials that came to nothing since the last session here
 
     @property
     def static(self) -> bool:
@@ -77,6 +79,7 @@ class AddressView:
     state: str
     node: bytes | None
     next_dial: float
+    failures: int
 
 
 class PeerPolicy:
@@ -89,6 +92,7 @@ class PeerPolicy:
         self._not_before: dict[bytes, float] = {}  # node -> when it may be dialled, our ban
         self._held_off: dict[bytes, float] = {}  # node -> when it may be dialled, its ban on us
         self._next_due: float | None = None  # ``next_due``, until the table changes
+        self._forgotten: dict[str, tuple[float, float, bytes | None]] = {}  # see ``_forget``
         for host, port in settings.peers:
             address = format_address(host, port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
@@ -101,7 +105,8 @@ class PeerPolicy:
         self._next_due = None
         free = self.hint_slots_free()
         busy = self._busy_groups()
-        dials = []
+        dials: list[Known] = []
+        candidates: list[Known] = []  # hints that may be dialled, one per group
         for known in self._known.values():
             if known.state is not State.IDLE or known.next_dial > now:
                 continue
@@ -112,13 +117,19 @@ class PeerPolicy:
             if known.node is not None and (until := self._wait_for(known.node)) > now:
                 known.next_dial = until
                 continue
-            if not known.static:
-                free -= 1
             if known.group is not None:
                 busy.add(known.group)
+            (dials if known.static else candidates).append(known)
+        if len(candidates) > free > 0:
+            # At an event everyone hears of everyone in much the same order: a random
+            # choice, not the first few, keeps the overlay from growing hubs.
+            chosen = {id(k) for k in self._rng.sample(candidates, free)}
+            candidates = [k for k in candidates if id(k) in chosen]
+        dials += candidates[: max(free, 0)]
+        for known in dials:
             known.state = State.DIALLING
-            dials.append(known.address)
-        return dials
+        order = {id(k): n for n, k in enumerate(self._known.values())}
+        return [k.address for k in sorted(dials, key=lambda k: order[id(k)])]
 
     def _busy_groups(self) -> set[str]:
         active = (State.DIALLING, State.CONNECTED, State.COVERED)
@@ -180,6 +191,7 @@ class PeerPolicy:
             known.state = State.CONNECTED
             known.node = node
             known.delay = self._settings.backoff_initial
+            known.failures = 0
         for other in self._addresses_of(node):
             if other.state is State.IDLE:
                 other.state = State.COVERED
@@ -220,6 +232,7 @@ class PeerPolicy:
         elif known.node is not None and self._connected(known.node):
             known.state = State.COVERED  # its node dialled in while this dial was failing
         else:
+            known.failures += 1
             self._back_off(known, now)
 
     def hint(
@@ -246,29 +259,47 @@ class PeerPolicy:
         if known is not None:
             known.heard = now
             known.group = known.group or group
+            if not known.static:  # the table is kept in the order hints were last heard
+                del self._known[usable]
+                self._known[usable] = known
             return True
-        if sum(1 for k in self._known.values() if not k.static) >= MAX_HINTS:
-            idle = [k for k in self._known.values() if not k.static and k.state is State.IDLE]
-            if not idle:
+        if len(self._known) - self._statics >= MAX_HINTS:
+            idle = (k for k in self._known.values() if not k.static and k.state is State.IDLE)
+            oldest = next(idle, None)  # heard of longest ago: the table is in that order
+            if oldest is None:
                 return False
-            del self._known[min(idle, key=lambda k: k.heard).address]
+            self._forget(oldest)
         initial = self._settings.backoff_initial
-        self._known[usable] = Known(usable, origin, initial, now, now, group=group)
+        known = Known(usable, origin, initial, now, now, group=group)
+        past = self._forgotten.pop(usable, None)
+        if past is not None:  # heard of again: it takes up its backoff, and its node, again
+            known.delay, known.next_dial, known.node = past
+        self._known[usable] = known
         return True
+
+    def _forget(self, known: Known) -> None:
+        """Drop ``known`` from the table, remembering its backoff and node for a while.
+
+        Without the memory, a peer could make this node dial an address as fast
+        as it likes: push it out of the table with other hints, tell it again.
+        ``MAX_FORGOTTEN`` addresses are remembered, the oldest forgotten first.
+        """
+        self._next_due = None
+        del self._known[known.address]
+        self._forgotten[known.address] = (known.delay, known.next_dial, known.node)
+        if len(self._forgotten) > MAX_FORGOTTEN:
+            del self._forgotten[next(iter(self._forgotten))]
 
     def withdraw(self, address: str, origin: str) -> None:
         """``origin`` takes its hint of ``address`` back: forget it, unless it is in use.
 
-        Only a hint from that same origin is forgotten, never a static peer; and
-        one whose dials failed stays, with its backoff, so that a service that
-        comes and goes is never dialled faster than its backoff allows.
+        Only a hint from that same origin is forgotten, never a static peer; its
+        backoff is remembered (``_forget``), so that a service that comes and
+        goes is never dialled faster than its backoff allows.
         """
         known = self._known.get(address)
-        if known is None or known.origin != origin or known.state is not State.IDLE:
-            return
-        if known.delay == self._settings.backoff_initial:
-            self._next_due = None
-            del self._known[address]
+        if known is not None and known.origin == origin and known.state is State.IDLE:
+            self._forget(known)
 
     def banned(self, node: bytes, until: float) -> None:
         """Dial ``node`` no sooner than ``until``: this node banned it."""
@@ -300,7 +331,7 @@ class PeerPolicy:
 
     def addresses(self) -> list[AddressView]:
         return [
-            AddressView(k.address, k.origin, k.state.value, k.node, k.next_dial)
+            AddressView(k.address, k.origin, k.state.value, k.node, k.next_dial, k.failures)
             for k in self._known.values()
         ]
 

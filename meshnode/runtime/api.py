@@ -153,6 +153,7 @@ class Api:
             "query": self.query,
             "delete": self.delete,
             "peers": self.peer_list,
+            "addresses": self.address_list,
             "bans": self.ban_list,
             "unban": self.unban,
         }
@@ -248,6 +249,10 @@ class Api:
     async def peer_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
         return await self.peers.peer_list()
+
+    async def address_list(self, args: Args) -> list[dict[str, Any]]:
+        args.done()
+        return await self.peers.address_list()
 
     async def ban_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()

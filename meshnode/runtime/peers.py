@@ -368,6 +368,23 @@ class PeerService:
             )
         return found
 
+    async def address_list(self) -> list[dict[str, Any]]:
+        """Every address the peer policy knows, for ``meshnode peers --all``."""
+        now = trio.current_time()
+        return [
+            {
+                "address": known.address,
+                "source": known.origin,
+                "state": known.state,
+                "failures": known.failures,
+                "next_dial_s": (
+                    round(max(known.next_dial - now, 0.0), 1) if known.state == "idle" else None
+                ),
+                "node_id": encode_node_id(known.node) if known.node else None,
+            }
+            for known in await self.store_thread.run(self.mesh.addresses)
+        ]
+
     async def goodbye(self) -> None:
         """Tell every peer we are leaving, best effort, before the daemon exits.
 

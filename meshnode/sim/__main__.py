@@ -45,6 +45,11 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
     parser.add_argument(
         "--drops", type=_count, default=0, help="sessions the network resets over the run (0)"
     )
+    parser.add_argument(
+        "--room",
+        action="store_true",
+        help="no static peers: every node hears of every other, as by mDNS at an event",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     try:
@@ -58,6 +63,7 @@ def parse(argv: list[str] | None) -> tuple[Scenario, bool]:
             partition=args.partition,
             churn=args.churn,
             drops=args.drops,
+            room=args.room,
         )
     except ScenarioError as exc:
         parser.error(str(exc))
@@ -68,13 +74,22 @@ def table(report: Report) -> str:
     """The figures one per line, each invariant on its own; "-" where there is no figure."""
     rows: list[tuple[str, str]] = []
     for key, value in report.as_json().items():
-        if isinstance(value, dict):
+        if key == "invariants":
             rows.append((key, ""))
             rows.extend((f"  {name}", "held" if ok else "FAILED") for name, ok in value.items())
+        elif isinstance(value, dict):
+            rows.append((key, ""))
+            rows.extend((f"  {name}", _shown(part)) for name, part in value.items())
         else:
             rows.append((key, "-" if value is None else str(value)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}:{v}" for k, v in value.items())
+    return "-" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

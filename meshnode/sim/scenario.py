@@ -24,6 +24,7 @@ run goes on to its end, and the invariants are checked:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import random
@@ -32,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from meshnode.core.addresses import format_address
@@ -42,6 +44,7 @@ from meshnode.engine.dissemination import Fate
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import Settings
 from meshnode.sim.network import PORT, LinkModel, Network, SimNode, host_of
+from meshnode.sim.overlay import Shape, shape_of
 
 CRASH_DOWNTIME = 10.0
 MAX_NODES = 100_000
@@ -51,6 +54,7 @@ MAX_DROPS = 1_000_000
 UPDATE_SHARE = 0.10
 DELETE_SHARE = 0.05
 SAMPLE_INTERVAL = 1.0  # how often the bounds are checked, in virtual seconds
+ROOM_HEARD = 0.2  # seconds: in a room, each node has heard every service by then
 VALUE_BYTES = 64
 
 
@@ -65,6 +69,7 @@ class Scenario:
     partition: float = 0.0  # seconds the network is split in two
     churn: float = 0.0  # share of nodes replaced over the run
     drops: int = 0  # sessions reset by the network over the run
+    room: bool = False  # no static peers: everyone hears of everyone, as by mDNS at an event
     link: LinkModel = field(default_factory=LinkModel)
     settings: Settings = field(default_factory=Settings)
 
@@ -83,7 +88,10 @@ class Scenario:
             raise ScenarioError(f"drops must be 0 to {MAX_DROPS:,}")
         if not 0 <= self.partition < math.inf:
             raise ScenarioError("partition is a number of seconds, 0 or more")
-        if self.nodes > 1 and self.degree < 1:
+        if self.room:
+            peers = dataclasses.replace(self.settings.peers, dial_hints=True)
+            object.__setattr__(self, "settings", dataclasses.replace(self.settings, peers=peers))
+        elif self.nodes > 1 and self.degree < 1:
             raise ScenarioError(
                 "degree must be at least 1: a node without neighbours hears nothing"
             )
@@ -125,6 +133,7 @@ class Report:
     events: int
     wall_s: float
     trace_digest: str
+    overlay: Shape  # the sessions between live nodes at the end
 
     def as_json(self) -> dict[str, Any]:
         s = self.scenario
@@ -133,11 +142,12 @@ class Report:
             "records": s.records,
             "seconds": s.seconds,
             "seed": s.seed,
-            "degree": s.degree,
+            "degree": None if s.room else s.degree,  # in a room the policy chooses
             "crash": s.crash,
             "partition": s.partition,
             "churn": s.churn,
             "drops": s.drops,
+            "room": s.room,
             "live_nodes": self.live_nodes,
             "published": self.published,
             "components": self.components,
@@ -155,7 +165,13 @@ class Report:
             "events": self.events,
             "wall_s": round(self.wall_s, 3),
             "trace_digest": self.trace_digest,
+            "overlay": self.overlay.as_json(),
         }
+
+
+def _heard(index: int) -> e.Hint:
+    """What mDNS discovery hands the engine for node ``index``'s service."""
+    return e.Hint(format_address(host_of(index), PORT), "mdns", group=host_of(index))
 
 
 def _ms(value: float | None) -> float | None:
@@ -196,13 +212,15 @@ class Run:
         s = self.scenario
         addresses = [format_address(host_of(i), PORT) for i in range(s.nodes)]
         dials: dict[int, list[str]] = defaultdict(list)
-        links = random_graph(s.nodes, s.degree, self.rng)
-        self.components = _components(s.nodes, links)
+        links = [] if s.room else random_graph(s.nodes, s.degree, self.rng)
+        self.components = 1 if s.room else _components(s.nodes, links)
         for a_index, b_index in links:
             dialler, callee = (a_index, b_index) if self.rng.random() < 0.5 else (b_index, a_index)
             dials[dialler].append(addresses[callee])
         for index in range(s.nodes):
             self.net.add_node(dials[index])
+            if s.room:  # its services are heard within the first announcement, 0.2 s
+                self.net.call_at(self.rng.random() * ROOM_HEARD, partial(self._hear_room, index))
         window = s.seconds / 3
         for _ in range(s.records):
             self.net.call_at(self.rng.random() * window, self._publish)
@@ -253,8 +271,23 @@ class Run:
             return
         self.net.crash(self.rng.choice(self.net.live()).index, forever=True)
         live = self.net.live()
+        if self.scenario.room:
+            newcomer = self.net.add_node([])
+            self._hear_room(newcomer.index)
+            for node in live:
+                self.net.handle(node.index, _heard(newcomer.index))
+            return
         peers = [n.address for n in self.rng.sample(live, min(self.scenario.degree, len(live)))]
         self.net.add_node(peers)
+
+    def _hear_room(self, index: int) -> None:
+        """Node ``index`` hears every other live node's service, in no particular order."""
+        if not self.net.nodes[index].up:
+            return
+        others = [n.index for n in self.net.live() if n.index != index]
+        self.rng.shuffle(others)
+        for other in others:
+            self.net.handle(index, _heard(other))
 
     # -- the workload ---------------------------------------------------------------
 
@@ -373,7 +406,21 @@ class Run:
             events=net.events,
             wall_s=wall_s,
             trace_digest=net.trace_digest,
+            overlay=self.overlay(),
         )
+
+    def overlay(self) -> Shape:
+        """The sessions open between live nodes now."""
+        live = self.net.live()
+        index_of = {n.identity.public_key: n.index for n in live}
+        neighbours: dict[int, list[int]] = {}
+        for node in live:
+            assert node.mesh is not None
+            views = node.mesh.peers()
+            neighbours[node.index] = [
+                index_of[v.node] for v in views if v.state == "open" and v.node in index_of
+            ]
+        return shape_of(neighbours)
 
     def _expected(self, live: list[SimNode], held: dict[int, set[bytes]]) -> set[bytes]:
         """The newest published version of every key still somewhere it can come from."""

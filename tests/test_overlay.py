@@ -1,0 +1,86 @@
+"""The overlay a room of nodes builds by itself, on the simulator: everyone hears of everyone
+(as by mDNS at an event), and the peer policy still picks a bounded, random, connected graph."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from meshnode.engine import events as e
+from meshnode.engine.node import Publication
+from meshnode.engine.settings import PeerSettings
+from meshnode.sim.overlay import shape_of
+from meshnode.sim.scenario import Run, Scenario, run
+
+ROOM = 100
+
+
+def diameter_goal(nodes: int) -> float:
+    return 2 * math.log(nodes, 4)
+
+
+def test_shape_of_a_path_a_star_and_two_parts() -> None:
+    path = shape_of({0: [1], 1: [0, 2], 2: [1]})
+    assert (path.diameter, path.degree_min, path.degree_max, path.components) == (2, 1, 2, 1)
+    star = shape_of({0: [1, 2, 3], 1: [0], 2: [0], 3: [0]})
+    assert star.diameter == 2 and star.degrees == {3: 1, 1: 3}
+    parts = shape_of({0: [1], 1: [0], 2: []})
+    assert parts.components == 2 and parts.diameter is None and parts.isolated == 1
+
+
+@pytest.fixture(scope="module")
+def room() -> dict[str, object]:
+    return run(Scenario(ROOM, 20, 20.0, seed=4, room=True)).as_json()
+
+
+def test_a_room_forms_one_overlay_of_low_diameter(room: dict[str, object]) -> None:
+    shape = room["overlay"]
+    assert isinstance(shape, dict)
+    assert shape["components"] == 1 and shape["isolated"] == 0
+    assert shape["diameter"] <= diameter_goal(ROOM)
+    assert room["converged"] and room["delivered_fraction"] == 1.0
+
+
+def test_a_room_stays_within_the_connection_bounds_far_below_everyone(
+    room: dict[str, object],
+) -> None:
+    shape = room["overlay"]
+    assert isinstance(shape, dict)
+    settings = PeerSettings()
+    assert shape["degree_max"] <= settings.max_peers
+    assert shape["degree_mean"] <= 3 * settings.outbound_slots  # not everyone with everyone
+    assert shape["degree_min"] >= 1
+
+
+def test_a_room_with_churn_holds_every_invariant() -> None:
+    report = run(Scenario(60, 20, 60.0, seed=5, room=True, churn=0.2))
+    assert report.converged, report.invariants
+    assert report.overlay.components == 1
+
+
+def test_half_the_room_crashing_leaves_the_rest_connected_within_10_s() -> None:
+    """The survivors replace their dead neighbours from the addresses they know."""
+    scenario = Scenario(ROOM, 0, 60.0, seed=6, room=True)
+    sim = Run(scenario)
+    sim.build()
+    net = sim.net
+    net.run_until(5.0)
+    victims = sim.rng.sample([n.index for n in net.live()], ROOM // 2)
+    for index in victims:
+        net.crash(index, forever=True)
+    crashed_at = net.now
+    while net.now < crashed_at + 10.0:
+        net.run_until(net.now + 0.5)
+        shape = sim.overlay()
+        if shape.components == 1 and shape.isolated == 0:
+            break
+    assert shape.components == 1 and shape.isolated == 0, shape
+    author = net.live()[0].index
+    net.handle(author, e.Publish([Publication("after/crash", "still here")]))
+    net.run_until(net.now + 2.0)
+    now_ms = net.instant().wall_ms
+    assert all(
+        n.store.get(net.nodes[author].identity.public_key, "after/crash", now_ms)
+        for n in net.live()
+    )
