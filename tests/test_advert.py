@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import ipaddress
 import json
 import subprocess
 import sys
@@ -10,42 +10,49 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.core import advert
 from meshnode.core.advert import (
     SERVICE_TYPE,
     AdvertError,
+    Resolved,
     advert_for,
     instance_label,
     network_tag,
     read_sighting,
 )
-from meshnode.core.identity import Identity
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.core.nodeid import encode_node_id
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocol" / "vectors" / "discovery.json"
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
-NODE = Identity(bytes([7]) * 32).public_key
+LABEL = bytes(range(10))
+ON_LINK = (ipaddress.ip_network("10.231.0.0/24"), ipaddress.ip_network("fd00::/64"))
 
 
-def txt_of(key: bytes, **extra: bytes) -> dict[bytes, bytes | None]:
-    advert = advert_for(key, NODE, 7744)
-    return {k.encode(): v.encode() for k, v in advert.txt.items()} | {
-        k.encode(): v for k, v in extra.items()
-    }
+def reachable(ip: advert.IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+        return ip.scope_id in ("2", "eth0")
+    return any(ip in net for net in ON_LINK)
 
 
-def sighting(**changes: object) -> object:
-    args: dict[str, object] = {
-        "network_key": KEY,
-        "instance": advert_for(KEY, NODE, 7744).instance,
-        "txt": txt_of(KEY),
+def txt(*items: bytes) -> bytes:
+    return b"".join(bytes([len(item)]) + item for item in items)
+
+
+def own_txt(key: bytes = KEY) -> bytes:
+    return txt(b"v=1", b"n=" + network_tag(key).encode())
+
+
+def resolved(**changes: object) -> Resolved:
+    fields: dict[str, object] = {
+        "instance": advert_for(KEY, LABEL, 7744).instance,
+        "txt": own_txt(),
         "port": 7744,
-        "hosts": ["10.231.0.2"],
+        "hosts": ("10.231.0.2",),
     }
-    args.update(changes)
-    return read_sighting(**args)  # type: ignore[arg-type]
+    fields.update(changes)
+    return Resolved(**fields)  # type: ignore[arg-type]
 
 
 def test_the_vectors_are_what_the_generator_makes() -> None:
@@ -63,71 +70,87 @@ def test_the_vectors_are_what_the_generator_makes() -> None:
 @pytest.mark.parametrize("case", json.loads(VECTORS.read_text())["cases"])
 def test_every_vector_is_reproduced(case: dict[str, object]) -> None:
     key = bytes.fromhex(str(case["network_key"]))
-    advert = advert_for(key, bytes.fromhex(str(case["public_key"])), 7744)
-    assert advert.instance == case["instance"]
-    assert advert.server == case["server"]
-    assert advert.txt == case["txt"]
+    made = advert_for(key, bytes.fromhex(str(case["label_bytes"])), 7744)
+    assert made.instance == case["instance"]
+    assert made.server == case["server"]
+    assert made.txt == case["txt"]
 
 
-def test_the_label_is_mn_and_sixteen_base32_characters() -> None:
-    label = instance_label(KEY, NODE)
+def test_the_label_is_mn_and_sixteen_base32_characters_of_random_bytes() -> None:
+    label = instance_label(LABEL)
     assert label.startswith("mn-") and len(label) == 19
     assert set(label[3:]) <= set("abcdefghijklmnopqrstuvwxyz234567")
+    with pytest.raises(ValueError, match="10 random bytes"):
+        instance_label(bytes(9))
 
 
-def test_the_advert_names_no_machine_and_no_node_id() -> None:
-    advert = advert_for(KEY, NODE, 7744)
-    announced = " ".join([advert.instance, advert.server, *advert.txt.values()]).lower()
-    for form in (
-        NODE.hex(),
-        encode_node_id(NODE),
-        base64.b32encode(NODE).decode().lower().rstrip("="),
-    ):
-        assert form[:8].lower() not in announced
-    assert advert.server == f"{advert.label}.local."
+def test_the_advert_depends_on_the_node_in_nothing_but_its_random_label() -> None:
+    made = advert_for(KEY, LABEL, 7744)
+    assert made.txt == {"v": "1", "n": network_tag(KEY)}
+    assert made.server == f"{made.label}.local."  # never the machine's host name
 
 
-def test_two_networks_give_a_node_unlinkable_labels_and_tags() -> None:
-    assert instance_label(KEY, NODE) != instance_label(OTHER_KEY, NODE)
+def test_two_networks_have_unlinkable_tags_that_every_member_computes_alike() -> None:
     assert network_tag(KEY) != network_tag(OTHER_KEY)
-    assert network_tag(KEY) == network_tag(KEY)  # every member computes the same tag
+    assert network_tag(KEY) == network_tag(bytes(KEY))
 
 
 def test_a_member_reads_a_service_of_its_network() -> None:
     seen = read_sighting(
         KEY,
-        advert_for(KEY, NODE, 7744).instance,
-        txt_of(KEY, later=b"ignored"),
-        7744,
-        ["10.231.0.2", "fe80::1%eth0", "10.231.0.2"],
+        resolved(
+            txt=own_txt() + txt(b"later=ignored", b"V=2"),  # keys are case-insensitive: first wins
+            hosts=("10.231.0.2", "fe80::1%2", "10.231.0.2"),
+        ),
+        reachable,
     )
-    assert seen.label == instance_label(KEY, NODE)
-    assert seen.addresses == ("10.231.0.2:7744", "[fe80::1%eth0]:7744")
+    assert seen.label == instance_label(LABEL)
+    assert seen.addresses == ("10.231.0.2:7744", "[fe80::1%2]:7744")
+
+
+def test_names_and_keys_are_read_without_regard_to_case() -> None:
+    instance = advert_for(KEY, LABEL, 7744).instance.upper().replace("LOCAL.", "local.")
+    upper = txt(b"V=1", b"N=" + network_tag(KEY).encode())
+    assert read_sighting(KEY, resolved(instance=instance, txt=upper), reachable).addresses
 
 
 @pytest.mark.parametrize(
-    ("changes", "why"),
+    ("changes", "kind"),
     [
-        ({"txt": txt_of(OTHER_KEY)}, "another network"),
-        ({"network_key": PUBLIC_NETWORK_KEY}, "another network"),
-        ({"txt": {b"n": txt_of(KEY)[b"n"]}}, "no advertisement version"),
-        ({"txt": txt_of(KEY) | {b"v": b"2"}}, "advertisement version 2"),
-        ({"txt": txt_of(KEY) | {b"v": b"one"}}, "no advertisement version"),
-        ({"txt": txt_of(KEY, pad=b"x" * 300)}, "TXT record larger"),
-        ({"port": None}, "no usable port"),
-        ({"port": 0}, "no usable port"),
-        ({"hosts": []}, "no usable address"),
-        ({"hosts": ["fe80::1", "0.0.0.0", "224.0.0.251", "host.local"]}, "no usable address"),
-        ({"instance": "printer._ipp._tcp.local."}, "not a _meshnode._tcp"),
-        ({"instance": f"alice.{SERVICE_TYPE}"}, "no node makes"),
-        ({"instance": f"mn-{'A' * 16}.{SERVICE_TYPE}"}, "no node makes"),
+        ({"txt": own_txt(OTHER_KEY)}, advert.OTHER_NETWORK),
+        ({"txt": txt(b"n=" + network_tag(KEY).encode())}, advert.MALFORMED),
+        ({"txt": txt(b"v=2", b"n=" + network_tag(KEY).encode())}, advert.OTHER_VERSION),
+        ({"txt": txt(b"v=one", b"n=" + network_tag(KEY).encode())}, advert.MALFORMED),
+        ({"txt": own_txt() + txt(b"pad=" + b"x" * 200)}, advert.MALFORMED),
+        ({"port": None}, advert.MALFORMED),
+        ({"port": 0}, advert.MALFORMED),
+        ({"hosts": ()}, advert.UNREACHABLE),
+        (
+            {"hosts": ("127.0.0.1", "::1", "0.0.0.0", "224.0.0.251", "255.255.255.255")},
+            advert.UNREACHABLE,
+        ),
+        ({"hosts": ("fe80::1", "fe80::1%7", "host.local")}, advert.UNREACHABLE),
+        ({"hosts": ("192.0.2.9", "2001:db8::9")}, advert.UNREACHABLE),  # off this node's links
+        ({"instance": "printer._ipp._tcp.local."}, advert.NOT_OURS),
+        ({"instance": f"alice.{SERVICE_TYPE}"}, advert.NOT_OURS),
+        ({"instance": f"mn-{'1' * 16}.{SERVICE_TYPE}"}, advert.NOT_OURS),
     ],
 )
-def test_a_service_breaking_a_rule_is_not_used(changes: dict[str, object], why: str) -> None:
-    with pytest.raises(AdvertError, match=why):
-        sighting(**changes)
+def test_a_service_breaking_a_rule_is_not_used_for_one_reason_of_a_fixed_set(
+    changes: dict[str, object], kind: str
+) -> None:
+    with pytest.raises(AdvertError) as caught:
+        read_sighting(KEY, resolved(**changes), reachable)
+    assert caught.value.kind == kind
 
 
-def test_at_most_eight_addresses_of_one_service_are_taken() -> None:
-    hosts = [f"10.231.0.{n}" for n in range(1, 20)]
-    assert len(sighting(hosts=hosts).addresses) == 8  # type: ignore[attr-defined]
+def test_on_the_public_network_the_tag_is_public_too() -> None:
+    assert read_sighting(
+        PUBLIC_NETWORK_KEY, resolved(txt=own_txt(PUBLIC_NETWORK_KEY)), reachable
+    ).addresses
+
+
+def test_at_most_eight_reachable_addresses_of_one_service_are_taken() -> None:
+    hosts = ("192.0.2.1", *(f"10.231.0.{n}" for n in range(1, 20)))
+    seen = read_sighting(KEY, resolved(hosts=hosts), reachable)
+    assert seen.addresses == tuple(f"10.231.0.{n}:7744" for n in range(1, 9))

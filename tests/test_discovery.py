@@ -22,6 +22,7 @@ from meshnode.system.interfaces import Interface, choose
 from tests.helpers import Daemon
 from tests.netns import Host, Lan, require_netns
 
+MDNS = frozenset({"mdns"})
 IFACE = Interface("eth0", 2, ("10.231.0.2",), ("fe80::2",), up=True, multicast=True, loopback=False)
 
 
@@ -85,12 +86,12 @@ def load(home: Path, text: str = "", mdns: bool = True) -> config.Settings:
 def test_mdns_is_on_by_default_and_its_hints_are_dialled(tmp_path: Path) -> None:
     settings = load(tmp_path)
     assert settings.discovery.mdns and settings.discovery.interfaces is None
-    assert settings.peers.dial_hints
+    assert settings.peers.dial_sources == {"mdns"}  # not "hello": what peers say is not dialled
 
 
 def test_no_mdns_keeps_todays_static_behaviour(tmp_path: Path) -> None:
     settings = load(tmp_path, mdns=False)
-    assert not settings.discovery.mdns and not settings.peers.dial_hints
+    assert not settings.discovery.mdns and not settings.peers.dial_sources
 
 
 def test_the_config_file_turns_mdns_off_or_names_interfaces(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_bad_discovery_settings_are_errors_that_name_the_key(
 def test_the_addresses_of_one_service_are_dialled_one_at_a_time() -> None:
     import random
 
-    policy = PeerPolicy(PeerSettings(dial_hints=True), random.Random(1))
+    policy = PeerPolicy(PeerSettings(dial_sources=MDNS), random.Random(1))
     for address in ("10.231.0.2:7744", "[fe80::2%2]:7744"):
         assert policy.hint(address, "mdns", now=0.0, group="mn-a")
     assert policy.hint("10.231.0.3:7744", "mdns", now=0.0, group="mn-b")
@@ -130,10 +131,37 @@ def test_the_addresses_of_one_service_are_dialled_one_at_a_time() -> None:
     assert policy.due(0.0) == ["[fe80::2%2]:7744"]  # the next address of mn-a, after a failure
 
 
+def test_a_hint_withdrawn_while_in_use_is_forgotten_once_its_session_ends() -> None:
+    import random
+
+    policy = PeerPolicy(PeerSettings(dial_sources=MDNS), random.Random(1))
+    address = "10.231.0.2:7744"
+    policy.hint(address, "mdns", now=0.0)
+    assert policy.due(0.0) == [address]
+    policy.opened(b"n" * 32, address, initiator=True, now=0.1)
+    policy.withdraw(address, "mdns")
+    assert [v.state for v in policy.addresses()] == ["connected"]  # in use: kept for now
+    policy.ended(b"n" * 32, address, initiator=True, now=5.0)
+    assert policy.addresses() == []
+    assert policy.due(100.0) == []
+
+
+def test_a_static_peer_heard_of_by_mdns_stays_static_and_ungrouped() -> None:
+    import random
+
+    policy = PeerPolicy(PeerSettings(peers=(("10.231.0.2", 7744),)), random.Random(1))
+    policy.hint("10.231.0.2:7744", "mdns", now=0.0, group="mn-x")
+    policy.withdraw("10.231.0.2:7744", "mdns")
+    [view] = policy.addresses()
+    assert view.origin == "static"
+    assert policy.due(0.0) == ["10.231.0.2:7744"]
+
+
 def test_a_withdrawn_service_is_forgotten_but_not_its_backoff() -> None:
     import random
 
-    policy = PeerPolicy(PeerSettings(dial_hints=True, outbound_slots=1), random.Random(1))
+    settings = PeerSettings(dial_sources=MDNS, outbound_slots=1)
+    policy = PeerPolicy(settings, random.Random(1))
     a, b = "10.231.0.2:7744", "10.231.0.3:7744"
     policy.hint(a, "mdns", now=0.0, group="mn-a")
     policy.hint(b, "mdns", now=0.0, group="mn-b")
@@ -175,6 +203,13 @@ class NsDaemon:
             return len(self.call("peers"))  # type: ignore[arg-type]
         except ClientError:
             return 0
+
+    def status_ok(self) -> bool:
+        try:
+            self.call("status")
+        except ClientError:
+            return False
+        return True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -241,6 +276,28 @@ def test_a_node_of_another_network_is_never_connected(tmp_path: Path) -> None:
 
 
 @NETNS
+def test_an_interface_plugged_into_a_running_node_is_used_within_5_s(tmp_path: Path) -> None:
+    require_netns()
+    with Lan.create(hosts=1) as lan:
+        late = lan.add_host()  # no interface yet: a laptop before it joins the Wi-Fi
+        daemons = [NsDaemon(lan.hosts[0], tmp_path), NsDaemon(late, tmp_path)]
+        wait_for(daemons[1].status_ok, FORM_TIMEOUT, "the late node up", daemons)
+        assert daemons[1].call("status")["discovery"]["interfaces"] == []  # type: ignore[index]
+        lan.attach(late, lan.segments[0])
+        took = wait_for(
+            lambda: all(d.peers() == 1 for d in daemons), 5.0, "connected over eth0", daemons
+        )
+        assert took <= 5.0
+        lan.detach(late, "eth0")
+        wait_for(
+            lambda: daemons[1].call("status")["discovery"]["interfaces"] == [],  # type: ignore[index]
+            5.0,
+            "the unplugged interface noticed",
+            daemons,
+        )
+
+
+@NETNS
 def test_the_bridge_stops_with_no_thread_left(tmp_path: Path) -> None:
     """Discovery started and cancelled under trio, in a namespace: every thread is gone after."""
     require_netns()
@@ -252,7 +309,7 @@ def test_the_bridge_stops_with_no_thread_left(tmp_path: Path) -> None:
         async def step(event):
             events.append(event)
         async def main():
-            d = Discovery(network_key=bytes(32), public_key=bytes(32), interfaces=None, step=step)
+            d = Discovery(network_key=bytes(32), interfaces=None, step=step)
             with trio.move_on_after(1.5):
                 await d.run(7744)
             assert not d.state.running, d.state

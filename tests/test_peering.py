@@ -5,7 +5,7 @@ What it promises, and what these tests hold it to:
 - every static peer is dialled at once and kept connected: after a failure or an ended
   session an address waits its backoff, drawn within ±20 % of a delay that starts at
   ``backoff_initial`` and doubles up to ``backoff_max``; a session that opened resets it;
-- with ``dial_hints`` off (today's behaviour) nothing but the static peers is dialled; hints
+- with no ``dial_sources`` (today's behaviour) nothing but the static peers is dialled; hints
   are only recorded;
 - the addresses being dialled or connected, static or hinted, take the ``outbound_slots``;
   static peers are dialled beyond them, hints only into a free one; inbound sessions stop at
@@ -52,6 +52,7 @@ STATICS = tuple(f"192.0.2.{i}:7744" for i in range(1, 4))
 HINTS = tuple(f"198.51.100.{i}:7744" for i in range(1, 7))
 NODES = tuple(bytes([i]) * 32 for i in range(1, 5))
 SELF = b"self"  # the world's answer for an address where this node itself listens
+HELLO = frozenset({"hello"})  # dial what peers announce, for the tests of hint dialling
 SMALL_MAX_HINTS = 4  # the hypothesis test shrinks the table so that it evicts
 # (hinted address, reached_at, the address the policy should record, or None: refused)
 HINT_FORMS: tuple[tuple[str, str | None, str | None], ...] = (
@@ -149,7 +150,7 @@ def configs(draw: st.DrawFn) -> PeerSettings:
     initial = draw(st.sampled_from([0.5, 1.0, 3.0]))
     return PeerSettings(
         peers=static(*STATICS[: draw(st.integers(0, min(len(STATICS), max_peers - 1)))]),
-        dial_hints=draw(st.booleans()),
+        dial_sources=frozenset({"hello"}) if draw(st.booleans()) else frozenset(),
         max_peers=max_peers,
         outbound_slots=draw(st.integers(0, max_peers - 1)),
         backoff_initial=initial,
@@ -206,7 +207,7 @@ class PolicyMachine(RuleBasedStateMachine):
             known = model.addresses[address]
             assert known.state not in ("dialling", "connected"), f"{address} is {known.state}"
             assert known.state != "self", f"{address} is this node itself"
-            assert known.static or model.settings.dial_hints, f"hint {address} dialled"
+            assert known.static or "hello" in model.settings.dial_sources, f"hint {address} dialled"
             if not known.static:
                 assert hints_free > 0, f"hint {address}: no outbound slot the static peers leave"
                 hints_free -= 1
@@ -419,7 +420,7 @@ def test_delays_are_capped_at_backoff_max_and_reset_by_a_session() -> None:
     assert 0.8 <= p.next_due() - now <= 1.2
 
 
-def test_with_dial_hints_off_hints_are_recorded_but_never_dialled() -> None:
+def test_with_no_dial_sources_hints_are_recorded_but_never_dialled() -> None:
     p = policy(peers=static(STATICS[0]))
     assert p.due(0.0) == [STATICS[0]]
     assert p.hint(HINTS[0], "hello", now=0.0)
@@ -434,7 +435,7 @@ def test_with_dial_hints_off_hints_are_recorded_but_never_dialled() -> None:
 
 def test_hints_fill_the_outbound_slots_the_static_peers_leave() -> None:
     (a,) = STATICS[:1]
-    p = policy(peers=static(a), dial_hints=True, outbound_slots=3)
+    p = policy(peers=static(a), dial_sources=HELLO, outbound_slots=3)
     assert p.due(0.0) == [a]
     p.opened(NODES[0], a, initiator=True, now=0.0)
     for hint in HINTS:
@@ -456,15 +457,15 @@ def test_hints_fill_the_outbound_slots_the_static_peers_leave() -> None:
 def test_hints_are_chosen_at_random_not_in_the_order_heard() -> None:
     chosen = set()
     for seed in range(8):
-        p = policy(seed=seed, dial_hints=True, outbound_slots=2)
+        p = policy(seed=seed, dial_sources=HELLO, outbound_slots=2)
         for hint in HINTS:
-            assert p.hint(hint, "mdns", now=0.0)
+            assert p.hint(hint, "hello", now=0.0)
         chosen.update(p.due(0.0))
     assert chosen == set(HINTS)  # everyone hearing the same list does not dial the same two
 
 
 def test_static_peers_are_dialled_beyond_the_outbound_slots_and_leave_none_for_hints() -> None:
-    p = policy(peers=static(*STATICS), dial_hints=True, outbound_slots=1, max_peers=4)
+    p = policy(peers=static(*STATICS), dial_sources=HELLO, outbound_slots=1, max_peers=4)
     assert p.due(0.0) == list(STATICS)
     assert p.outbound_in_use() == 3
     assert p.hint(HINTS[0], "hello", now=0.0)
@@ -586,7 +587,7 @@ def test_an_unspecified_host_means_the_host_the_hinting_connection_reached(
 def test_an_unusable_hint_is_refused_and_changes_nothing(
     address: str, reached_at: str | None
 ) -> None:
-    p = policy(peers=static(STATICS[0]), dial_hints=True)
+    p = policy(peers=static(STATICS[0]), dial_sources=HELLO)
     before, due = p.addresses(), p.next_due()
     assert not p.hint(address, "hello", now=0.0, reached_at=reached_at)
     assert p.addresses() == before
@@ -595,13 +596,13 @@ def test_an_unusable_hint_is_refused_and_changes_nothing(
 
 @pytest.mark.parametrize("address", ["nonsense", "nonsense:7744", "192.0.2.9"])
 def test_a_hint_that_is_not_an_ip_literal_with_a_port_is_refused(address: str) -> None:
-    p = policy(dial_hints=True)
+    p = policy(dial_sources=HELLO)
     assert not p.hint(address, "hello", now=0.0)
     assert p.addresses() == []
 
 
 def test_the_table_keeps_max_hints_evicting_the_idle_one_heard_of_longest_ago() -> None:
-    p = policy(peers=static(STATICS[0]), dial_hints=True, outbound_slots=2)
+    p = policy(peers=static(STATICS[0]), dial_sources=HELLO, outbound_slots=2)
     hints = [f"198.51.{i // 250}.{i % 250 + 1}:7744" for i in range(MAX_HINTS + 1)]
     assert p.hint(hints[0], "hello", now=0.0)
     assert p.due(0.0) == [STATICS[0], hints[0]]  # in use: never evicted
@@ -617,7 +618,7 @@ def test_the_table_keeps_max_hints_evicting_the_idle_one_heard_of_longest_ago() 
 
 def test_a_full_table_of_hints_in_use_refuses_a_new_one() -> None:
     with patch.object(peering, "MAX_HINTS", 2):
-        p = policy(dial_hints=True, outbound_slots=2)
+        p = policy(dial_sources=HELLO, outbound_slots=2)
         assert p.hint(HINTS[0], "hello", now=0.0)
         assert p.hint(HINTS[1], "hello", now=0.0)
         assert p.due(0.0) == list(HINTS[:2])
@@ -643,7 +644,7 @@ def test_a_node_that_connects_while_being_dialled_is_not_redialled_when_that_dia
 
 def test_a_failing_hint_keeps_its_backoff_when_the_table_churns() -> None:
     with patch.object(peering, "MAX_HINTS", 1):
-        p = policy(dial_hints=True, outbound_slots=1)
+        p = policy(dial_sources=HELLO, outbound_slots=1)
         assert p.hint(HINTS[0], "hello", now=0.0)
         for now in (0.0, 10.0, 30.0):  # three failures: it now waits 4 s (3.2 s at the least)
             assert p.due(now) == [HINTS[0]]
@@ -655,7 +656,7 @@ def test_a_failing_hint_keeps_its_backoff_when_the_table_churns() -> None:
 
 def test_a_static_peer_dialled_with_a_hint_takes_its_slot_first() -> None:
     (a,) = STATICS[:1]
-    p = policy(peers=static(a), dial_hints=True, outbound_slots=1, max_peers=4)
+    p = policy(peers=static(a), dial_sources=HELLO, outbound_slots=1, max_peers=4)
     assert p.hint(HINTS[0], "hello", now=0.0)
     assert p.due(0.0) == [a]  # the one slot is a's
     assert p.outbound_in_use() <= 1
@@ -663,7 +664,7 @@ def test_a_static_peer_dialled_with_a_hint_takes_its_slot_first() -> None:
 
 def test_sessions_never_exceed_max_peers_when_a_static_peer_comes_back() -> None:
     (a,) = STATICS[:1]
-    p = policy(peers=static(a), dial_hints=True, outbound_slots=1, max_peers=3)
+    p = policy(peers=static(a), dial_sources=HELLO, outbound_slots=1, max_peers=3)
     assert p.due(0.0) == [a]
     p.failed(a, now=0.0)  # a waits its backoff
     assert p.hint(HINTS[0], "hello", now=0.0)
@@ -675,3 +676,18 @@ def test_sessions_never_exceed_max_peers_when_a_static_peer_comes_back() -> None
     assert p.due(2.0) == [a]  # a static peer is always kept connected
     p.opened(NODES[0], a, initiator=True, now=2.0)
     assert sum(p.sessions()) <= 3
+
+
+def test_hints_are_dialled_at_a_bounded_rate_however_many_are_heard_of() -> None:
+    """A room full of advertised addresses that all fail cannot make the node a SYN cannon."""
+    p = policy(dial_sources=HELLO, outbound_slots=100, max_peers=128)
+    for i in range(200):
+        assert p.hint(f"198.51.{i // 250}.{i % 250 + 1}:7744", "hello", now=0.0)
+    dialled = 0
+    for step in range(101):  # ten seconds, every dial failing at once
+        now = step / 10
+        for address in p.due(now):
+            dialled += 1
+            p.failed(address, now=now)
+    assert dialled <= peering.HINT_DIAL_BURST + 10 * peering.HINT_DIALS_PER_S + 1
+    assert p.next_due() > 10.0

@@ -1,16 +1,16 @@
 """What a node multicasts about itself on the local link, and how it reads others'.
 
 Everyone in the room hears an mDNS advertisement, members of the mesh or not,
-so it carries nothing an outsider could tie to a node: the instance name is a
-keyed hash of the node's public key under the network key, and the one token
-in TXT is a keyed hash of a constant under the same key (``protocol/discovery.md``).
-Members compute the same network tag and skip other networks' services
-without dialling them; outsiders see tokens that differ from network to
-network and say nothing of the node ids behind them.
+so it carries nothing an outsider could tie to a node: the instance label is
+random, drawn afresh at every start, and the one token in TXT is a keyed hash
+of a constant under the network key (``protocol/discovery.md``). Members
+compute the same network tag and skip other networks' services without
+dialling them; outsiders see a label that says nothing and a tag that differs
+from network to network.
 
-Decoding is strict and bounded: whatever a service on the link claims is
-only a hint, and a malformed one is dropped with the reason, never raised
-past the bridge.
+Reading is strict and bounded: whatever a service on the link claims is only
+a hint, and one that breaks a rule is dropped with a reason of a fixed set
+(``AdvertError.kind``), never raised past the bridge.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshnode.core.addresses import format_address
@@ -26,31 +27,45 @@ from meshnode.core.addresses import format_address
 SERVICE_TYPE = "_meshnode._tcp.local."
 ADVERT_VERSION = 1
 LABEL_PREFIX = "mn-"
-LABEL_BYTES = 10  # 80 bits: unique by construction among any room of nodes
+LABEL_BYTES = 10  # 80 random bits: unique among any room of nodes, with no probing
 TAG_BYTES = 8
-MAX_ADDRESSES = 8  # per service; more are ignored
-MAX_TXT_BYTES = 200  # the whole TXT record of a service we accept
-_INSTANCE_CONTEXT = b"meshnode/mdns/instance/v1"
+MAX_ADDRESSES = 8  # per service, of those this node can reach; more are ignored
+MAX_TXT_BYTES = 200  # the whole TXT record of a service we accept, as on the wire
 _NETWORK_CONTEXT = b"meshnode/mdns/network/v1"
+
+# The reasons a service is not used: a fixed set, so that counting them stays bounded.
+OTHER_NETWORK = "another network"
+OTHER_VERSION = "another advertisement version"
+MALFORMED = "malformed advertisement"
+UNREACHABLE = "no address this node can reach"
+NOT_OURS = "not a meshnode instance name"
 
 
 class AdvertError(ValueError):
-    """A service on the link whose advertisement this node will not use; ``str`` says why."""
+    """A service on the link whose advertisement this node will not use.
+
+    ``kind`` is one of the reasons above; the message may say more.
+    """
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
 
 
-def _token(key: bytes, message: bytes, size: int) -> str:
-    digest = hmac.new(key, message, hashlib.sha256).digest()[:size]
-    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+def _base32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
 
 
-def instance_label(network_key: bytes, public_key: bytes) -> str:
-    """The node's DNS-SD instance label on a network: ``mn-`` and 16 base32 characters."""
-    return LABEL_PREFIX + _token(network_key, _INSTANCE_CONTEXT + public_key, LABEL_BYTES)
+def instance_label(random_bytes: bytes) -> str:
+    """A DNS-SD instance label from ``LABEL_BYTES`` random bytes: ``mn-`` and 16 characters."""
+    if len(random_bytes) != LABEL_BYTES:
+        raise ValueError(f"a label is made of {LABEL_BYTES} random bytes")
+    return LABEL_PREFIX + _base32(random_bytes)
 
 
 def network_tag(network_key: bytes) -> str:
     """The network's TXT token (``n=``): the same for every member, opaque to others."""
-    return _token(network_key, _NETWORK_CONTEXT, TAG_BYTES)
+    return _base32(hmac.new(network_key, _NETWORK_CONTEXT, hashlib.sha256).digest()[:TAG_BYTES])
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +87,12 @@ class Advert:
         return f"{self.label}.local."
 
 
-def advert_for(network_key: bytes, public_key: bytes, port: int) -> Advert:
+def advert_for(network_key: bytes, random_bytes: bytes, port: int) -> Advert:
+    """This node's advertisement; ``random_bytes`` (``LABEL_BYTES``) drawn afresh at each start."""
     if not 1 <= port <= 65535:
         raise ValueError(f"a port is 1 to 65535, got {port}")
     txt = {"v": str(ADVERT_VERSION), "n": network_tag(network_key)}
-    return Advert(instance_label(network_key, public_key), port, txt)
+    return Advert(instance_label(random_bytes), port, txt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,55 +104,91 @@ class Sighting:
 
 
 def label_of(instance: str) -> str:
-    """The instance label of a full service name; ``AdvertError`` if it is not ours."""
+    """The instance label of a full service name; ``AdvertError`` if no node makes it."""
     suffix = "." + SERVICE_TYPE
-    if not instance.endswith(suffix):
-        raise AdvertError(f"not a {SERVICE_TYPE} service")
-    label = instance[: -len(suffix)]
+    if not instance.lower().endswith(suffix):
+        raise AdvertError(NOT_OURS, f"not a {SERVICE_TYPE} service")
+    label = instance[: -len(suffix)].lower()
     body = label[len(LABEL_PREFIX) :]
     if not label.startswith(LABEL_PREFIX) or len(body) != 16 or not _is_base32(body):
-        raise AdvertError("an instance name that no node makes")
+        raise AdvertError(NOT_OURS)
     return label
 
 
-def read_sighting(
-    network_key: bytes,
-    instance: str,
-    txt: dict[bytes, bytes | None],
-    port: int | None,
-    hosts: list[str],
-) -> Sighting:
-    """A service's advertisement as resolved, judged: ``AdvertError`` says why it is not used.
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A service as the resolver gave it, before it is judged."""
 
-    ``hosts`` are its addresses as the resolver gives them (IPv6 link-local
-    ones with ``%interface``); ``txt`` its TXT pairs, raw.
+    instance: str  # the full service instance name
+    txt: bytes  # its TXT record as on the wire
+    port: int | None  # from SRV
+    hosts: tuple[str, ...]  # its addresses; IPv6 link-local ones with their %scope
+
+
+def read_sighting(
+    network_key: bytes, service: Resolved, reachable: Callable[[IPAddress], bool]
+) -> Sighting:
+    """A resolved service, judged: ``AdvertError`` says why it is not used.
+
+    ``reachable`` says whether an address is on a link this node uses (within
+    the prefixes of its own interfaces): a service cannot send this node to
+    dial elsewhere.
     """
-    label = label_of(instance)
-    if sum(len(k) + len(v or b"") + 2 for k, v in txt.items()) > MAX_TXT_BYTES:
-        raise AdvertError("a TXT record larger than any node sends")
-    version = txt.get(b"v")
+    label = label_of(service.instance)
+    if len(service.txt) > MAX_TXT_BYTES:
+        raise AdvertError(MALFORMED, "a TXT record larger than any node sends")
+    pairs = _txt_pairs(service.txt)
+    port = service.port
+    version = pairs.get(b"v")
     if version is None or not version.isdigit():
-        raise AdvertError("no advertisement version")
+        raise AdvertError(MALFORMED, "no advertisement version")
     if int(version) != ADVERT_VERSION:
-        raise AdvertError(f"advertisement version {int(version)}; this node reads {ADVERT_VERSION}")
-    if txt.get(b"n") != network_tag(network_key).encode():
-        raise AdvertError("another network")
+        raise AdvertError(OTHER_VERSION, f"{int(version)}; this node reads {ADVERT_VERSION}")
+    if pairs.get(b"n") != network_tag(network_key).encode():
+        raise AdvertError(OTHER_NETWORK)
     if port is None or not 1 <= port <= 65535:
-        raise AdvertError("no usable port")
+        raise AdvertError(MALFORMED, "no usable port")
     addresses: list[str] = []
-    for host in hosts[:MAX_ADDRESSES]:
+    for host in service.hosts:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             continue
-        if ip.is_unspecified or ip.is_multicast:
+        if not _dialable(ip) or not reachable(ip):
             continue
-        if ip.version == 6 and ip.is_link_local and not getattr(ip, "scope_id", None):
-            continue  # fe80::/10 without its interface cannot be dialled
         addresses.append(format_address(str(ip), port))
+        if len(addresses) == MAX_ADDRESSES:
+            break
     if not addresses:
-        raise AdvertError("no usable address")
+        raise AdvertError(UNREACHABLE)
     return Sighting(label, tuple(dict.fromkeys(addresses)))
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _dialable(ip: IPAddress) -> bool:
+    """Not an address a service may send peers to: loopback, unspecified, multicast, ..."""
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip != ipaddress.IPv4Address("255.255.255.255")
+    return not ip.is_link_local or bool(ip.scope_id)  # fe80::/10 needs its interface
+
+
+def _txt_pairs(txt: bytes) -> dict[bytes, bytes | None]:
+    """RFC 6763 §6: length-prefixed strings ``key=value``; keys case-insensitive, first wins."""
+    pairs: dict[bytes, bytes | None] = {}
+    at = 0
+    while at < len(txt):
+        size = txt[at]
+        item = txt[at + 1 : at + 1 + size]
+        at += 1 + size
+        key, equals, value = item.partition(b"=")
+        key = key.lower()
+        if key and key not in pairs:
+            pairs[key] = value if equals else None
+    return pairs
 
 
 def _is_base32(text: str) -> bool:

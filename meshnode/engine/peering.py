@@ -14,7 +14,7 @@ node last found there. It decides:
 - **how many**: the node keeps ``max(outbound_slots, static peers)`` of its
   ``max_peers`` sessions for the peers it dials, and inbound sessions stop at
   the rest, so peers dialling in can never take them. Static peers are always
-  kept connected, which is today's whole behaviour: with ``dial_hints`` off (the
+  kept connected, which is today's whole behaviour: with no ``dial_sources`` (the
   default) the policy dials nothing else; with it on, hints fill the outbound
   slots the static peers leave.
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 STATIC = "static"
 MAX_HINTS = 256
 MAX_FORGOTTEN = 4 * MAX_HINTS  # addresses whose backoff outlives their place in the table
+HINT_DIALS_PER_S = 2.0  # hints dialled at most this often, after a burst: so that a room
+HINT_DIAL_BURST = 8  # full of advertised addresses cannot make this node a SYN cannon
 JITTER = 0.2  # each delay is drawn from ±20 % of the backoff
 
 
@@ -64,6 +66,7 @@ class Known:
     node: bytes | None = None  # the node last found here
     group: str | None = None  # addresses the hint's source says are one node's
     failures: int = 0  # dials that came to nothing since the last session here
+    withdrawn: bool = False  # its source took it back while in use: forgotten once idle
 
     @property
     def static(self) -> bool:
@@ -93,6 +96,8 @@ class PeerPolicy:
         self._held_off: dict[bytes, float] = {}  # node -> when it may be dialled, its ban on us
         self._next_due: float | None = None  # ``next_due``, until the table changes
         self._forgotten: dict[str, tuple[float, float, bytes | None]] = {}  # see ``_forget``
+        self._tokens = float(HINT_DIAL_BURST)  # hint dials that may go now
+        self._tokens_at = now
         for host, port in settings.peers:
             address = format_address(host, port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
@@ -103,14 +108,19 @@ class PeerPolicy:
     def due(self, now: float) -> list[str]:
         """The addresses to dial now; each is marked as being dialled."""
         self._next_due = None
-        free = self.hint_slots_free()
+        refill = max(now - self._tokens_at, 0.0) * HINT_DIALS_PER_S
+        self._tokens = min(float(HINT_DIAL_BURST), self._tokens + refill)
+        self._tokens_at = max(self._tokens_at, now)
+        # A hair of slack: at the instant ``next_due`` named, the token is there, however
+        # the floating point of the refill rounds.
+        free = min(self.hint_slots_free(), math.floor(self._tokens + 1e-9))
         busy = self._busy_groups()
         dials: list[Known] = []
         candidates: list[Known] = []  # hints that may be dialled, one per group
         for known in self._known.values():
             if known.state is not State.IDLE or known.next_dial > now:
                 continue
-            if not known.static and (not self._settings.dial_hints or free <= 0):
+            if not known.static and (known.origin not in self._settings.dial_sources or free <= 0):
                 continue
             if known.group is not None and known.group in busy:
                 continue  # one of its node's other addresses is being dialled or in use
@@ -125,7 +135,9 @@ class PeerPolicy:
             # choice, not the first few, keeps the overlay from growing hubs.
             chosen = {id(k) for k in self._rng.sample(candidates, free)}
             candidates = [k for k in candidates if id(k) in chosen]
-        dials += candidates[: max(free, 0)]
+        candidates = candidates[: max(free, 0)]
+        self._tokens -= len(candidates)
+        dials += candidates
         for known in dials:
             known.state = State.DIALLING
         order = {id(k): n for n, k in enumerate(self._known.values())}
@@ -142,15 +154,15 @@ class PeerPolicy:
         return self._next_due
 
     def _earliest(self) -> float:
-        hints = self._settings.dial_hints and self.hint_slots_free() > 0
-        return min(
-            (
-                k.next_dial
-                for k in self._known.values()
-                if k.state is State.IDLE and (k.static or hints)
-            ),
-            default=math.inf,
-        )
+        idle = [k for k in self._known.values() if k.state is State.IDLE]
+        statics = min((k.next_dial for k in idle if k.static), default=math.inf)
+        if self.hint_slots_free() <= 0:
+            return statics
+        sources = self._settings.dial_sources
+        hints = min((k.next_dial for k in idle if k.origin in sources), default=math.inf)
+        if hints < math.inf and self._tokens < 1:  # the next hint dial waits for its token
+            hints = max(hints, self._tokens_at + (1 - self._tokens) / HINT_DIALS_PER_S)
+        return min(statics, hints)
 
     def may_accept(self) -> bool:
         """Whether one more inbound session fits beside the slots kept for dialling."""
@@ -208,7 +220,9 @@ class PeerPolicy:
         still = self._connected(node)
         known = self._known.get(address) if initiator else None
         if known is not None and known.state is State.CONNECTED:
-            if still:  # the duplicate rule kept another connection to it
+            if still and known.withdrawn:
+                self._forget(known)
+            elif still:  # the duplicate rule kept another connection to it
                 known.state = State.COVERED
             else:
                 self._back_off(known, now)
@@ -258,8 +272,9 @@ class PeerPolicy:
         known = self._known.get(usable)
         if known is not None:
             known.heard = now
-            known.group = known.group or group
             if not known.static:  # the table is kept in the order hints were last heard
+                known.group = known.group or group
+                known.withdrawn = False
                 del self._known[usable]
                 self._known[usable] = known
             return True
@@ -298,8 +313,12 @@ class PeerPolicy:
         goes is never dialled faster than its backoff allows.
         """
         known = self._known.get(address)
-        if known is not None and known.origin == origin and known.state is State.IDLE:
+        if known is None or known.origin != origin:
+            return
+        if known.state is State.IDLE:
             self._forget(known)
+        else:
+            known.withdrawn = True
 
     def banned(self, node: bytes, until: float) -> None:
         """Dial ``node`` no sooner than ``until``: this node banned it."""
@@ -355,6 +374,8 @@ class PeerPolicy:
         banned_until = self._wait_for(known.node) if known.node else now
         known.next_dial = max(now + known.delay * spread, banned_until)
         known.delay = min(known.delay * 2, self._settings.backoff_max)
+        if known.withdrawn:
+            self._forget(known)
 
 
 def _usable(address: str, reached_at: str | None) -> str | None:

@@ -36,7 +36,9 @@ class PeerSettings:
     backoff_max: float = 60.0
     max_peers: int = 128  # sessions at once, either direction
     outbound_slots: int = 8  # of those, kept for addresses this node chose to dial
-    dial_hints: bool = False  # dial addresses peers announce, not only ``peers``
+    # The hint sources whose addresses are dialled, besides ``peers``: "mdns" when discovery
+    # is on. "hello" (what peers say they listen on) is recorded, never dialled by default.
+    dial_sources: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.max_peers < 1:

@@ -9,6 +9,7 @@ cancels it, and the store is closed once the last task has finished.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 import trio
 
 from meshnode import __version__
+from meshnode.core.addresses import parse_address
 from meshnode.engine.actions import Purged
 from meshnode.engine.events import Purge
 from meshnode.engine.mesh import Mesh
@@ -140,7 +142,6 @@ async def _main(config: DaemonConfig, node: Node) -> None:
             if discovery.mdns and port is not None:
                 mdns = Discovery(
                     network_key=config.settings.peers.network_key,
-                    public_key=node.identity.public_key,
                     interfaces=discovery.interfaces,
                     step=peers.step,
                 )
@@ -186,9 +187,11 @@ async def _purge_loop(peers: PeerService) -> None:
 
 
 def _advertised_port(listening: list[str]) -> int | None:
-    """The port peers are accepted on, to announce (the first listener's)."""
+    """The port to announce: the first listener's that others can reach (not loopback)."""
     for address in listening:
-        return int(address.rsplit(":", 1)[1])
+        host, port = parse_address(address)
+        if host is None or not ipaddress.ip_address(host).is_loopback:
+            return port
     return None
 
 

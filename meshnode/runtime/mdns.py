@@ -2,33 +2,53 @@
 
 python-zeroconf runs an asyncio loop in a thread of its own. Everything it
 reports (a service resolved, a service gone) crosses into trio as one
-message on a bounded memory channel, sent from that loop with
-``TrioToken.run_sync_soon``: the trio side awaits the channel and never polls
-zeroconf, and every blocking zeroconf call (start, an interface update, the
-goodbyes and close) runs in a worker thread that trio waits for. What is
-heard is judged by ``meshnode.core.advert`` and handed to the engine as
-``Hint``/``Withdrawn`` events; what is announced is this node's advertisement,
-registered without probing (``protocol/discovery.md`` §4).
+message on a bounded memory channel, sent with ``TrioToken.run_sync_soon``:
+the trio side awaits the channel and never polls zeroconf, and every
+blocking zeroconf call (start, an interface or address update, the goodbyes
+and close) runs in a worker thread that trio waits for. The state here is
+only ever changed on the trio thread.
 
-Interfaces are watched through a netlink socket (Linux), or re-read every few
-seconds where there is none; a burst of changes (one Wi-Fi handover makes
-several) settles for ``SETTLE`` seconds before zeroconf is told once.
+What is heard is judged by ``meshnode.core.advert`` (addresses off this
+node's own links are never taken: a service cannot send it to dial
+elsewhere) and handed to the engine as ``Hint``/``Withdrawn`` events, one
+group per service; what is announced is this node's advertisement under a
+label drawn at random at start, registered without probing
+(``protocol/discovery.md``), re-announced with its new addresses whenever an
+interface changes.
+
+Interfaces are followed through a netlink socket (Linux), or re-read every
+few seconds where there is none; a burst of changes (a Wi-Fi handover makes
+several) settles first. Discovery never ends the daemon: a zeroconf failure
+is logged, shown in ``status``, and retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import trio
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-from meshnode.core.advert import SERVICE_TYPE, Advert, AdvertError, advert_for, read_sighting
+from meshnode.core.advert import (
+    LABEL_BYTES,
+    SERVICE_TYPE,
+    Advert,
+    AdvertError,
+    IPAddress,
+    Resolved,
+    advert_for,
+    label_of,
+    read_sighting,
+)
 from meshnode.engine.events import Event, Hint, Withdrawn
 from meshnode.system.interfaces import Choice, choose, machine_interfaces
 
@@ -36,29 +56,22 @@ log = logging.getLogger("meshnode.mdns")
 
 SOURCE = "mdns"
 SETTLE = 0.5  # seconds without interface changes before zeroconf is told
-RESCAN = 3.0  # seconds between interface reads where netlink is not available
+MAX_SETTLE = 5.0  # ... but never longer, however busy the links
+RESCAN = 3.0  # seconds between interface reads without netlink, and between retries
 RESOLVE_TIMEOUT_MS = 3000
 MAX_RESOLVING = 16  # resolutions at once; more services wait their turn
-MAX_PENDING = 256  # messages from zeroconf not yet taken by trio; more are dropped
-MAX_SERVICES = 512  # services remembered; past it, new ones are not resolved
-STOP_TIMEOUT = 3.0
+MAX_PENDING = 256  # messages from zeroconf not yet taken by trio; more are dropped, and counted
+MAX_SERVICES = 512  # services remembered; past it, the one heard of longest ago is forgotten
+TTL = 120  # seconds, every record: a node gone without goodbye is forgotten after this
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
 
 @dataclass(frozen=True, slots=True)
-class _Resolved:
-    name: str
-    txt: dict[bytes, bytes | None]
-    port: int | None
-    hosts: list[str]
-
-
-@dataclass(frozen=True, slots=True)
 class _Gone:
-    name: str
+    instance: str
 
 
-Message = _Resolved | _Gone
+Message = Resolved | _Gone
 Channel = trio.MemorySendChannel[Message]
 
 
@@ -69,8 +82,8 @@ class DiscoveryState:
     running: bool = False
     interfaces: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # interface -> why not
-    services: dict[str, list[str]] = field(default_factory=dict)  # label -> addresses (ours)
-    ignored: dict[str, int] = field(default_factory=dict)  # why -> services of that kind
+    services: dict[str, list[str]] = field(default_factory=dict)  # label -> addresses
+    ignored: dict[str, int] = field(default_factory=dict)  # reason -> services (fixed reasons)
     dropped: int = 0  # messages from zeroconf lost to a full channel
     error: str | None = None
 
@@ -80,199 +93,236 @@ class Discovery:
         self,
         *,
         network_key: bytes,
-        public_key: bytes,
         interfaces: tuple[str, ...] | None,
         step: Callable[[Event], Awaitable[object]],
     ) -> None:
         """``step`` hands the engine an event (``PeerService.step``)."""
         self._key = network_key
-        self._public_key = public_key
         self._names = interfaces
         self._step = step
         self.state = DiscoveryState()
         self._zc: Zeroconf | None = None
-        self._choice: Choice | None = None
-        self._addresses: dict[str, tuple[str, ...]] = {}  # service name -> hinted addresses
-        self._own = ""
+        self._bridge: _Bridge | None = None
+        self._choice: Choice | None = None  # what zeroconf runs on, once it does
+        self._advert: Advert | None = None
+        self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
+        self._ignored: dict[str, str] = {}  # instance -> why not used, last heard
 
     async def run(self, port: int) -> None:
         """Announce ``port`` and browse until cancelled; then say goodbye and stop zeroconf."""
-        advert = advert_for(self._key, self._public_key, port)
-        self._own = advert.instance
+        self._advert = advert_for(self._key, secrets.token_bytes(LABEL_BYTES), port)
         send, receive = trio.open_memory_channel[Message](MAX_PENDING)
         token = trio.lowlevel.current_trio_token()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_interfaces, advert, send, token)
+                nursery.start_soon(self._follow_interfaces, send, token)
                 async with receive:
                     async for message in receive:
                         await self._heard(message)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT):
-                await trio.to_thread.run_sync(self._stop)
+            with trio.CancelScope(shield=True):
+                await self._stop()
 
-    # -- zeroconf, from trio ------------------------------------------------------------
+    # -- interfaces ---------------------------------------------------------------------
 
-    async def _watch_interfaces(
-        self, advert: Advert, send: Channel, token: trio.lowlevel.TrioToken
-    ) -> None:
+    async def _follow_interfaces(self, send: Channel, token: trio.lowlevel.TrioToken) -> None:
         changes = await _netlink()
         with changes if changes is not None else contextlib.nullcontext():
-            await self._follow_interfaces(changes, advert, send, token)
+            while True:
+                choice = choose(await trio.to_thread.run_sync(machine_interfaces), self._names)
+                failed = self.state.error is not None and bool(choice.used)
+                if failed or self._choice is None or _used(choice) != _used(self._choice):
+                    await self._apply(choice, send, token)
+                changes = await self._wait_for_change(changes, retry=self.state.error is not None)
 
-    async def _follow_interfaces(
-        self,
-        changes: trio.socket.SocketType | None,
-        advert: Advert,
-        send: Channel,
-        token: trio.lowlevel.TrioToken,
-    ) -> None:
-        while True:
-            choice = choose(await trio.to_thread.run_sync(machine_interfaces), self._names)
-            if self._choice is None or _used(choice) != _used(self._choice):
-                await self._apply(choice, advert, send, token)
-            if changes is None:
-                await trio.sleep(RESCAN)
-                continue
-            await changes.recv(65536)
-            while True:  # a handover makes several changes in a row: let them settle
-                with trio.move_on_after(SETTLE) as quiet:
-                    await changes.recv(65536)
-                if quiet.cancelled_caught:
-                    break
+    async def _wait_for_change(
+        self, changes: trio.socket.SocketType | None, *, retry: bool
+    ) -> trio.socket.SocketType | None:
+        """Until the links changed and settled (netlink), or a while (no netlink, or a retry)."""
+        if changes is None:
+            await trio.sleep(RESCAN)
+            return None
+        try:
+            with trio.move_on_after(RESCAN if retry else float("inf")):
+                await changes.recv(65536)
+            with trio.move_on_after(MAX_SETTLE):
+                while True:  # a handover makes several changes in a row: let them settle
+                    with trio.move_on_after(SETTLE) as quiet:
+                        await changes.recv(65536)
+                    if quiet.cancelled_caught:
+                        break
+        except OSError as exc:  # ENOBUFS after a burst, say: read the links again, then poll
+            log.debug("event=mdns_netlink_lost error=%r", str(exc))
+            changes.close()
+            return None
+        return changes
 
-    async def _apply(
-        self, choice: Choice, advert: Advert, send: Channel, token: trio.lowlevel.TrioToken
-    ) -> None:
-        self._choice = choice
+    async def _apply(self, choice: Choice, send: Channel, token: trio.lowlevel.TrioToken) -> None:
         self.state.interfaces = [i.name for i in choice.used]
         self.state.skipped = dict(choice.skipped)
         try:
-            if self._zc is None and choice.used:
-                await trio.to_thread.run_sync(self._start, choice, advert, send, token)
-            elif self._zc is not None and choice.used:
-                await trio.to_thread.run_sync(self._update, choice)
-            elif self._zc is not None:
-                await trio.to_thread.run_sync(self._stop)
-        except (OSError, RuntimeError) as exc:
-            self.state.error = f"mDNS failed: {exc}"
-            log.warning("event=mdns_error error=%r", str(exc))
+            if not choice.used:
+                await self._stop()
+                self.state.error = "no interface suitable for mDNS"
+                self._choice = choice
+                return
+            info = self._service_info(choice)
+            if self._zc is None:
+                self._zc, self._bridge = await trio.to_thread.run_sync(
+                    _start, choice, info, send, token, self._count_drop
+                )
+            else:
+                await trio.to_thread.run_sync(_update, self._zc, choice, info)
+        except Exception as exc:  # zeroconf's own errors too: discovery never ends the daemon
+            self.state.error = f"mDNS failed: {exc or type(exc).__name__}; retrying"
+            self.state.running = self._zc is not None
+            log.warning("event=mdns_error error=%r", str(exc) or type(exc).__name__)
             return
-        self.state.error = None if choice.used else "no interface suitable for mDNS"
-        self.state.running = self._zc is not None
+        self._choice = choice
+        self.state.error = None
+        self.state.running = True
         log.info(
             "event=mdns_interfaces used=%s skipped=%s",
             ",".join(self.state.interfaces) or "-",
             ",".join(self.state.skipped) or "-",
         )
 
-    # -- zeroconf, in worker threads -----------------------------------------------------
-
-    def _start(
-        self, choice: Choice, advert: Advert, send: Channel, token: trio.lowlevel.TrioToken
-    ) -> None:
-        zc = Zeroconf(interfaces=_zeroconf_interfaces(choice), ip_version=_ip_version(choice))
-        self._zc = zc
-        info = ServiceInfo(
+    def _service_info(self, choice: Choice) -> ServiceInfo:
+        advert = self._advert
+        assert advert is not None
+        return ServiceInfo(
             SERVICE_TYPE,
             advert.instance,
             port=advert.port,
             properties=advert.txt,
             server=advert.server,
             parsed_addresses=[*choice.ipv4, *_ipv6_addresses(choice)],
+            host_ttl=TTL,
+            other_ttl=TTL,
         )
-        bridge = _Bridge(zc, send, token, self._own)
-        loop = zc.loop
-        assert loop is not None
-        asyncio.run_coroutine_threadsafe(bridge.start(info), loop).result(timeout=STOP_TIMEOUT)
 
-    def _update(self, choice: Choice) -> None:
-        assert self._zc is not None
-        self._zc.update_interfaces(_zeroconf_interfaces(choice), _ip_version(choice))
-
-    def _stop(self) -> None:
-        zc, self._zc = self._zc, None
-        if zc is None:
-            return
-        try:
-            zc.unregister_all_services()  # the goodbyes
-        finally:
-            zc.close()
+    async def _stop(self) -> None:
+        """Goodbyes and close (in a worker thread); forget what was heard."""
+        zc, bridge, self._zc, self._bridge = self._zc, self._bridge, None, None
         self.state.running = False
+        if zc is not None:
+            try:
+                await trio.to_thread.run_sync(_close, zc, bridge)
+            except Exception as exc:
+                log.warning("event=mdns_stop_failed error=%r", str(exc) or type(exc).__name__)
+        for instance in list(self._hinted):
+            await self._forget(instance)
+        self._ignored.clear()
+        self.state.ignored.clear()
 
-    # -- what was heard ---------------------------------------------------------------------
+    # -- what was heard -------------------------------------------------------------------
 
-    async def _heard(self, message: _Resolved | _Gone) -> None:
+    async def _heard(self, message: Message) -> None:
         if isinstance(message, _Gone):
-            for address in self._addresses.pop(message.name, ()):
-                await self._step(Withdrawn(address, SOURCE))
-            self.state.services.pop(message.name, None)
+            await self._forget(message.instance)
+            self._ignored.pop(message.instance, None)
+            self._tally()
             return
-        if message.name == self._own:
-            return
-        if message.name not in self._addresses and len(self._addresses) >= MAX_SERVICES:
-            self._count("too many services")
+        if self._advert is not None and message.instance.lower() == self._advert.instance:
             return
         try:
-            sighting = read_sighting(
-                self._key, message.name, message.txt, message.port, self._scoped(message.hosts)
-            )
+            sighting = read_sighting(self._key, message, self._reachable)
         except AdvertError as exc:
-            self._count(str(exc))
+            await self._forget(message.instance)
+            _remember(self._ignored, message.instance, exc.kind)
+            self._tally()
             return
-        old = set(self._addresses.get(message.name, ()))
-        self._addresses[message.name] = sighting.addresses
-        self.state.services[message.name] = list(sighting.addresses)
+        self._ignored.pop(message.instance, None)
+        old = set(self._hinted.get(message.instance, ()))
+        _remember(self._hinted, message.instance, sighting.addresses)
+        while len(self._hinted) > MAX_SERVICES:  # the one heard of longest ago goes
+            await self._forget(next(iter(self._hinted)))
+        self.state.services[message.instance] = list(sighting.addresses)
         for address in old - set(sighting.addresses):
-            await self._step(Withdrawn(address, SOURCE))
+            await self._withdraw(address)
         for address in sighting.addresses:
             await self._step(Hint(address, SOURCE, group=sighting.label))
+        self._tally()
 
-    def _count(self, why: str) -> None:
-        self.state.ignored[why] = self.state.ignored.get(why, 0) + 1
+    async def _forget(self, instance: str) -> None:
+        for address in self._hinted.pop(instance, ()):
+            await self._withdraw(address)
+        self.state.services.pop(instance, None)
 
-    def _scoped(self, hosts: list[str]) -> list[str]:
-        """Give an unscoped link-local address the interface, where only one can have heard it."""
-        v6 = [i for i in self._choice.used if i.ipv6] if self._choice else []
-        scoped = []
-        for host in hosts:
-            unscoped = host.lower().startswith("fe80:") and "%" not in host
-            scoped.append(f"{host}%{v6[0].name}" if unscoped and len(v6) == 1 else host)
-        return scoped
+    async def _withdraw(self, address: str) -> None:
+        """Take a hint back, unless another service still gives the same address."""
+        if not any(address in addresses for addresses in self._hinted.values()):
+            await self._step(Withdrawn(address, SOURCE))
+
+    def _tally(self) -> None:
+        counts: dict[str, int] = {}
+        for why in self._ignored.values():
+            counts[why] = counts.get(why, 0) + 1
+        self.state.ignored = counts
+
+    def _count_drop(self) -> None:
+        self.state.dropped += 1
+
+    def _reachable(self, ip: IPAddress) -> bool:
+        """On a link discovery uses: in one of its prefixes, or link-local on one of them."""
+        choice = self._choice
+        if choice is None:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+            scopes = {str(i.index) for i in choice.used} | {i.name for i in choice.used}
+            return ip.scope_id in scopes
+        return any(ip in ipaddress.ip_network(net) for i in choice.used for net in i.networks)
 
 
 class _Bridge:
     """Runs in zeroconf's event loop: registers, browses, resolves, tells trio."""
 
     def __init__(
-        self, zc: Zeroconf, send: Channel, token: trio.lowlevel.TrioToken, own: str
+        self,
+        zc: Zeroconf,
+        send: Channel,
+        token: trio.lowlevel.TrioToken,
+        own: str,
+        on_drop: Callable[[], None],
     ) -> None:
         self._zc = zc
         self._send = send
         self._token = token
-        self._own = own
+        self._own = own.lower()
+        self._on_drop = on_drop
         self._resolving: set[str] = set()
-        self._waiting: list[str] = []
+        self._waiting: dict[str, None] = {}  # in the order heard; bounded
         self._tasks: set[asyncio.Future[None]] = set()
+        self._browser: AsyncServiceBrowser | None = None
 
     async def start(self, info: ServiceInfo) -> None:
         await self._zc.async_register_service(info, cooperating_responders=True)
         self._browser = AsyncServiceBrowser(self._zc, [SERVICE_TYPE], handlers=[self._changed])
 
+    async def cancel(self) -> None:
+        if self._browser is not None:
+            await self._browser.async_cancel()
+
     def _changed(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
+        try:
+            label_of(name)  # a name no node makes is not worth a resolution
+        except AdvertError:
+            return
         if state_change is ServiceStateChange.Removed:
+            self._waiting.pop(name, None)
             self._tell(_Gone(name))
-        elif name != self._own:
+        elif name.lower() != self._own:
             self._resolve(name)
 
     def _resolve(self, name: str) -> None:
         if name in self._resolving or name in self._waiting:
             return
         if len(self._resolving) >= MAX_RESOLVING:
-            if len(self._waiting) < MAX_SERVICES:
-                self._waiting.append(name)
+            self._waiting[name] = None
+            while len(self._waiting) > MAX_SERVICES:  # the oldest waits longest: dropped
+                del self._waiting[next(iter(self._waiting))]
             return
         self._resolving.add(name)
         task = asyncio.ensure_future(self._lookup(name))
@@ -283,33 +333,85 @@ class _Bridge:
         try:
             info = AsyncServiceInfo(SERVICE_TYPE, name)
             if await info.async_request(self._zc, RESOLVE_TIMEOUT_MS):
-                self._tell(
-                    _Resolved(
-                        name, dict(info.properties), info.port, info.parsed_scoped_addresses()
-                    )
-                )
+                hosts = tuple(info.parsed_scoped_addresses())
+                self._tell(Resolved(name, info.text or b"", info.port, hosts))
         except Exception as exc:  # a malformed answer is zeroconf's to report, never fatal here
             log.debug("event=mdns_resolve_failed name=%r error=%r", name, str(exc))
         finally:
             self._resolving.discard(name)
             if self._waiting:
-                self._resolve(self._waiting.pop(0))
+                waiting = next(iter(self._waiting))
+                del self._waiting[waiting]
+                self._resolve(waiting)
 
-    def _tell(self, message: _Resolved | _Gone) -> None:
+    def _tell(self, message: Message) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # the daemon is stopping
             self._token.run_sync_soon(self._deliver, message)
 
-    def _deliver(self, message: _Resolved | _Gone) -> None:
+    def _deliver(self, message: Message) -> None:
+        """On the trio thread."""
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
-            log.debug("event=mdns_dropped name=%r", getattr(message, "name", "?"))
+            self._on_drop()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass
 
 
-def _used(choice: Choice) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
-    return tuple((i.name, i.ipv4, i.ipv6) for i in choice.used)
+T = TypeVar("T")
+
+
+def _remember(table: dict[str, T], instance: str, value: T) -> None:
+    """Keep ``table`` in the order services were last heard, and bounded: the oldest goes."""
+    table.pop(instance, None)
+    table[instance] = value
+    while len(table) > MAX_SERVICES:
+        del table[next(iter(table))]
+
+
+# -- zeroconf's blocking calls, each run in a worker thread ---------------------------------
+
+
+def _start(
+    choice: Choice,
+    info: ServiceInfo,
+    send: Channel,
+    token: trio.lowlevel.TrioToken,
+    on_drop: Callable[[], None],
+) -> tuple[Zeroconf, _Bridge]:
+    zc = Zeroconf(interfaces=_zeroconf_interfaces(choice), ip_version=_ip_version(choice))
+    try:
+        bridge = _Bridge(zc, send, token, info.name, on_drop)
+        _on_loop(zc, bridge.start(info))
+    except BaseException:
+        zc.close()
+        raise
+    return zc, bridge
+
+
+def _update(zc: Zeroconf, choice: Choice, info: ServiceInfo) -> None:
+    """New interfaces, then the advertisement with the addresses they have now."""
+    zc.update_interfaces(_zeroconf_interfaces(choice), _ip_version(choice))
+    zc.update_service(info)
+
+
+def _close(zc: Zeroconf, bridge: _Bridge | None) -> None:
+    try:
+        if bridge is not None:
+            _on_loop(zc, bridge.cancel())
+        zc.unregister_all_services()  # the goodbyes
+    finally:
+        zc.close()
+
+
+def _on_loop(zc: Zeroconf, coroutine: Coroutine[Any, Any, None]) -> None:
+    loop = zc.loop
+    assert loop is not None
+    asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=RESCAN)
+
+
+def _used(choice: Choice) -> tuple[tuple[str, int, tuple[str, ...], tuple[str, ...]], ...]:
+    return tuple((i.name, i.index, i.ipv4, i.ipv6) for i in choice.used)
 
 
 def _zeroconf_interfaces(choice: Choice) -> list[str | int]:

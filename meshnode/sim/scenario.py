@@ -89,7 +89,7 @@ class Scenario:
         if not 0 <= self.partition < math.inf:
             raise ScenarioError("partition is a number of seconds, 0 or more")
         if self.room:
-            peers = dataclasses.replace(self.settings.peers, dial_hints=True)
+            peers = dataclasses.replace(self.settings.peers, dial_sources=frozenset({"mdns"}))
             object.__setattr__(self, "settings", dataclasses.replace(self.settings, peers=peers))
         elif self.nodes > 1 and self.degree < 1:
             raise ScenarioError(

@@ -77,7 +77,8 @@ def load(
             network_key=key,
             listen=tuple(chosen_listen),
             peers=tuple((host, port) for host, port in dial if host is not None),
-            dial_hints=discovery.mdns,  # what discovery finds is dialled, within the bounds
+            # What discovery finds is dialled, within the bounds; what peers say, not.
+            dial_sources=frozenset({"mdns"}) if discovery.mdns else frozenset(),
         )
     except SettingsError as exc:
         raise ConfigError(f"{where}{exc}") from None

@@ -20,9 +20,16 @@ from pathlib import Path
 import ifaddr
 
 SYS_NET = Path("/sys/class/net")
+IF_INET6 = Path("/proc/net/if_inet6")
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
+IFF_POINTOPOINT = 0x10
+IFF_NOARP = 0x80
 IFF_MULTICAST = 0x1000
+# IPv6 address flags never announced: temporary (RFC 4941: announcing it beside the
+# stable one would link the two), deprecated, still tentative, or failed DAD.
+IFA_F_TEMPORARY, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TENTATIVE = 0x01, 0x08, 0x20, 0x40
+_NOT_ANNOUNCED = IFA_F_TEMPORARY | IFA_F_DADFAILED | IFA_F_DEPRECATED | IFA_F_TENTATIVE
 SKIPPED_BY_DEFAULT = (
     "lo",
     "docker*",
@@ -36,6 +43,12 @@ SKIPPED_BY_DEFAULT = (
     "wg*",
     "tailscale*",
     "zt*",
+    "lxcbr*",
+    "vboxnet*",
+    "vmnet*",
+    "cali*",
+    "flannel*",
+    "nordlynx*",
 )
 
 
@@ -48,6 +61,8 @@ class Interface:
     up: bool
     multicast: bool
     loopback: bool
+    point_to_point: bool = False  # a tunnel, whatever its name
+    networks: tuple[str, ...] = ()  # the on-link prefixes of its addresses, as CIDR
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +84,18 @@ class Choice:
 def machine_interfaces() -> list[Interface]:
     """Every interface with an address, with its flags where the OS tells them (Linux)."""
     found = []
+    unusable = _unusable_ipv6()
     for adapter in ifaddr.get_adapters():
-        ipv4, ipv6 = [], []
+        ipv4, ipv6, networks = [], [], []
         for ip in adapter.ips:
+            address = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
             if isinstance(ip.ip, str):
-                ipv4.append(ip.ip)
+                ipv4.append(address)
+            elif ipaddress.ip_address(address).packed not in unusable:
+                ipv6.append(address)
             else:
-                ipv6.append(ip.ip[0])
+                continue
+            networks.append(str(ipaddress.ip_interface(f"{address}/{ip.network_prefix}").network))
         flags = _flags(adapter.nice_name)
         found.append(
             Interface(
@@ -86,8 +106,24 @@ def machine_interfaces() -> list[Interface]:
                 up=flags is None or bool(flags & IFF_UP),
                 multicast=flags is None or bool(flags & IFF_MULTICAST),
                 loopback=_loopback(adapter.nice_name, ipv4, ipv6, flags),
+                point_to_point=flags is not None and bool(flags & (IFF_POINTOPOINT | IFF_NOARP)),
+                networks=tuple(networks),
             )
         )
+    return found
+
+
+def _unusable_ipv6() -> set[bytes]:
+    """IPv6 addresses the kernel marks temporary, deprecated or tentative (Linux)."""
+    try:
+        lines = IF_INET6.read_text().splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 5 and int(fields[4], 16) & _NOT_ANNOUNCED:
+            found.add(bytes.fromhex(fields[0]))
     return found
 
 
@@ -111,6 +147,8 @@ def _why_not(interface: Interface, names: Sequence[str] | None) -> str | None:
         return "loopback"
     elif any(fnmatch.fnmatchcase(interface.name, pattern) for pattern in SKIPPED_BY_DEFAULT):
         return "a container bridge, veth or tunnel (name it in mdns_interfaces to use it)"
+    elif interface.point_to_point:
+        return "point-to-point: a tunnel (name it in mdns_interfaces to use it)"
     if not interface.up:
         return "down"
     if not interface.multicast:

@@ -1,8 +1,9 @@
-"""Generate ``discovery.json``: the labels and tags of ``protocol/discovery.md`` §1.
+"""Generate ``discovery.json``: the advertisement of ``protocol/discovery.md`` §1.
 
 Run from the repository root: ``python protocol/vectors/generate_discovery.py``.
 ``tests/test_advert.py`` checks that the committed file is what this script
-produces.
+produces. The label's 10 bytes are random at every start; here they are fixed,
+so that the label's encoding can be checked too.
 """
 
 from __future__ import annotations
@@ -13,26 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from meshnode.core.advert import advert_for
-from meshnode.core.identity import Identity
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, encode_network_key
 
 OUT = Path(__file__).with_name("discovery.json")
 KEYS = {"public network": PUBLIC_NETWORK_KEY, "a private network": bytes(range(32))}
-SEEDS = [bytes([n]) * 32 for n in (1, 2)]
+LABEL_BYTES = [bytes(10), bytes(range(246, 256))]
 
 
 def vectors() -> dict[str, Any]:
     cases = []
     for name, key in KEYS.items():
-        for seed in SEEDS:
-            public_key = Identity(seed).public_key
-            advert = advert_for(key, public_key, 7744)
+        for random_bytes in LABEL_BYTES:
+            advert = advert_for(key, random_bytes, 7744)
             cases.append(
                 {
                     "network": name,
                     "network_key": key.hex(),
                     "network_invite": encode_network_key(key),
-                    "public_key": public_key.hex(),
+                    "label_bytes": random_bytes.hex(),
                     "instance": advert.instance,
                     "server": advert.server,
                     "txt": advert.txt,
@@ -40,8 +39,9 @@ def vectors() -> dict[str, Any]:
             )
     return {
         "notes": (
-            "Each case: a network key and a node's Ed25519 public key (hex), and the DNS-SD"
-            " instance name, SRV target and TXT pairs the node announces (discovery.md §1)."
+            "Each case: a network key (hex and invite) and the 10 random bytes of a label (hex);"
+            " the DNS-SD instance name, SRV target and TXT pairs the node announces with them"
+            " (discovery.md §1). Only n= depends on the network key."
         ),
         "cases": cases,
     }
