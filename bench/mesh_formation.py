@@ -1,0 +1,104 @@
+"""Mesh formation over real multicast: 8 namespaces on one bridge, daemons started at once.
+
+From the moment all 8 ``meshnode run`` processes are started (no --peer) to the moment every
+node has a peer and a record published on the first node (as soon as its control socket
+answers) is stored on all 8: the median of 3 runs. Goal: <= 1.0 s. Needs root and network
+namespaces (tests/netns.py). The daemons' start-up is included: eight Pythons starting at once
+on two cores; the time from the last daemon answering its socket is printed beside it.
+
+    sudo python bench/mesh_formation.py [--nodes 8] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import emit, log
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from meshnode.client import Client, ClientError
+from tests.netns import Lan, skip_reason
+
+GOAL_S = 1.0
+TIMEOUT_S = 20.0
+
+
+def once(nodes: int) -> tuple[float, float]:
+    """(seconds to formed, seconds to every daemon answering), both from the start."""
+    with tempfile.TemporaryDirectory() as tmp, Lan.create(hosts=nodes) as lan:
+        sockets = [Path(tmp) / f"{h.name}.sock" for h in lan.hosts]
+        started = time.monotonic()
+        for host, sock in zip(lan.hosts, sockets, strict=True):
+            argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", f"{tmp}/{host.name}"]
+            host.popen([*argv, "--socket", str(sock), "--log-level", "warning"])
+        author = None
+        answering: set[Path] = set()
+        all_up = None
+        while time.monotonic() - started < TIMEOUT_S:
+            for sock in set(sockets) - answering:
+                try:
+                    with Client(sock, timeout=5) as client:
+                        client.call("ping")
+                    answering.add(sock)
+                except ClientError:
+                    pass
+            if all_up is None and len(answering) == nodes:
+                all_up = time.monotonic() - started
+            try:
+                if author is None:
+                    with Client(sockets[0], timeout=5) as client:
+                        client.publish("bench/formation", "here")
+                        author = client.node_id()["node_id"]
+                if all(_ready(sock, author) for sock in sockets):
+                    formed = time.monotonic() - started
+                    return formed, formed if all_up is None else all_up
+            except ClientError:
+                pass
+            time.sleep(0.01)
+        raise SystemExit(f"the mesh did not form within {TIMEOUT_S} s")
+
+
+def _ready(sock: Path, author: str) -> bool:
+    with Client(sock, timeout=5) as client:
+        if not client.call("peers"):
+            return False
+        client.get("bench/formation", author=author)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    reason = skip_reason()
+    if reason is not None:
+        raise SystemExit(f"cannot run: {reason}")
+    times, after_ready = [], []
+    for run in range(args.runs):
+        formed, all_up = once(args.nodes)
+        times.append(formed)
+        after_ready.append(formed - all_up)
+        log(f"run {run + 1}: {formed:.3f} s, {formed - all_up:.3f} s after all answered")
+    median = statistics.median(times)
+    emit(
+        {
+            "bench": "mesh-formation",
+            "nodes": args.nodes,
+            "runs_s": [round(t, 3) for t in times],
+            "median_s": round(median, 3),
+            "median_after_all_answer_s": round(statistics.median(after_ready), 3),
+            "goal_s": GOAL_S,
+            "meets_goal": median <= GOAL_S,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
