@@ -16,7 +16,7 @@ import pytest
 from meshnode.client import Client, ClientError
 from meshnode.core.netkey import encode_network_key
 from meshnode.engine.peering import PeerPolicy
-from meshnode.engine.settings import PeerSettings
+from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.system import config
 from meshnode.system.interfaces import Interface, choose
 from tests.helpers import Daemon
@@ -77,7 +77,7 @@ def test_mdns_interfaces_names_the_ones_to_use_even_a_bridge() -> None:
 # -- the settings ----------------------------------------------------------------------
 
 
-def load(home: Path, text: str = "", mdns: bool = True) -> config.Settings:
+def load(home: Path, text: str = "", mdns: bool = True) -> Settings:
     if text:
         (home / "config.toml").write_text(text)
     return config.load(home, listen=None, peers=[], network_key=None, env={}, mdns=mdns)
@@ -189,10 +189,20 @@ class NsDaemon:
         self.home = tmp / host.name
         self.socket = tmp / f"{host.name}.sock"
         self.log_path = tmp / f"{host.name}.log"
+        self.extra = extra
+        self.start()
+
+    def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
         argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", str(self.home)]
-        host.popen([*argv, "--socket", str(self.socket), *extra], stdout=log, stderr=log)
+        argv += ["--socket", str(self.socket), *self.extra]
+        self.process = self.host.popen(argv, stdout=log, stderr=log)
         log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to peers, none on mDNS; the store as the kernel left it."""
+        self.process.kill()
+        self.process.wait(10)
 
     def call(self, method: str, **params: object) -> object:
         with Client(self.socket, timeout=10) as client:
@@ -258,6 +268,37 @@ def test_eight_nodes_on_one_bridge_find_each_other_and_share_a_record(tmp_path: 
         status = daemons[0].call("status")["discovery"]  # type: ignore[index]
         assert status["running"] and status["interfaces"] == ["eth0"]
         assert status["services"] == 7
+
+
+@NETNS
+def test_a_node_killed_and_restarted_rejoins_and_catches_up(tmp_path: Path) -> None:
+    with mesh(3, tmp_path) as (_, daemons):
+        wait_for(lambda: all(d.peers() == 2 for d in daemons), FORM_TIMEOUT, "formed", daemons)
+        daemons[2].kill()
+        daemons[0].call("publish", key="news/while-away", value="you missed this")
+        author = daemons[0].call("id")["node_id"]  # type: ignore[index]
+        daemons[2].start()
+
+        def caught_up() -> bool:
+            try:
+                daemons[2].call("get", key="news/while-away", author=author)
+            except ClientError:
+                return False
+            return daemons[2].peers() >= 1
+
+        wait_for(caught_up, FORM_TIMEOUT, "the restarted node caught up", daemons)
+
+
+@NETNS
+def test_an_ipv6_only_link_with_link_local_addresses_forms_a_mesh(tmp_path: Path) -> None:
+    require_netns()
+    with Lan.create(hosts=3, ipv4=False) as lan:
+        daemons = [NsDaemon(host, tmp_path) for host in lan.hosts]
+        wait_for(
+            lambda: all(d.peers() == 2 for d in daemons), FORM_TIMEOUT, "all connected", daemons
+        )
+        addresses = [p["address"] for p in daemons[0].call("peers")]  # type: ignore[attr-defined]
+        assert all(a.startswith("[fe80::") for a in addresses), addresses
 
 
 @NETNS
