@@ -4,6 +4,7 @@ each other by multicast DNS in network namespaces (tests/netns.py), with no --pe
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from meshnode.client import Client, ClientError
 from meshnode.core.netkey import encode_network_key
+from meshnode.engine import peering
 from meshnode.engine.peering import PeerPolicy
 from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.system import config
@@ -390,3 +392,68 @@ def test_peers_all_lists_known_addresses_with_source_state_and_failures(
     assert "127.0.0.1:1" in text and "static" in text and "failed" in text
     status = daemon.cli("status").stdout
     assert "mDNS off" in status
+
+
+FAKE_SERVICES = """
+import asyncio, random, sys
+from zeroconf import ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+from meshnode.core.advert import network_tag, SERVICE_TYPE
+from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+ours = network_tag(PUBLIC_NETWORK_KEY)
+rng = random.Random(7)
+
+def fake(n):
+    label = "mn-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(16))
+    kind = n % 5
+    txt = {"v": "1", "n": ours}
+    addresses = [f"10.231.0.{100 + n}"]  # on the link, but nobody listens there
+    if kind == 1:
+        txt = {"v": "1", "n": "someothernetwrk"}
+    elif kind == 2:
+        txt = {"v": str(rng.randrange(2, 99)), "junk": "x" * rng.randrange(0, 150)}
+    elif kind == 3:
+        addresses = ["192.0.2.%d" % (n % 250 + 1), "127.0.0.1"]  # off the link, loopback
+    elif kind == 4:
+        label = "printer-%d" % n
+    return ServiceInfo(SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=rng.randrange(1, 65536),
+                       properties=txt, server=f"{label}.local.", parsed_addresses=addresses)
+
+async def main():
+    zc = AsyncZeroconf(interfaces=[sys.argv[1]])
+    for n in range(100):
+        await zc.async_register_service(fake(n), cooperating_responders=True)
+    print("registered", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@NETNS
+def test_a_hundred_fake_services_leave_the_table_bounded_and_dials_slow(tmp_path: Path) -> None:
+    """Malformed TXT, other networks and versions, off-link and dead addresses, odd names."""
+    require_netns()
+    with Lan.create(hosts=2) as lan:
+        node, faker = lan.hosts
+        daemon = NsDaemon(node, tmp_path)
+        wait_for(daemon.status_ok, FORM_TIMEOUT, "the node up", [daemon])
+        started = time.monotonic()
+        fakes = faker.popen(
+            [sys.executable, "-c", FAKE_SERVICES, faker.ipv4[0]],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert fakes.stdout is not None and fakes.stdout.readline().strip() == "registered"
+        time.sleep(4.0)
+        known = daemon.call("addresses")
+        elapsed = time.monotonic() - started
+        assert isinstance(known, list)
+        assert 1 <= len(known) <= peering.MAX_HINTS  # the fakes of this network, on the link
+        assert {k["address"].rsplit(".", 1)[0] for k in known} <= {"10.231.0"}  # only on-link
+        tried = sum(1 for k in known if k["failures"] or k["state"] == "dialling")
+        assert tried <= peering.HINT_DIAL_BURST + elapsed * peering.HINT_DIALS_PER_S + 1
+        ignored = daemon.call("status")["discovery"]["ignored_services"]  # type: ignore[index]
+        assert ignored.get("another network", 0) >= 1
+        assert ignored.get("no address this node can reach", 0) >= 1
+        assert daemon.peers() == 0
