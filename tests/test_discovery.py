@@ -391,7 +391,7 @@ def test_peers_all_lists_known_addresses_with_source_state_and_failures(
     assert "no peer is connected" in text and "known addresses:" in text
     assert "127.0.0.1:1" in text and "static" in text and "failed" in text
     status = daemon.cli("status").stdout
-    assert "mDNS off" in status
+    assert "mDNS off" in status and "overlay degree 0" in status
 
 
 FAKE_SERVICES = """

@@ -209,7 +209,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
             f" {info['store_limit_bytes']} bytes of records",
         ),
-        ("peers", f"{info['peers']} connected"),
+        ("peers", f"{info['peers']} connected{_overlay_part(info.get('overlay'))}"),
         ("listening", ", ".join(info["listening"]) or "(not listening)"),
         ("discovery", _discovery_line(info.get("discovery", {}))),
         ("data dir", info["data_dir"]),
@@ -219,6 +219,16 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"{name + ':':<13}{value}")
     return EXIT_OK
+
+
+def _overlay_part(overlay: dict[str, int] | None) -> str:
+    if not overlay:
+        return ""
+    return (
+        f" (overlay degree {overlay['degree']}: {overlay['outbound']} dialled of"
+        f" {overlay['outbound_slots']} slots, {overlay['inbound']} in; at most"
+        f" {overlay['max_peers']})"
+    )
 
 
 def _discovery_line(discovery: dict[str, Any]) -> str:

@@ -210,6 +210,10 @@ class Mesh:
     def addresses(self) -> list[AddressView]:
         return self._policy.addresses()
 
+    def sessions(self) -> tuple[int, int]:
+        """(inbound, outbound) sessions the policy counts: the overlay's degree, both ways."""
+        return self._policy.sessions()
+
     # -- sessions -----------------------------------------------------------------
 
     def _open(self, event: e.Opened) -> None:

@@ -206,6 +206,7 @@ class Api:
             "peers": self.peers.sessions,
             "listening": list(self.peers.listening),
             "discovery": self._discovery_view(),
+            "overlay": await self.peers.overlay(),
         }
 
     def _discovery_view(self) -> dict[str, Any]:

@@ -368,6 +368,17 @@ class PeerService:
             )
         return found
 
+    async def overlay(self) -> dict[str, int]:
+        """This node's place in the overlay, for ``meshnode status``."""
+        inbound, outbound = await self.store_thread.run(self.mesh.sessions)
+        return {
+            "degree": inbound + outbound,
+            "inbound": inbound,
+            "outbound": outbound,
+            "outbound_slots": self.config.outbound_slots,
+            "max_peers": self.config.max_peers,
+        }
+
     async def address_list(self) -> list[dict[str, Any]]:
         """Every address the peer policy knows, for ``meshnode peers --all``."""
         now = trio.current_time()
