@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.client.doctor import diagnose
 from meshnode.core.netkey import NETWORK_KEY_SIZE, encode_network_key
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -219,6 +220,18 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"{name + ':':<13}{value}")
     return EXIT_OK
+
+
+def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
+    checks = diagnose(client.status())
+    for check in checks:
+        if args.json:
+            print(dumps(check.as_json()))
+        else:
+            print(f"{'ok' if check.ok else 'PROBLEM':<8}{check.check:<11}{check.verdict}")
+            if check.hint:
+                print(f"{'':<19}try: {check.hint}")
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
 def _overlay_part(overlay: dict[str, int] | None) -> str:
@@ -427,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("unban", cmd_unban, "lift a ban on a node now")
     p.add_argument("node_id", metavar="ID", help="the banned node's id")
     command("status", cmd_status, "show the node's state")
+    command("doctor", cmd_doctor, "explain why this node sees no peers, or say all is well")
     p = command("publish", cmd_publish, "sign and store a record")
     p.add_argument("key", help="the record's key, such as profile/name")
     p.add_argument("value", nargs="?", help="the value as a string; - reads it from stdin")

@@ -16,7 +16,7 @@ import trio
 
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
-from meshnode.core.record import Record, RecordError
+from meshnode.core.record import CLOCK_FLOOR_MS, Record, RecordError
 from meshnode.engine.actions import Published
 from meshnode.engine.events import Delete
 from meshnode.engine.node import (
@@ -207,6 +207,7 @@ class Api:
             "listening": list(self.peers.listening),
             "discovery": self._discovery_view(),
             "overlay": await self.peers.overlay(),
+            "clock_set": self.wall_clock_ms() >= CLOCK_FLOOR_MS,
         }
 
     def _discovery_view(self) -> dict[str, Any]:

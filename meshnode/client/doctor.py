@@ -1,0 +1,145 @@
+"""``meshnode doctor``: why this node sees no peers, or that all is well, in plain words.
+
+Each check reads the daemon's ``status`` and gives a one-line verdict and,
+where something is off, the one thing to try. The usual mistake at events
+comes first in mind: a different network key, which looks from the room
+exactly like no one being there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+AVAHI_SOCKET = Path("/run/avahi-daemon/socket")
+
+
+@dataclass(frozen=True)
+class Check:
+    check: str
+    ok: bool
+    verdict: str
+    hint: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose(status: dict[str, Any], *, avahi: bool | None = None) -> list[Check]:
+    """The checks, in the order a person would look; ``avahi``: whether avahi-daemon runs."""
+    discovery = status.get("discovery", {})
+    checks = [
+        _interfaces(discovery),
+        _mdns(discovery, AVAHI_SOCKET.exists() if avahi is None else avahi),
+        _services(discovery),
+        _peers(status, discovery),
+        _listening(status),
+        _clock(status),
+    ]
+    return [c for c in checks if c is not None]
+
+
+def _interfaces(discovery: dict[str, Any]) -> Check:
+    if not discovery.get("mdns"):
+        return Check("interfaces", True, "mDNS is off: peers come only from --peer and peers")
+    used = discovery.get("interfaces", [])
+    if used:
+        return Check("interfaces", True, f"mDNS uses {', '.join(used)}")
+    skipped = "; ".join(f"{n}: {why}" for n, why in discovery.get("skipped_interfaces", {}).items())
+    return Check(
+        "interfaces",
+        False,
+        "no interface suitable for mDNS" + (f" ({skipped})" if skipped else ""),
+        "join a Wi-Fi or plug in a cable, or name the interface in mdns_interfaces",
+    )
+
+
+def _mdns(discovery: dict[str, Any], avahi: bool) -> Check | None:
+    if not discovery.get("mdns"):
+        return None
+    beside = "; avahi-daemon runs too (they share port 5353, which is fine)" if avahi else ""
+    if discovery.get("running"):
+        return Check("mdns", True, "announcing and listening on port 5353" + beside)
+    return Check(
+        "mdns",
+        False,
+        discovery.get("error") or "mDNS is not running",
+        "see the daemon's log for mdns_error lines; another program may hold port 5353 alone",
+    )
+
+
+def _services(discovery: dict[str, Any]) -> Check | None:
+    if not discovery.get("mdns"):
+        return None
+    seen = discovery.get("services", 0)
+    other = discovery.get("ignored_services", {}).get("another network", 0)
+    if seen:
+        note = f"; {other} of another network ignored" if other else ""
+        return Check("services", True, f"{seen} nodes of this network seen on the link{note}")
+    if other:
+        return Check(
+            "services",
+            False,
+            f"{other} nodes seen, all of another network: they use a different network key",
+            "ask for the event's invite and start with --network-key mesh1... (or the same key)",
+        )
+    return Check(
+        "services",
+        False,
+        "no other meshnode node seen on the link",
+        "start meshnode on another machine on this network; some Wi-Fi networks block"
+        " multicast between clients: then give peers with --peer HOST:PORT",
+    )
+
+
+def _peers(status: dict[str, Any], discovery: dict[str, Any]) -> Check:
+    count = status.get("peers", 0)
+    if count:
+        return Check("peers", True, f"{count} peers connected")
+    if discovery.get("services"):
+        return Check(
+            "peers",
+            False,
+            "nodes of this network are seen, but none is connected",
+            "a firewall may block their peer port (7744/tcp); meshnode peers --all shows"
+            " the dials and their failures",
+        )
+    return Check("peers", False, "no peer is connected", "see the checks above")
+
+
+def _listening(status: dict[str, Any]) -> Check:
+    listening = status.get("listening", [])
+    reachable = [a for a in listening if not _loopback(a)]
+    if reachable:
+        return Check("listening", True, f"peers can dial {', '.join(reachable)}")
+    if listening:
+        return Check(
+            "listening",
+            False,
+            f"listening on {', '.join(listening)} only: no other machine can dial this node",
+            "start with --listen :7744 (every interface)",
+        )
+    return Check("listening", False, "not listening for peers", "start with --listen :7744")
+
+
+def _clock(status: dict[str, Any]) -> Check:
+    if status.get("clock_set", True):
+        return Check("clock", True, "the clock is set")
+    return Check(
+        "clock",
+        False,
+        "the clock reads before 2026: it is not set (a Pi without network time boots in 1970)",
+        "connect to a network with NTP, or set the date; records' times are not judged meanwhile",
+    )
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,100 @@
+"""meshnode doctor: a verdict and a hint for each thing that keeps a node alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from meshnode.client.doctor import diagnose
+from tests.helpers import Daemon
+
+WELL = {
+    "peers": 3,
+    "listening": ["0.0.0.0:7744", "[::]:7744"],
+    "clock_set": True,
+    "discovery": {
+        "mdns": True,
+        "running": True,
+        "interfaces": ["wlan0"],
+        "skipped_interfaces": {"lo": "loopback"},
+        "services": 3,
+        "ignored_services": {},
+        "error": None,
+    },
+}
+
+
+def status(**changes: Any) -> dict[str, Any]:
+    found = json.loads(json.dumps(WELL))
+    discovery = changes.pop("discovery", {})
+    found.update(changes)
+    found["discovery"].update(discovery)
+    return found
+
+
+def problems(found: dict[str, Any]) -> dict[str, str]:
+    return {c.check: f"{c.verdict} / {c.hint}" for c in diagnose(found, avahi=False) if not c.ok}
+
+
+def test_a_node_with_peers_is_well() -> None:
+    assert problems(status()) == {}
+
+
+def test_a_different_network_key_is_said_plainly() -> None:
+    found = problems(
+        status(peers=0, discovery={"services": 0, "ignored_services": {"another network": 5}})
+    )
+    assert "different network key" in found["services"] and "--network-key" in found["services"]
+
+
+def test_no_interface_names_what_was_skipped_and_what_to_do() -> None:
+    found = problems(
+        status(
+            peers=0,
+            discovery={
+                "interfaces": [],
+                "services": 0,
+                "skipped_interfaces": {"docker0": "a bridge"},
+            },
+        )
+    )
+    assert "docker0: a bridge" in found["interfaces"] and "mdns_interfaces" in found["interfaces"]
+
+
+def test_seen_but_not_connected_points_at_the_firewall() -> None:
+    assert "firewall" in problems(status(peers=0))["peers"]
+
+
+def test_an_empty_link_suggests_another_node_or_static_peers() -> None:
+    found = problems(status(peers=0, discovery={"services": 0}))
+    assert "no other meshnode node" in found["services"] and "--peer" in found["services"]
+
+
+def test_loopback_only_and_an_unset_clock_are_problems() -> None:
+    found = problems(status(listening=["127.0.0.1:7744"], clock_set=False))
+    assert "no other machine can dial" in found["listening"]
+    assert "not set" in found["clock"]
+
+
+def test_mdns_off_is_a_choice_not_a_problem() -> None:
+    checks = diagnose(status(discovery={"mdns": False}), avahi=False)
+    assert [c.check for c in checks] == ["interfaces", "peers", "listening", "clock"]
+    assert checks[0].ok and "mDNS is off" in checks[0].verdict
+
+
+def test_avahi_beside_it_is_mentioned_and_fine() -> None:
+    [mdns] = [c for c in diagnose(status(), avahi=True) if c.check == "mdns"]
+    assert mdns.ok and "avahi-daemon runs too" in mdns.verdict
+
+
+def test_the_command_on_a_lonely_daemon_exits_1_with_json_too(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    daemon = daemon_factory().start()  # --no-mdns, loopback only: alone by construction
+    text = daemon.cli("doctor")
+    assert text.returncode == 1
+    assert "PROBLEM" in text.stdout and "no peer is connected" in text.stdout
+    lines = daemon.cli("doctor", "--json").stdout.splitlines()
+    checks = {c["check"]: c for c in map(json.loads, lines)}
+    assert not checks["listening"]["ok"] and checks["clock"]["ok"]
