@@ -269,7 +269,12 @@ def test_eight_nodes_on_one_bridge_find_each_other_and_share_a_record(tmp_path: 
         wait_for(everywhere, FORM_TIMEOUT, "the record on every node", daemons)
         status = daemons[0].call("status")["discovery"]  # type: ignore[index]
         assert status["running"] and status["interfaces"] == ["eth0"]
-        assert status["services"] == 7
+        wait_for(
+            lambda: daemons[0].call("status")["discovery"]["services"] == 7,  # type: ignore[index]
+            FORM_TIMEOUT,
+            "every other node's service resolved",
+            daemons,
+        )
 
 
 @NETNS

@@ -41,6 +41,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 from meshnode.core.advert import (
     LABEL_BYTES,
     SERVICE_TYPE,
+    UNREACHABLE,
     Advert,
     AdvertError,
     IPAddress,
@@ -59,6 +60,7 @@ SETTLE = 0.5  # seconds without interface changes before zeroconf is told
 MAX_SETTLE = 5.0  # ... but never longer, however busy the links
 RESCAN = 3.0  # seconds between interface reads without netlink, and between retries
 RESOLVE_TIMEOUT_MS = 3000
+RESOLVE_ATTEMPTS = 3  # a service not resolved after these waits for its next announcement
 MAX_RESOLVING = 16  # resolutions at once; more services wait their turn
 MAX_PENDING = 256  # messages from zeroconf not yet taken by trio; more are dropped, and counted
 MAX_SERVICES = 512  # services remembered; past it, the one heard of longest ago is forgotten
@@ -104,9 +106,11 @@ class Discovery:
         self._zc: Zeroconf | None = None
         self._bridge: _Bridge | None = None
         self._choice: Choice | None = None  # what zeroconf runs on, once it does
+        self._links: Choice | None = None  # the links addresses are judged against, from start
         self._advert: Advert | None = None
         self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
         self._ignored: dict[str, str] = {}  # instance -> why not used, last heard
+        self._unreachable: dict[str, Resolved] = {}  # judged again when the links change
 
     async def run(self, port: int) -> None:
         """Announce ``port`` and browse until cancelled; then say goodbye and stop zeroconf."""
@@ -160,6 +164,7 @@ class Discovery:
     async def _apply(self, choice: Choice, send: Channel, token: trio.lowlevel.TrioToken) -> None:
         self.state.interfaces = [i.name for i in choice.used]
         self.state.skipped = dict(choice.skipped)
+        self._links = choice  # answers may come while zeroconf is still starting
         try:
             if not choice.used:
                 await self._stop()
@@ -186,6 +191,8 @@ class Discovery:
             ",".join(self.state.interfaces) or "-",
             ",".join(self.state.skipped) or "-",
         )
+        for service in list(self._unreachable.values()):  # perhaps on one of the new links
+            await self._heard(service)
 
     def _service_info(self, choice: Choice) -> ServiceInfo:
         advert = self._advert
@@ -213,6 +220,7 @@ class Discovery:
         for instance in list(self._hinted):
             await self._forget(instance)
         self._ignored.clear()
+        self._unreachable.clear()
         self.state.ignored.clear()
 
     # -- what was heard -------------------------------------------------------------------
@@ -221,6 +229,7 @@ class Discovery:
         if isinstance(message, _Gone):
             await self._forget(message.instance)
             self._ignored.pop(message.instance, None)
+            self._unreachable.pop(message.instance, None)
             self._tally()
             return
         if self._advert is not None and message.instance.lower() == self._advert.instance:
@@ -230,9 +239,12 @@ class Discovery:
         except AdvertError as exc:
             await self._forget(message.instance)
             _remember(self._ignored, message.instance, exc.kind)
+            if exc.kind == UNREACHABLE:
+                _remember(self._unreachable, message.instance, message)
             self._tally()
             return
         self._ignored.pop(message.instance, None)
+        self._unreachable.pop(message.instance, None)
         old = set(self._hinted.get(message.instance, ()))
         _remember(self._hinted, message.instance, sighting.addresses)
         while len(self._hinted) > MAX_SERVICES:  # the one heard of longest ago goes
@@ -265,7 +277,7 @@ class Discovery:
 
     def _reachable(self, ip: IPAddress) -> bool:
         """On a link discovery uses: in one of its prefixes, or link-local on one of them."""
-        choice = self._choice
+        choice = self._links
         if choice is None:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
@@ -331,10 +343,13 @@ class _Bridge:
 
     async def _lookup(self, name: str) -> None:
         try:
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
-            if await info.async_request(self._zc, RESOLVE_TIMEOUT_MS):
-                hosts = tuple(info.parsed_scoped_addresses())
-                self._tell(Resolved(name, info.text or b"", info.port, hosts))
+            for attempt in range(RESOLVE_ATTEMPTS):  # a busy link or a busy host loses answers
+                info = AsyncServiceInfo(SERVICE_TYPE, name)
+                if await info.async_request(self._zc, RESOLVE_TIMEOUT_MS):
+                    hosts = tuple(info.parsed_scoped_addresses())
+                    self._tell(Resolved(name, info.text or b"", info.port, hosts))
+                    return
+                await asyncio.sleep(attempt + 1)
         except Exception as exc:  # a malformed answer is zeroconf's to report, never fatal here
             log.debug("event=mdns_resolve_failed name=%r error=%r", name, str(exc))
         finally:
