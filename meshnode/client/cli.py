@@ -250,7 +250,8 @@ def _discovery_line(discovery: dict[str, Any]) -> str:
     if discovery.get("error"):
         return f"mDNS: {discovery['error']}"
     used = ", ".join(discovery.get("interfaces", [])) or "no interface"
-    line = f"mDNS on {used}; {discovery.get('services', 0)} services of this network seen"
+    seen = discovery.get("services", 0)
+    line = f"mDNS on {used}; {seen} service{'' if seen == 1 else 's'} of this network seen"
     ignored = discovery.get("ignored_services", {})
     if ignored:
         line += "; ignored: " + ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))

@@ -77,12 +77,12 @@ def _services(discovery: dict[str, Any]) -> Check | None:
     other = discovery.get("ignored_services", {}).get("another network", 0)
     if seen:
         note = f"; {other} of another network ignored" if other else ""
-        return Check("services", True, f"{seen} nodes of this network seen on the link{note}")
+        return Check("services", True, f"{_count(seen, 'node')} of this network seen{note}")
     if other:
         return Check(
             "services",
             False,
-            f"{other} nodes seen, all of another network: they use a different network key",
+            f"{_count(other, 'node')} seen, all of another network: a different network key",
             "ask for the event's invite and start with --network-key mesh1... (or the same key)",
         )
     return Check(
@@ -97,7 +97,7 @@ def _services(discovery: dict[str, Any]) -> Check | None:
 def _peers(status: dict[str, Any], discovery: dict[str, Any]) -> Check:
     count = status.get("peers", 0)
     if count:
-        return Check("peers", True, f"{count} peers connected")
+        return Check("peers", True, f"{_count(count, 'peer')} connected")
     if discovery.get("services"):
         return Check(
             "peers",
@@ -133,6 +133,10 @@ def _clock(status: dict[str, Any]) -> Check:
         "the clock reads before 2026: it is not set (a Pi without network time boots in 1970)",
         "connect to a network with NTP, or set the date; records' times are not judged meanwhile",
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _loopback(address: str) -> bool:

@@ -204,6 +204,9 @@ class PeerPolicy:
             known.node = node
             known.delay = self._settings.backoff_initial
             known.failures = 0
+            for sibling in self._known.values():  # the other addresses of its service
+                if sibling.group is not None and sibling.group == known.group:
+                    sibling.node = node
         for other in self._addresses_of(node):
             if other.state is State.IDLE:
                 other.state = State.COVERED
