@@ -133,9 +133,7 @@ class PeerPolicy:
         if len(candidates) > free > 0:
             # At an event everyone hears of everyone in much the same order: a random
             # choice, not the first few, keeps the overlay from growing hubs.
-            chosen = {id(k) for k in self._rng.sample(candidates, free)}
-            candidates = [k for k in candidates if id(k) in chosen]
-        candidates = candidates[: max(free, 0)]
+            candidates = self._rng.sample(candidates, free)
         self._tokens -= len(candidates)
         dials += candidates
         for known in dials:
