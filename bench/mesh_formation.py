@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _common import emit, log
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _lan import Lan, require_namespaces, start_daemons
 
 from meshnode.client import Client, ClientError
-from tests.netns import Lan, skip_reason
 
 GOAL_S = 1.0
 TIMEOUT_S = 20.0
@@ -32,11 +29,8 @@ TIMEOUT_S = 20.0
 def once(nodes: int) -> tuple[float, float]:
     """(seconds to formed, seconds to every daemon answering), both from the start."""
     with tempfile.TemporaryDirectory() as tmp, Lan.create(hosts=nodes) as lan:
-        sockets = [Path(tmp) / f"{h.name}.sock" for h in lan.hosts]
         started = time.monotonic()
-        for host, sock in zip(lan.hosts, sockets, strict=True):
-            argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", f"{tmp}/{host.name}"]
-            host.popen([*argv, "--socket", str(sock), "--log-level", "warning"])
+        sockets = start_daemons(lan, tmp)
         author = None
         answering: set[Path] = set()
         all_up = None
@@ -77,9 +71,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    reason = skip_reason()
-    if reason is not None:
-        raise SystemExit(f"cannot run: {reason}")
+    require_namespaces()
     times, after_ready = [], []
     for run in range(args.runs):
         formed, all_up = once(args.nodes)

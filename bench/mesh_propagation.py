@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from _common import emit, log
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _lan import Lan, require_namespaces, start_daemons
 
 from meshnode.client import Client, ClientError
-from tests.netns import Lan, skip_reason
 
 GOAL_MS = 50.0
 FORM_TIMEOUT_S = 30.0
@@ -32,10 +29,7 @@ PREFIX = "bench/propagation/"
 
 def measure(nodes: int, records: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp, Lan.create(hosts=nodes) as lan:
-        sockets = [Path(tmp) / f"{h.name}.sock" for h in lan.hosts]
-        for host, sock in zip(lan.hosts, sockets, strict=True):
-            argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", f"{tmp}/{host.name}"]
-            host.popen([*argv, "--socket", str(sock), "--log-level", "warning"])
+        sockets = start_daemons(lan, tmp)
         _wait_formed(sockets)
         time.sleep(SETTLE_S)
         arrived: dict[str, list[float]] = {}
@@ -102,9 +96,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=16)
     parser.add_argument("--records", type=int, default=20)
     args = parser.parse_args()
-    reason = skip_reason()
-    if reason is not None:
-        raise SystemExit(f"cannot run: {reason}")
+    require_namespaces()
     log(f"{args.nodes} nodes forming a mesh by mDNS")
     times = measure(args.nodes, args.records)
     median = statistics.median(times) if times else None
