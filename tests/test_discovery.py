@@ -25,7 +25,16 @@ from tests.helpers import Daemon
 from tests.netns import Host, Lan, require_netns
 
 MDNS = frozenset({"mdns"})
-IFACE = Interface("eth0", 2, ("10.231.0.2",), ("fe80::2",), up=True, multicast=True, loopback=False)
+IFACE = Interface(
+    "eth0",
+    2,
+    ("10.231.0.2",),
+    ("fe80::2",),
+    up=True,
+    multicast=True,
+    loopback=False,
+    networks=("10.231.0.0/24", "fe80::/64"),
+)
 
 
 def interface(name: str, **changes: object) -> Interface:
@@ -462,3 +471,35 @@ def test_a_hundred_fake_services_leave_the_table_bounded_and_dials_slow(tmp_path
         assert ignored.get("another network", 0) >= 1
         assert ignored.get("no address this node can reach", 0) >= 1
         assert daemon.peers() == 0
+
+
+def test_past_max_services_the_one_heard_of_longest_ago_is_withdrawn_and_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import trio
+
+    from meshnode.core.advert import Resolved, advert_for, network_tag
+    from meshnode.engine.events import Hint, Withdrawn
+    from meshnode.runtime import mdns
+
+    monkeypatch.setattr(mdns, "MAX_SERVICES", 2)
+    events: list[object] = []
+
+    async def step(event: object) -> None:
+        events.append(event)
+
+    key = bytes(32)
+    txt = b"\x03v=1" + bytes([2 + 13]) + b"n=" + network_tag(key).encode()
+
+    async def main() -> mdns.Discovery:
+        found = mdns.Discovery(network_key=key, interfaces=None, step=step)
+        found._links = choose([IFACE])  # the link it would be started on
+        for n in range(3):
+            name = advert_for(key, bytes([n]) * 10, 7744).instance
+            await found._heard(Resolved(name, txt, 7744, (f"10.231.0.{n + 10}",)))
+        return found
+
+    found = trio.run(main)
+    assert len(found.state.services) == 2
+    assert Withdrawn("10.231.0.10:7744", "mdns") in events  # the oldest: its hint taken back
+    assert sum(isinstance(e, Hint) for e in events) == 3

@@ -84,7 +84,7 @@ class DiscoveryState:
     running: bool = False
     interfaces: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # interface -> why not
-    services: dict[str, list[str]] = field(default_factory=dict)  # label -> addresses
+    services: dict[str, list[str]] = field(default_factory=dict)  # instance -> addresses
     ignored: dict[str, int] = field(default_factory=dict)  # reason -> services (fixed reasons)
     dropped: int = 0  # messages from zeroconf lost to a full channel
     error: str | None = None
@@ -245,9 +245,9 @@ class Discovery:
             return
         self._ignored.pop(message.instance, None)
         self._unreachable.pop(message.instance, None)
-        old = set(self._hinted.get(message.instance, ()))
-        _remember(self._hinted, message.instance, sighting.addresses)
-        while len(self._hinted) > MAX_SERVICES:  # the one heard of longest ago goes
+        old = set(self._hinted.pop(message.instance, ()))
+        self._hinted[message.instance] = sighting.addresses  # kept in the order last heard
+        while len(self._hinted) > MAX_SERVICES:  # the one heard of longest ago goes, withdrawn
             await self._forget(next(iter(self._hinted)))
         self.state.services[message.instance] = list(sighting.addresses)
         for address in old - set(sighting.addresses):
