@@ -140,7 +140,8 @@ def hello(
 def sent(actions: Sequence[Action], conn: int = 1) -> list[m.Message]:
     """The messages the actions send on ``conn`` (over a plain channel)."""
     data = b"".join(x.data for x in actions if isinstance(x, Send) and x.conn == conn)
-    return m.MessageDecoder().feed(data)
+    decoded = m.MessageDecoder().feed(data)
+    return [m.parse_deferred(x) if isinstance(x, m.Deferred) else x for x in decoded]
 
 
 def closed(actions: Sequence[Action]) -> list[tuple[int, int]]:

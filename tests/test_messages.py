@@ -26,6 +26,7 @@ from meshnode.core.messages import (
     MAX_RECORDS_PER_MESSAGE,
     MAX_TEXT,
     PROTOCOL_VERSION,
+    Deferred,
     Goodbye,
     GoodbyeCode,
     Have,
@@ -33,6 +34,7 @@ from meshnode.core.messages import (
     Message,
     MessageDecoder,
     PeerProtocolError,
+    Peers,
     Ping,
     Pong,
     Reconcile,
@@ -41,6 +43,7 @@ from meshnode.core.messages import (
     Want,
     Why,
     encode,
+    parse_deferred,
 )
 from meshnode.core.record import ID_SIZE, MAX_RECORD_BYTES
 
@@ -198,12 +201,37 @@ def test_the_most_records_of_the_largest_size_do_not_fit_one_message() -> None:
 
 @pytest.mark.parametrize(
     "obj",
-    [[8], [99], [99, "anything", {"x": [1, 2]}, b"\x00"], [2**63], [2**64 - 1]],
-    ids=["8", "99", "99-with-fields", "2^63", "2^64-1"],
+    [[9], [99], [99, "anything", {"x": [1, 2]}, b"\x00"], [2**63], [2**64 - 1]],
+    ids=["9", "99", "99-with-fields", "2^63", "2^64-1"],
 )
 def test_unknown_message_types_are_ignored(obj: list[Any]) -> None:
     stream = encode(Ping(1)) + msgpack.packb(obj) + encode(Pong(1))
     decode_three_ways(stream, [Ping(1), Pong(1)])
+
+
+@pytest.mark.parametrize("obj", [[8], [8, "not a list"], [8, ["192.0.2.1:7744"], "more"]])
+def test_a_features_message_comes_out_undecoded_whatever_it_holds(obj: list[Any]) -> None:
+    """Only the session knows whether peer-exchange is in force, so the decoder defers."""
+    stream = encode(Ping(1)) + msgpack.packb(obj) + encode(Pong(1))
+    decode_three_ways(stream, [Ping(1), Deferred(8, tuple(obj[1:])), Pong(1)])
+
+
+def test_a_deferred_peers_message_decodes_once_its_feature_is_in_force() -> None:
+    (deferred,) = MessageDecoder().feed(encode(Peers(("192.0.2.1:7744", "[2001:db8::1]:7744"))))
+    assert isinstance(deferred, Deferred)
+    assert parse_deferred(deferred) == Peers(("192.0.2.1:7744", "[2001:db8::1]:7744"))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [[8], [8, "x"], [8, [1]], [8, ["a" * (MAX_TEXT + 1)]], [8, ["192.0.2.1:7744"] * 33]],
+    ids=["no-list", "a-str", "not-strings", "too-long", "33-addresses"],
+)
+def test_a_malformed_peers_message_is_a_violation_where_it_is_decoded(obj: list[Any]) -> None:
+    (deferred,) = MessageDecoder().feed(msgpack.packb(obj))
+    assert isinstance(deferred, Deferred)
+    with pytest.raises(PeerProtocolError, match="malformed peers"):
+        parse_deferred(deferred)
 
 
 @pytest.mark.parametrize("kind", [-1, -2, -(2**63)])
@@ -535,6 +563,11 @@ def test_any_array_with_a_type_decodes_or_raises_peer_protocol_error(
     except PeerProtocolError:
         return
     assert len(messages) <= 1
+    if messages and isinstance(messages[0], Deferred):
+        try:
+            messages = [parse_deferred(messages[0])]
+        except PeerProtocolError:
+            return
     if messages:
         assert encode(messages[0])  # a decoded message is a well-formed one
 

@@ -59,7 +59,9 @@ def test_both_sides_reproduce_the_handshake_and_read_the_whole_transcript() -> N
         assert channels[sender].seal(plaintext).hex() == entry["wire"]
         opened = channels[receiver].open(bytes.fromhex(entry["wire"]))
         assert opened == plaintext
-        [message] = decoders[receiver].feed(opened)
+        [decoded] = decoders[receiver].feed(opened)
+        # Both hellos list peer-exchange, so its peers message is in force and decodes.
+        message = m.parse_deferred(decoded) if isinstance(decoded, m.Deferred) else decoded
         assert type(message).__name__.lower() == entry["message"]
         assert m.encode(message) == plaintext
 

@@ -54,6 +54,8 @@ class Link:
         self._decoder = m.MessageDecoder()
         self._pending = b""
         self._unread: list[m.Message] = []  # decoded, not yet handed out
+        self.features: frozenset[str] = frozenset()  # what our hello listed
+        self.target_hello: m.Hello | None = None  # the node's hello, once read
 
     def __enter__(self) -> Link:
         return self
@@ -86,6 +88,9 @@ class Link:
         return self
 
     def send(self, *messages: m.Message) -> None:
+        for message in messages:
+            if isinstance(message, m.Hello):
+                self.features = frozenset(message.features)
         self.send_plain(b"".join(m.encode(message) for message in messages))
 
     def send_raw(self, *objects: object) -> None:
@@ -107,7 +112,8 @@ class Link:
         while True:
             if data:
                 try:
-                    self._unread += self._decoder.feed(self.channel.open(data))
+                    decoded = self._decoder.feed(self.channel.open(data))
+                    self._unread += [self._feature_message(x) for x in decoded]
                 except (ChannelError, m.PeerProtocolError) as exc:
                     raise Failure(f"the node sent bytes that do not decode: {exc}") from None
             while self._unread:
@@ -118,6 +124,15 @@ class Link:
             data = self._recv()
             if not data:
                 return received
+
+    def _feature_message(self, message: m.Message | m.Deferred) -> m.Message:
+        """A feature's message, decoded; Failure if our hello did not list its feature (§4.3)."""
+        if not isinstance(message, m.Deferred):
+            return message
+        feature = m.FEATURE_OF_TYPE[message.kind]
+        if feature not in self.features:
+            raise Failure(f"the node sent a {feature} message to a peer that did not list it")
+        return m.parse_deferred(message)
 
     def goodbye(self) -> m.Goodbye:
         """The goodbye the node ends the session with; Failure if it closes without one."""

@@ -29,6 +29,9 @@ from meshnode.store.base import reconcile_timestamp
 
 FRAME_SIZE_LIMIT = 60_000
 HELLO = m.Hello(m.PROTOCOL_VERSION, (m.RETRY_AFTER,), (), "meshnode-conformance")
+HELLO_EXCHANGE = m.Hello(
+    m.PROTOCOL_VERSION, (m.RETRY_AFTER, m.PEER_EXCHANGE), (), "meshnode-conformance"
+)
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,11 @@ def case(name: str, *, slow: bool = False) -> Callable[..., Callable[[Target], s
     return register
 
 
-def session(target: Target, identity: Identity | None = None) -> Link:
+def session(target: Target, identity: Identity | None = None, hello: m.Hello = HELLO) -> Link:
     """A connection past the handshake whose hello exchange is done."""
     link = Link(target, identity).handshake()
-    link.send(HELLO)
-    link.hello()
+    link.send(hello)
+    link.target_hello = link.hello()
     return link
 
 
@@ -197,6 +200,60 @@ def _unknown_type(target: Target) -> None:
     with session(target) as link:
         link.send_raw([100, "from a later version"], [8, {"x": 1}])
         still_talking(link)
+
+
+# -- peer exchange (peer.md §4.3, §5.9) --------------------------------------------------------
+
+
+def exchange_session(target: Target) -> tuple[Link, str | None]:
+    """A session where ``peer-exchange`` is in force, or why it cannot be (a skip)."""
+    link = session(target, hello=HELLO_EXCHANGE)
+    assert link.target_hello is not None
+    if m.PEER_EXCHANGE not in link.target_hello.features:
+        link.sock.close()
+        return link, "the node does not list peer-exchange"
+    return link, None
+
+
+@case("peer-exchange: peers, with addresses of every form or none, is taken in")
+def _peers(target: Target) -> str | None:
+    link, skipped = exchange_session(target)
+    if skipped:
+        return skipped
+    with link:
+        addresses = ("192.0.2.1:7744", "[2001:db8::1]:7744", "not an address", "")
+        link.send(m.Peers(addresses), m.Peers(()))
+        still_talking(link)
+    return None
+
+
+@case("peer-exchange: peers of any shape from a peer that did not list it is ignored")
+def _peers_unasked(target: Target) -> None:
+    with session(target) as link:
+        link.send_raw([8, "not a list"], [8, {"x": 1}], [8, ["192.0.2.1:7744"]])
+        still_talking(link)
+
+
+@case("peer-exchange: more than 32 addresses is goodbye 1")
+def _peers_too_many(target: Target) -> str | None:
+    link, skipped = exchange_session(target)
+    if skipped:
+        return skipped
+    with link:
+        link.send(m.Peers(tuple(f"192.0.2.{n}:7744" for n in range(33))))
+        expect_goodbye(link, m.GoodbyeCode.PROTOCOL)
+    return None
+
+
+@case("peer-exchange: a peer that floods peers messages is cut off with goodbye 6")
+def _peers_flood(target: Target) -> str | None:
+    link, skipped = exchange_session(target)
+    if skipped:
+        return skipped
+    with link:
+        link.send(*[m.Peers((f"192.0.2.{n}:7744",)) for n in range(10)])
+        expect_goodbye(link, m.GoodbyeCode.OVERLOADED)
+    return None
 
 
 @case("ping: answered with pong carrying the same nonce")
@@ -373,13 +430,16 @@ def _duplicate(target: Target) -> None:
         still_talking(first)
 
 
-@case("goodbye 4: silence for 45 s", slow=True)
+@case("goodbye 4: silence for 20 s, while the node pings after 5 s of its own", slow=True)
 def _idle(target: Target) -> None:
-    slow = Target(target.host, target.port, target.network_key, timeout=60)
+    slow = Target(target.host, target.port, target.network_key, timeout=30)
     with session(slow) as link:
         started = time.monotonic()
+        replies = link.receive_until(lambda x: isinstance(x, m.Ping | m.Goodbye))
+        expect(isinstance(replies[-1:][0], m.Ping) if replies else False, "no ping when idle")
+        expect(time.monotonic() - started < 10, "the node pinged only after 10 s of silence")
         expect_goodbye(link, m.GoodbyeCode.IDLE)
-        expect(time.monotonic() - started >= 40, "closed for idleness too soon")
+        expect(time.monotonic() - started >= 18, "closed for idleness too soon")
 
 
 @case("goodbye 5: a hello with version 0")

@@ -11,6 +11,7 @@ stream of msgpack arrays whose first element is the message type::
     [5, nonce: int]                                                     ping
     [6, nonce: int]                                                     pong
     [7, code: int, reason: str, retry_after: int]                       goodbye
+    [8, [address: str, ...]]                                            peers (peer-exchange)
 
 The rules that let the protocol grow (§4.2): unknown message types are ignored,
 elements after a message's known ones are ignored, and so are unknown ``hello``
@@ -42,14 +43,19 @@ MAX_IDS_PER_MESSAGE = 16384
 MAX_LISTEN_ADDRESSES = 16
 MAX_FEATURES = 64
 MAX_TEXT = 256  # bytes of UTF-8, for every string field
+MAX_EXCHANGED = 32  # addresses in one peers message
 MAX_DEPTH = 3  # hello: message array > map > list of strings
 MAX_MESSAGE_FIELDS = 256  # room for a hello's map and lists beside the largest id list
 
 # The feature registry (protocol/peer.md §4.3): name -> what announcing it means.
 RETRY_AFTER = "retry-after"
+PEER_EXCHANGE = "peer-exchange"
 FEATURES = {
     RETRY_AFTER: "the sender reads goodbye's fourth element, retry_after",
+    PEER_EXCHANGE: "the sender shares, and reads, addresses of other nodes in peers messages",
 }
+# Message types that belong to a feature: only sent, and only read, where it is in force.
+FEATURE_OF_TYPE = {8: PEER_EXCHANGE}
 
 
 class Why(enum.StrEnum):
@@ -70,6 +76,7 @@ class Why(enum.StrEnum):
     MALFORMED_PING = "malformed ping"
     MALFORMED_PONG = "malformed pong"
     MALFORMED_GOODBYE = "malformed goodbye"
+    MALFORMED_PEERS = "malformed peers"
     HELLO_FIRST = "the first message must be hello"
     HELLO_TWICE = "hello was sent twice"
     NO_COMMON_VERSION = "no common protocol version"
@@ -78,6 +85,7 @@ class Why(enum.StrEnum):
     RECONCILE_NOT_WAITING = "several reconcile messages without waiting for replies"
     NEGENTROPY = "a negentropy message that does not decode"
     TOO_MANY_QUESTIONS = "too many reconcile messages"
+    TOO_MANY_EXCHANGES = "too many peers messages"
     DUPLICATE = "already connected"
     IDLE = "nothing heard for too long"
     BANNED = "banned"
@@ -162,7 +170,26 @@ class Goodbye:
     retry_after: int | None = None  # seconds; sent only to peers with the retry-after feature
 
 
-Message = Hello | Reconcile | Records | Want | Have | Ping | Pong | Goodbye
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """Addresses where other nodes accepted this sender's dial (the ``peer-exchange`` feature)."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A message of a feature's type, undecoded: only a session knows if the feature is in force.
+
+    ``parse_deferred`` decodes it where it is; where it is not, it is ignored
+    unread (§4.2 rule 1), whatever it holds.
+    """
+
+    kind: int
+    args: tuple[Any, ...]
+
+
+Message = Hello | Reconcile | Records | Want | Have | Ping | Pong | Goodbye | Peers
 
 
 def encode(message: Message) -> bytes:
@@ -189,6 +216,8 @@ def encode(message: Message) -> bytes:
             body = [7, code, clip(reason)]
             if retry_after is not None:
                 body.append(retry_after)
+        case Peers(addresses):
+            body = [8, list(addresses)]
     return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -207,12 +236,12 @@ class MessageDecoder:
             max_items=MAX_IDS_PER_MESSAGE + MAX_MESSAGE_FIELDS,
         )
 
-    def feed(self, data: bytes) -> list[Message]:
+    def feed(self, data: bytes) -> list[Message | Deferred]:
         try:
             values = self._values.feed(data)
         except ScanError as exc:
             raise PeerProtocolError(_SCAN_FAULTS[exc.kind]) from None
-        messages: list[Message] = []
+        messages: list[Message | Deferred] = []
         for value in values:
             message = parse(value)
             if message is not None:
@@ -234,15 +263,29 @@ def clip(text: str, most: int = MAX_TEXT) -> str:
     return text.encode()[:most].decode(errors="ignore")
 
 
-def parse(obj: Any) -> Message | None:
+def parse(obj: Any) -> Message | Deferred | None:
     """A message from its decoded msgpack form; None for an unknown type.
 
     Elements after the ones a type defines are ignored (§4.2), so a later
-    version can extend a message without breaking this one.
+    version can extend a message without breaking this one. A feature's
+    message comes back ``Deferred``, for the session to decode or ignore.
     """
     if type(obj) is not list or not obj or type(obj[0]) is not int or obj[0] < 0:
         raise PeerProtocolError(Why.NOT_A_MESSAGE)
     kind, args = obj[0], obj[1:]
+    if kind in FEATURE_OF_TYPE:
+        return Deferred(kind, tuple(args))
+    return _decode(kind, args)
+
+
+def parse_deferred(message: Deferred) -> Message:
+    """Decode a feature's message once its feature is known to be in force."""
+    decoded = _decode(message.kind, list(message.args))
+    assert decoded is not None, "every type of FEATURE_OF_TYPE has a parser"
+    return decoded
+
+
+def _decode(kind: int, args: list[Any]) -> Message | None:
     entry = _PARSERS.get(kind)
     if entry is None:
         return None  # a type from a later version or a feature: ignored
@@ -322,6 +365,13 @@ def _goodbye(args: list[Any]) -> Goodbye:
     return Goodbye(code, clip(reason), retry_after)
 
 
+def _peers(args: list[Any]) -> Peers:
+    addresses = args[0]
+    if not _strings(addresses, MAX_EXCHANGED):
+        raise ValueError
+    return Peers(tuple(addresses))
+
+
 _PARSERS: dict[int, tuple[Any, Why]] = {
     0: (_hello, Why.MALFORMED_HELLO),
     1: (_reconcile, Why.MALFORMED_RECONCILE),
@@ -331,4 +381,5 @@ _PARSERS: dict[int, tuple[Any, Why]] = {
     5: (lambda args: Ping(_nonce(args[0])), Why.MALFORMED_PING),
     6: (lambda args: Pong(_nonce(args[0])), Why.MALFORMED_PONG),
     7: (_goodbye, Why.MALFORMED_GOODBYE),
+    8: (_peers, Why.MALFORMED_PEERS),
 }

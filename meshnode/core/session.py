@@ -53,6 +53,11 @@ ROUND_TIMEOUT = 60.0  # a round of ours the peer stopped answering is abandoned
 # second of the store thread, which all peers share.
 QUESTION_BURST = 50.0
 QUESTION_RATE = 20.0
+# peers messages a peer may send (peer-exchange): a burst of 3, then one per 10 seconds.
+# meshnode sends one after the hellos and then about one per 30 seconds to each peer.
+EXCHANGE_BURST = 3.0
+EXCHANGE_RATE = 0.1
+OFFER_BURST = 2.0  # what this node sends stays well inside what it takes
 
 
 class Channel(Protocol):
@@ -65,8 +70,11 @@ class Channel(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    ping_interval: float = 15.0
-    idle_timeout: float = 45.0
+    # A side pings after 5 s of sending nothing, so a peer that hears nothing for 20 s
+    # is gone (unplugged, asleep, out of range) and is replaced within seconds. A node
+    # of 0.5.0 or before pings only after 15 s, which still fits under the 20.
+    ping_interval: float = 5.0
+    idle_timeout: float = 20.0
     reconcile_interval: float = 60.0
     frame_size_limit: int = 60_000  # of one Negentropy message
     max_outbox: int = 8 * 1024 * 1024  # unsent bytes before live pushes are dropped
@@ -93,6 +101,13 @@ class HaveAnnounced:
 
 
 @dataclass(frozen=True, slots=True)
+class PeersOffered:
+    """The peer shared addresses of other nodes: hints, never trusted (peer-exchange)."""
+
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileFinished:
     have: int
     need: int
@@ -111,6 +126,7 @@ Event = (
     | RecordsReceived
     | RecordsWanted
     | HaveAnnounced
+    | PeersOffered
     | ReconcileFinished
     | SessionClosed
 )
@@ -167,6 +183,10 @@ class PeerSession:
         self._responding_since = float("-inf")
         self._questions = QUESTION_BURST  # tokens left in the bucket
         self._questions_at = now
+        self._exchanges = EXCHANGE_BURST
+        self._exchanges_at = now
+        self._offers = OFFER_BURST
+        self._offers_at = now
         self._round_started = float("-inf")
         self._round_found = [0, 0]  # have, need so far in the running round
         self._lagging = False
@@ -176,6 +196,7 @@ class PeerSession:
         self._next_reconcile = now if initiator else float("inf")
         self._refusal: m.Goodbye | None = None
         self._refused_at = now
+        self._features = frozenset(hello.features)
         self._send(hello)
 
     # -- driver API -------------------------------------------------------------
@@ -223,7 +244,7 @@ class PeerSession:
             return [self.close(GoodbyeCode.PROTOCOL, m.Why.NEGENTROPY)]
 
     @staticmethod
-    def _asks(messages: list[m.Message]) -> int:
+    def _asks(messages: list[m.Message | m.Deferred]) -> int:
         return sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
 
     def push(self, raws: Sequence[bytes]) -> bool:
@@ -308,6 +329,28 @@ class PeerSession:
         """Whether the peer's hello listed ``feature`` (never before its hello)."""
         return self.peer_hello is not None and feature in self.peer_hello.features
 
+    def in_force(self, feature: str) -> bool:
+        """Whether both hellos listed ``feature``, so its messages may flow (§4.3)."""
+        return feature in self._features and self.peer_has(feature)
+
+    def offer_peers(self, addresses: Sequence[str]) -> bool:
+        """Share addresses of other nodes; False if not sent.
+
+        Not sent unless ``peer-exchange`` is in force, nor faster than a burst of
+        ``OFFER_BURST`` then one per 10 s, so that the peer's limit is never reached.
+        """
+        if self.state is not State.OPEN or not addresses or not self.in_force(m.PEER_EXCHANGE):
+            return False
+        refill = (self._clock - self._offers_at) * EXCHANGE_RATE
+        offers = min(OFFER_BURST, self._offers + refill)
+        self._offers_at = self._clock
+        if offers < 1:
+            self._offers = offers
+            return False
+        self._offers = offers - 1
+        self._send(m.Peers(tuple(addresses[: m.MAX_EXCHANGED])))
+        return True
+
     def next_timer(self) -> float:
         if self.state is State.CLOSED:
             return float("inf")
@@ -357,7 +400,13 @@ class PeerSession:
         self.stats.reconcile_messages += 1
         self._send(m.Reconcile(role, payload))
 
-    def _on_message(self, message: m.Message, now: float) -> list[Event]:
+    def _on_message(self, message: m.Message | m.Deferred, now: float) -> list[Event]:
+        if isinstance(message, m.Deferred):
+            if self.state is State.AWAITING_HELLO:
+                raise PeerProtocolError(m.Why.HELLO_FIRST)
+            if not self.in_force(m.FEATURE_OF_TYPE[message.kind]):
+                return []  # a feature one of us did not list: ignored unread
+            message = m.parse_deferred(message)
         if self.state is State.AWAITING_HELLO:
             if not isinstance(message, m.Hello):
                 raise PeerProtocolError(m.Why.HELLO_FIRST)
@@ -394,6 +443,13 @@ class PeerSession:
             case m.Goodbye(code, reason, retry_after):
                 self.state = State.CLOSED
                 return [SessionClosed(code, reason, by_peer=True, retry_after=retry_after)]
+            case m.Peers(addresses):
+                refill = (now - self._exchanges_at) * EXCHANGE_RATE
+                self._exchanges = min(EXCHANGE_BURST, self._exchanges + refill) - 1
+                self._exchanges_at = now
+                if self._exchanges < 0:
+                    return [self.close(GoodbyeCode.OVERLOADED, m.Why.TOO_MANY_EXCHANGES)]
+                return [PeersOffered(addresses)]
         return []
 
     def _on_reconcile(self, role: m.Role, payload: bytes, now: float) -> list[Event]:

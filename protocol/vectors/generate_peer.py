@@ -80,12 +80,12 @@ def build() -> dict[str, Any]:
     bob_items = SortedItems((reconcile_timestamp(r.created_ms), r.id) for r in (shared, only_bob))
     round_ = Initiator(alice_items, strategy=STRATEGY, frame_size_limit=60_000)
     bob_round = Responder(bob_items, strategy=STRATEGY, frame_size_limit=60_000)
+    features = (m.RETRY_AFTER, m.PEER_EXCHANGE)
     transcript = [
-        (
-            "alice",
-            _wire(a.channel, m.Hello(1, (m.RETRY_AFTER,), ("192.0.2.1:7744",), "meshnode/0.2.0")),
-        ),
-        ("bob", _wire(b.channel, m.Hello(1, (), (), "meshnode/0.1.0"))),
+        ("alice", _wire(a.channel, m.Hello(1, features, ("192.0.2.1:7744",), "meshnode/0.6.0"))),
+        ("bob", _wire(b.channel, m.Hello(1, features, (), "meshnode/0.6.0"))),
+        # Both listed peer-exchange: Bob tells Alice of nodes he dialled (peer.md §5.9).
+        ("bob", _wire(b.channel, m.Peers(("192.0.2.7:7744", "[2001:db8::7]:7744")))),
     ]
     outgoing: bytes | None = round_.initiate()
     have: tuple[bytes, ...] = ()
