@@ -42,6 +42,8 @@ _FOUND_IP = shutil.which(
 IP: Final = _FOUND_IP or "ip"
 IP_TIMEOUT: Final = 5.0  # for each ``ip`` call; they take milliseconds
 STOP_TIMEOUT = 3.0  # how long a process gets to exit after SIGTERM before SIGKILL
+REAP_TIMEOUT = 20.0  # how long a killed process may take to be gone
+_UNREAPED: list[subprocess.Popen[Any]] = []  # killed, not yet gone: see ``Host.stop``
 _IP_ERRORS = (RuntimeError, OSError, subprocess.TimeoutExpired)
 
 
@@ -168,8 +170,13 @@ class Host:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(IP_TIMEOUT)
+                try:
+                    process.wait(REAP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    # Killed, but the kernel has not let it go yet (seen on a loaded machine:
+                    # an exit stuck in uninterruptible sleep). It is reaped later; keeping it
+                    # referenced spares the test a ResourceWarning for what it cannot help.
+                    _UNREAPED.append(process)
             for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     pipe.close()
@@ -261,6 +268,24 @@ class Lan:
         host.interfaces[name] = interface = _read_interface(host, name, segment)
         _ensure_multicast_route(host)
         return interface
+
+    def route(self, host: Host, segment: Segment, via: Host) -> None:
+        """Reach ``segment``'s subnet from ``host`` through ``via``, which forwards for it.
+
+        ``via`` must share a segment with ``host`` and be on ``segment`` itself: the
+        dual-homed host between two subnets, as a home router or a Pi with two NICs.
+        """
+        shared = {i.segment for i in host.interfaces.values()}
+        hop = next((i for i in via.interfaces.values() if i.segment in shared), None)
+        if (
+            hop is None
+            or hop.ipv4 is None
+            or not any(i.segment == segment for i in via.interfaces.values())
+        ):
+            raise ValueError(f"{via.name} joins no IPv4 segment of {host.name} to {segment.bridge}")
+        # /proc/sys/net belongs to the namespace of the process that writes it.
+        via.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], timeout=IP_TIMEOUT)
+        _ip("-n", host.ns, "route", "add", f"10.231.{segment.index}.0/24", "via", hop.ipv4)
 
     def detach(self, host: Host, name: str) -> None:
         """Delete ``host``'s interface ``name`` (and so its veth peer), as if unplugged."""

@@ -94,10 +94,15 @@ def load(home: Path, text: str = "", mdns: bool = True) -> Settings:
     return config.load(home, listen=None, peers=[], network_key=None, env={}, mdns=mdns)
 
 
-def test_mdns_is_on_by_default_and_its_hints_are_dialled(tmp_path: Path) -> None:
+def test_mdns_is_on_by_default_and_its_hints_and_exchanged_ones_are_dialled(
+    tmp_path: Path,
+) -> None:
     settings = load(tmp_path)
     assert settings.discovery.mdns and settings.discovery.interfaces is None
-    assert settings.peers.dial_sources == {"mdns"}  # not "hello": what peers say is not dialled
+    # Not "hello": what a peer says of itself is not dialled; what it shares of others
+    # is, so that a mesh spans subnets that multicast does not cross.
+    assert settings.peers.dial_sources == {"mdns", "exchange"}
+    assert settings.peers.exchange
 
 
 def test_no_mdns_keeps_todays_static_behaviour(tmp_path: Path) -> None:
@@ -282,6 +287,61 @@ def test_eight_nodes_on_one_bridge_find_each_other_and_share_a_record(tmp_path: 
             lambda: daemons[0].call("status")["discovery"]["services"] == 7,  # type: ignore[index]
             FORM_TIMEOUT,
             "every other node's service resolved",
+            daemons,
+        )
+
+
+def exchanged(daemon: NsDaemon, subnet: str) -> set[str]:
+    """Addresses in ``subnet`` (a prefix such as "10.231.1.") the node learnt by peer exchange."""
+    addresses = daemon.call("addresses")
+    return {
+        a["address"]
+        for a in addresses  # type: ignore[attr-defined]
+        if a["source"] == "exchange" and a["address"].startswith(subnet)
+    }
+
+
+def holds(daemon: NsDaemon, key: str, author: str) -> bool:
+    try:
+        daemon.call("get", key=key, author=author)
+    except ClientError:
+        return False
+    return True
+
+
+@NETNS
+def test_a_node_on_two_subnets_joins_them_and_each_side_learns_of_the_other(
+    tmp_path: Path,
+) -> None:
+    """Multicast stops at each subnet; the node on both carries records across, and tells
+    each side of the other by peer exchange, so they can dial each other (it routes)."""
+    require_netns()
+    with Lan.create(hosts=2) as lan:
+        near, far = lan.segments[0], lan.add_segment()
+        between = lan.add_host(near)
+        lan.attach(between, far)
+        beyond = [lan.add_host(far), lan.add_host(far)]
+        for host in lan.hosts[:2]:
+            lan.route(host, far, via=between)
+        for host in beyond:
+            lan.route(host, near, via=between)
+        daemons = [NsDaemon(host, tmp_path) for host in lan.hosts]
+        wait_for(lambda: all(d.peers() >= 1 for d in daemons), FORM_TIMEOUT, "connected", daemons)
+
+        first, last = daemons[0], daemons[-1]
+        first.call("publish", key="offer/tea", value="near side")
+        last.call("publish", key="offer/cake", value="far side")
+        authors = [d.call("id")["node_id"] for d in (first, last)]  # type: ignore[index]
+        wait_for(
+            lambda: holds(last, "offer/tea", authors[0]) and holds(first, "offer/cake", authors[1]),
+            FORM_TIMEOUT,
+            "records across the subnets",
+            daemons,
+        )
+        wait_for(
+            lambda: exchanged(first, "10.231.1.") and exchanged(last, "10.231.0."),
+            FORM_TIMEOUT,
+            "each side told of the other by peer exchange",
             daemons,
         )
 

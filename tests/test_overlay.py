@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from meshnode.core.addresses import format_address
 from meshnode.engine import events as e
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import PeerSettings
+from meshnode.sim.network import PORT, host_of
 from meshnode.sim.overlay import shape_of
 from meshnode.sim.scenario import Run, Scenario, run
 
@@ -84,3 +89,66 @@ def test_half_the_room_crashing_leaves_the_rest_connected_within_10_s() -> None:
         n.store.get(net.nodes[author].identity.public_key, "after/crash", now_ms)
         for n in net.live()
     )
+
+
+def _join(sim: Run) -> None:
+    """A newcomer: it hears the room's services, and the room hears its own."""
+    net = sim.net
+    newcomer = net.add_node([])
+    for node in net.live():
+        if node.index != newcomer.index:
+            net.handle(newcomer.index, heard(node.index))
+            net.handle(node.index, heard(newcomer.index))
+
+
+def heard(index: int) -> e.Hint:
+    return e.Hint(format_address(host_of(index), PORT), "mdns", group=host_of(index))
+
+
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["join", "leave", "crash", "restart"]), st.floats(0.05, 8.0)),
+    max_size=12,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nodes=st.integers(3, 24), seed=st.integers(0, 2**16), steps=STEPS)
+def test_random_joins_leaves_and_crashes_never_break_the_bounds_and_the_room_reconnects(
+    nodes: int, seed: int, steps: list[tuple[str, float]]
+) -> None:
+    """Whatever the order of arrivals and departures, every node keeps within its bounds,
+    and once the room is quiet again the live nodes form one overlay: in a room every
+    node knows every other's address, so the known addresses always allow it."""
+    sim = Run(Scenario(nodes, 0, 3600.0, seed=seed, room=True))
+    sim.build()
+    net, rng = sim.net, random.Random(seed)
+    settings_ = PeerSettings()
+    net.run_until(1.0)
+    for kind, pause in steps:
+        live = net.live()
+        down = [n for n in net.nodes if not n.up and not n.gone]
+        if kind == "join":
+            _join(sim)
+        elif kind in ("leave", "crash") and len(live) > 2:
+            net.crash(rng.choice(live).index, forever=kind == "leave")
+        elif kind == "restart" and down:
+            net.start(rng.choice(down).index)
+            _hear_all(sim)
+        net.run_until(net.now + pause)
+        for node in net.live():
+            assert node.mesh is not None
+            inbound, outbound = node.mesh.sessions()
+            assert outbound <= settings_.outbound_slots
+            assert inbound + outbound <= settings_.max_peers
+    net.run_until(net.now + 2 * settings_.backoff_max)
+    shape = sim.overlay()
+    assert shape.components == 1 and shape.isolated == 0, shape
+
+
+def _hear_all(sim: Run) -> None:
+    """A restarted node hears the room again (mDNS answers its first query)."""
+    net = sim.net
+    for node in net.live():
+        for other in net.live():
+            if other.index != node.index:
+                net.handle(node.index, heard(other.index))

@@ -53,6 +53,7 @@ HINTS = tuple(f"198.51.100.{i}:7744" for i in range(1, 7))
 NODES = tuple(bytes([i]) * 32 for i in range(1, 5))
 SELF = b"self"  # the world's answer for an address where this node itself listens
 HELLO = frozenset({"hello"})  # dial what peers announce, for the tests of hint dialling
+MDNS = frozenset({"mdns"})
 SMALL_MAX_HINTS = 4  # the hypothesis test shrinks the table so that it evicts
 # (hinted address, reached_at, the address the policy should record, or None: refused)
 HINT_FORMS: tuple[tuple[str, str | None, str | None], ...] = (
@@ -153,6 +154,8 @@ def configs(draw: st.DrawFn) -> PeerSettings:
         dial_sources=frozenset({"hello"}) if draw(st.booleans()) else frozenset(),
         max_peers=max_peers,
         outbound_slots=draw(st.integers(0, max_peers - 1)),
+        target_degree=draw(st.integers(1, 6)),
+        min_outbound=draw(st.integers(0, 3)),
         backoff_initial=initial,
         backoff_max=initial * draw(st.sampled_from([1, 2, 8, 1000])),
     )
@@ -202,6 +205,10 @@ class PolicyMachine(RuleBasedStateMachine):
             - len(model.settings.peers)
             - model.in_use(hints_only=True)
         )
+        outbound = model.in_use(hints_only=False)
+        degree = len(model.sessions) + sum(
+            1 for k in model.addresses.values() if k.state == "dialling"
+        )
         for address in dials:
             assert address in model.addresses, f"dialled {address}, never configured nor hinted"
             known = model.addresses[address]
@@ -211,6 +218,11 @@ class PolicyMachine(RuleBasedStateMachine):
             if not known.static:
                 assert hints_free > 0, f"hint {address}: no outbound slot the static peers leave"
                 hints_free -= 1
+                settings = model.settings
+                lacking = degree < settings.target_degree or outbound < settings.min_outbound
+                assert lacking, f"hint {address} dialled with degree {degree}, {outbound} out"
+            degree += 1
+            outbound += 1
             if not known.unbanned:
                 assert now >= known.earliest - 1e-9, (
                     f"{address} dialled at {now}, before its backoff ends at {known.earliest}"
@@ -602,18 +614,35 @@ def test_a_hint_that_is_not_an_ip_literal_with_a_port_is_refused(address: str) -
 
 
 def test_the_table_keeps_max_hints_evicting_the_idle_one_heard_of_longest_ago() -> None:
-    p = policy(peers=static(STATICS[0]), dial_sources=HELLO, outbound_slots=2)
+    p = policy(peers=static(STATICS[0]), dial_sources=MDNS, outbound_slots=2)
     hints = [f"198.51.{i // 250}.{i % 250 + 1}:7744" for i in range(MAX_HINTS + 1)]
-    assert p.hint(hints[0], "hello", now=0.0)
+    assert p.hint(hints[0], "mdns", now=0.0)
     assert p.due(0.0) == [STATICS[0], hints[0]]  # in use: never evicted
     for i, hint in enumerate(hints[1:MAX_HINTS], start=1):
-        assert p.hint(hint, "hello", now=float(i))
-    assert p.hint(hints[1], "hello", now=500.0)  # heard of again: now the newest
-    assert p.hint(hints[MAX_HINTS], "hello", now=501.0)
+        assert p.hint(hint, "mdns", now=float(i))
+    assert p.hint(hints[1], "mdns", now=500.0)  # heard of again: now the newest
+    assert p.hint(hints[MAX_HINTS], "mdns", now=501.0)
     kept = {v.address for v in p.addresses() if v.origin != STATIC}
     assert len(kept) == MAX_HINTS
     assert kept == set(hints) - {hints[2]}
     assert view(p, STATICS[0]).origin == STATIC  # static peers do not count
+
+
+@pytest.mark.parametrize(("origin", "quota"), sorted(peering.QUOTAS.items()))
+def test_the_sources_peers_control_keep_to_their_quota_and_push_out_no_other(
+    origin: str, quota: int
+) -> None:
+    """A peer that tells of thousands of addresses pushes out only its own kind of hint."""
+    p = policy(dial_sources=MDNS)
+    found = [f"203.0.113.{i}:7744" for i in range(1, 11)]
+    for address in found:
+        assert p.hint(address, "mdns", now=0.0)
+    told = [f"198.51.{i // 250}.{i % 250 + 1}:7744" for i in range(2 * quota)]
+    for i, address in enumerate(told):
+        assert p.hint(address, origin, now=1.0 + i)
+    kept = [v for v in p.addresses() if v.origin == origin]
+    assert [v.address for v in kept] == told[-quota:]  # the newest of its kind
+    assert {v.address for v in p.addresses() if v.origin == "mdns"} == set(found)
 
 
 def test_a_full_table_of_hints_in_use_refuses_a_new_one() -> None:
@@ -691,3 +720,21 @@ def test_hints_are_dialled_at_a_bounded_rate_however_many_are_heard_of() -> None
             p.failed(address, now=now)
     assert dialled <= peering.HINT_DIAL_BURST + 10 * peering.HINT_DIALS_PER_S + 1
     assert p.next_due() > 10.0
+
+
+def test_an_address_a_peer_told_of_is_dialled_once_discovery_finds_it_too() -> None:
+    """A node that dialled in first is known by its hello; when mDNS hears its service,
+    the address is mDNS's, so it is redialled after that session ends."""
+    p = policy(dial_sources=MDNS)
+    assert p.hint(HINTS[0], "hello", now=0.0)
+    assert p.due(0.0) == []
+    assert p.hint(HINTS[0], "mdns", now=1.0)
+    assert view(p, HINTS[0]).origin == "mdns"
+    assert p.due(1.0) == [HINTS[0]]
+
+
+def test_a_peer_telling_of_a_discovered_address_does_not_take_it_over() -> None:
+    p = policy(dial_sources=MDNS)
+    assert p.hint(HINTS[0], "mdns", now=0.0)
+    assert p.hint(HINTS[0], "exchange", now=1.0)
+    assert view(p, HINTS[0]).origin == "mdns"

@@ -34,6 +34,7 @@ from meshnode.core.session import (
     HaveAnnounced,
     HelloReceived,
     PeerSession,
+    PeersOffered,
     RecordsReceived,
     RecordsWanted,
     SessionClosed,
@@ -41,18 +42,19 @@ from meshnode.core.session import (
 )
 from meshnode.engine import actions as a
 from meshnode.engine import events as e
+from meshnode.engine import exchange
 from meshnode.engine.bans import Ban, BanList
 from meshnode.engine.dissemination import Arrival, Dissemination, EagerPush, Fate
 from meshnode.engine.node import Node, NodeError
-from meshnode.engine.peering import AddressView, PeerPolicy
+from meshnode.engine.peering import EXCHANGE, HELLO, AddressView, PeerPolicy
 from meshnode.engine.settings import Settings
 from meshnode.store.base import Outcome
 
 if TYPE_CHECKING:
     import random
 
-# What this node announces in hello (protocol/peer.md §4.3).
-FEATURES = (m.RETRY_AFTER,)
+# What this node announces in hello (protocol/peer.md §4.3), peer-exchange if it is on.
+FEATURES = (m.RETRY_AFTER, m.PEER_EXCHANGE)
 # What one chunk of a peer's bytes may make us send in records. A want beyond it
 # is answered in part; the peer asks again in its next round (protocol/peer.md §5).
 WANT_REPLY_BUDGET = 4 * 1024 * 1024
@@ -121,6 +123,10 @@ class Mesh:
         self._dirty: dict[int, None] = {}  # sessions that may have bytes to send, in order
         self._relay_to: list[int] | None = None  # sessions records may go to; None: work it out
         self._soonest: float | None = None  # the earliest of the sessions' timers; None: find it
+        exchanging = self.settings.peers.exchange
+        self._features = FEATURES if exchanging else (m.RETRY_AFTER,)
+        self._next_shuffle = exchange.next_shuffle(now, rng) if exchanging else math.inf
+        self._news_at = math.inf  # when newly reached nodes are told of (inf: no news)
 
     # -- the contract ------------------------------------------------------------
 
@@ -184,7 +190,7 @@ class Mesh:
         if soonest is None:
             soonest = min([p.timer for p in self._peers.values()], default=math.inf)
             self._soonest = soonest
-        due = self._policy.next_due()
+        due = min(self._policy.next_due(), self._next_shuffle)
         return soonest if soonest < due else due
 
     # -- snapshots ----------------------------------------------------------------
@@ -224,7 +230,7 @@ class Mesh:
         without talking about it; with the same dialer, the older one stays.
         """
         now = self._now
-        hello = m.Hello(m.PROTOCOL_VERSION, FEATURES, self._listen, self._agent)
+        hello = m.Hello(m.PROTOCOL_VERSION, self._features, self._listen, self._agent)
         session = PeerSession(
             initiator=event.initiator,
             channel=event.channel,
@@ -250,7 +256,14 @@ class Mesh:
             return
         peer.counted = True
         self._relay_to = None
-        self._policy.opened(event.remote, event.address, initiator=event.initiator, now=now.mono)
+        news = self._policy.opened(
+            event.remote, event.address, initiator=event.initiator, now=now.mono
+        )
+        if news and self._news_at == math.inf:
+            # A node newly reached: tell the peers soon, not at the next shuffle, so that
+            # a mesh spans two subnets within seconds. Other news in that second waits too.
+            self._news_at = now.mono + exchange.NEWS_DELAY
+            self._next_shuffle = min(self._next_shuffle, self._news_at)
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
                 continue
@@ -295,8 +308,34 @@ class Mesh:
         for peer in list(self._peers.values()):
             if peer.timer <= now:
                 self._on_session(peer, peer.session.handle_timer(now))
+        if now >= self._next_shuffle:
+            self._next_shuffle = exchange.next_shuffle(now, self._rng)
+            self._shuffle(news=now >= self._news_at)
+            self._news_at = math.inf
         for address in self._policy.due(now):
             self._actions.append(a.Dial(address))
+
+    def _shuffle(self, *, news: bool) -> None:
+        """Tell peers that take them of other nodes (peer exchange): all if there is news.
+
+        Without news, one random peer, as HyParView's periodic shuffle does.
+        """
+        if not self.settings.peers.exchange:
+            return
+        takers = [
+            p
+            for p in self._peers.values()
+            if p.counted and not p.closing and p.session.in_force(m.PEER_EXCHANGE)
+        ]
+        for peer in takers if news else self._rng.sample(takers, min(len(takers), 1)):
+            self._offer(peer)
+
+    def _offer(self, peer: _Peer) -> None:
+        sample = exchange.sample_for(
+            self._policy.shareable(), peer_node=peer.node, peer_address=peer.address, rng=self._rng
+        )
+        if peer.session.offer_peers(sample):
+            self._dirty[peer.conn] = None
 
     def _on_session(self, peer: _Peer, events: Sequence[SessionEvent]) -> None:
         self._dirty[peer.conn] = None
@@ -320,8 +359,14 @@ class Mesh:
                 case HelloReceived(hello):
                     for address in hello.listen:
                         self._policy.hint(
-                            address, "hello", now=self._now.mono, reached_at=peer.address
+                            address, HELLO, now=self._now.mono, reached_at=peer.address
                         )
+                    if peer.counted:
+                        self._offer(peer)
+                case PeersOffered(addresses):
+                    for address in addresses:
+                        if exchange.acceptable(address, via=peer.address):
+                            self._policy.hint(address, EXCHANGE, now=self._now.mono)
                 case SessionClosed() as closed:
                     peer.why = peer.why or closed
                     banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED

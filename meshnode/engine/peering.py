@@ -14,13 +14,20 @@ node last found there. It decides:
 - **how many**: the node keeps ``max(outbound_slots, static peers)`` of its
   ``max_peers`` sessions for the peers it dials, and inbound sessions stop at
   the rest, so peers dialling in can never take them. Static peers are always
-  kept connected, which is today's whole behaviour: with no ``dial_sources`` (the
-  default) the policy dials nothing else; with it on, hints fill the outbound
-  slots the static peers leave.
+  kept connected. Hints of the ``dial_sources`` (none by default: static peers
+  only) are dialled while the node has fewer than ``target_degree`` sessions,
+  either way, or fewer than ``min_outbound`` that it dialled itself, and never
+  past the outbound slots the static peers leave. So at an event, where
+  everyone hears of everyone, each node keeps a handful of random neighbours
+  (HyParView's active view) instead of dialling the room, and a node whose
+  inbound sessions are all an attacker's still dials out.
 
-What peers announce in ``hello`` (``protocol/peer.md`` §4.1) is recorded as
-hints for the overlay to come; at most ``MAX_HINTS`` are kept, the ones heard of
-longest ago going first, so no peer can grow the table without bound.
+The table of known addresses is HyParView's passive view: at most ``MAX_HINTS``
+hints, the ones heard of longest ago going first, and at most ``QUOTAS[source]``
+from sources a peer controls (what peers say in ``hello``, what they share by
+peer exchange), so no peer can grow it without bound or push discovery's
+addresses out. ``shareable`` names the addresses this node may tell others of:
+only those it dialled and completed a handshake on itself.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +47,10 @@ if TYPE_CHECKING:
     from meshnode.engine.settings import PeerSettings
 
 STATIC = "static"
+HELLO = "hello"
+EXCHANGE = "exchange"
 MAX_HINTS = 256
+QUOTAS = {HELLO: 64, EXCHANGE: 128}  # hints at most from the sources peers control
 MAX_FORGOTTEN = 4 * MAX_HINTS  # addresses whose backoff outlives their place in the table
 HINT_DIALS_PER_S = 2.0  # hints dialled at most this often, after a burst: so that a room
 HINT_DIAL_BURST = 8  # full of advertised addresses cannot make this node a SYN cannon
@@ -67,6 +77,7 @@ class Known:
     group: str | None = None  # addresses the hint's source says are one node's
     failures: int = 0  # dials that came to nothing since the last session here
     withdrawn: bool = False  # its source took it back while in use: forgotten once idle
+    verified: bool = False  # a dial here completed a handshake: it may be shared
 
     @property
     def static(self) -> bool:
@@ -98,6 +109,7 @@ class PeerPolicy:
         self._forgotten: dict[str, tuple[float, float, bytes | None]] = {}  # see ``_forget``
         self._tokens = float(HINT_DIAL_BURST)  # hint dials that may go now
         self._tokens_at = now
+        self._origins: dict[str, int] = {}  # hints in the table per source
         for host, port in settings.peers:
             address = format_address(host, port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
@@ -173,17 +185,25 @@ class PeerPolicy:
         return max(self._settings.max_peers - reserved, 0)
 
     def hint_slots_free(self) -> int:
-        """Outbound slots hints may still take: those the static peers leave, less those in use.
+        """Hints to dial now: as many as the degree lacks, within the outbound slots left.
 
         Static peers keep their slots even while they wait out a backoff, so
         that a static peer redialled never takes the node past ``max_peers``.
+        Dials under way count as the sessions they are meant to become.
         """
-        hints = sum(
-            1
-            for k in self._known.values()
-            if not k.static and k.state in (State.DIALLING, State.CONNECTED)
-        )
-        return self._settings.outbound_slots - self._statics - hints
+        settings = self._settings
+        hints = dialling = outbound = 0
+        for k in self._known.values():
+            if k.state is State.DIALLING or k.state is State.CONNECTED:
+                outbound += 1
+                if not k.static:
+                    hints += 1
+                if k.state is State.DIALLING:
+                    dialling += 1
+        slots = settings.outbound_slots - self._statics - hints
+        degree = sum(self._inbound.values()) + sum(self._outbound.values()) + dialling
+        lacking = max(settings.target_degree - degree, settings.min_outbound - outbound)
+        return min(slots, lacking)
 
     def outbound_in_use(self) -> int:
         """Outbound slots in use: addresses, static or hinted, being dialled or connected."""
@@ -191,15 +211,20 @@ class PeerPolicy:
 
     # -- what happened --------------------------------------------------------------
 
-    def opened(self, node: bytes, address: str, *, initiator: bool, now: float) -> None:
-        """A session with ``node`` is open (dialled at ``address``, or from its side)."""
+    def opened(self, node: bytes, address: str, *, initiator: bool, now: float) -> bool:
+        """A session with ``node`` is open (dialled at ``address``, or from its side).
+
+        True if it makes ``address`` shareable for the first time: news for peer exchange.
+        """
         self._next_due = None
         sessions = self._outbound if initiator else self._inbound
         sessions[node] = sessions.get(node, 0) + 1
         known = self._known.get(address) if initiator else None
+        news = known is not None and not known.verified
         if known is not None:
             known.state = State.CONNECTED
             known.node = node
+            known.verified = True
             known.delay = self._settings.backoff_initial
             known.failures = 0
             for sibling in self._known.values():  # the other addresses of its service
@@ -208,6 +233,7 @@ class PeerPolicy:
         for other in self._addresses_of(node):
             if other.state is State.IDLE:
                 other.state = State.COVERED
+        return news
 
     def ended(self, node: bytes, address: str, *, initiator: bool, now: float) -> None:
         """A session that ``opened`` announced has ended."""
@@ -276,21 +302,43 @@ class PeerPolicy:
             if not known.static:  # the table is kept in the order hints were last heard
                 known.group = known.group or group
                 known.withdrawn = False
+                if origin != known.origin and self._dials(origin) and not self._dials(known):
+                    # First heard of from a peer, now from discovery: dialled from now on.
+                    self._origins[known.origin] -= 1
+                    self._origins[origin] = self._origins.get(origin, 0) + 1
+                    known.origin = origin
                 del self._known[usable]
                 self._known[usable] = known
             return True
-        if len(self._known) - self._statics >= MAX_HINTS:
-            idle = (k for k in self._known.values() if not k.static and k.state is State.IDLE)
-            oldest = next(idle, None)  # heard of longest ago: the table is in that order
-            if oldest is None:
-                return False
-            self._forget(oldest)
+        quota = QUOTAS.get(origin)
+        room = True
+        if quota is not None and self._origins.get(origin, 0) >= quota:
+            room = self._make_room(lambda k: k.origin == origin)
+        elif len(self._known) - self._statics >= MAX_HINTS:
+            room = self._make_room(lambda k: not k.static)
+        if not room:
+            return False
         initial = self._settings.backoff_initial
         known = Known(usable, origin, initial, now, now, group=group)
         past = self._forgotten.pop(usable, None)
         if past is not None:  # heard of again: it takes up its backoff, and its node, again
             known.delay, known.next_dial, known.node = past
         self._known[usable] = known
+        self._origins[origin] = self._origins.get(origin, 0) + 1
+        return True
+
+    def _dials(self, what: Known | str) -> bool:
+        """Whether addresses of this origin (or this address, by its origin) are dialled."""
+        origin = what if isinstance(what, str) else what.origin
+        return origin == STATIC or origin in self._settings.dial_sources
+
+    def _make_room(self, among: Callable[[Known], bool]) -> bool:
+        """Forget the idle hint ``among`` those heard of longest ago; False if none is idle."""
+        idle = (k for k in self._known.values() if k.state is State.IDLE and among(k))
+        oldest = next(idle, None)  # heard of longest ago: the table is in that order
+        if oldest is None:
+            return False
+        self._forget(oldest)
         return True
 
     def _forget(self, known: Known) -> None:
@@ -302,6 +350,7 @@ class PeerPolicy:
         """
         self._next_due = None
         del self._known[known.address]
+        self._origins[known.origin] -= 1
         self._forgotten[known.address] = (known.delay, known.next_dial, known.node)
         if len(self._forgotten) > MAX_FORGOTTEN:
             del self._forgotten[next(iter(self._forgotten))]
@@ -348,6 +397,19 @@ class PeerPolicy:
                 known.next_dial = max(now, self._wait_for(node))
 
     # -- views ----------------------------------------------------------------------
+
+    def shareable(self) -> list[tuple[str, bytes]]:
+        """(address, node) for every address a dial of this node's completed a handshake on.
+
+        Only these may be told to other nodes: an address merely heard of could
+        be anyone's invention, and passing it on would make this node a relay
+        for someone else's flood.
+        """
+        return [
+            (k.address, k.node)
+            for k in self._known.values()
+            if k.verified and k.node is not None and k.state is not State.SELF
+        ]
 
     def addresses(self) -> list[AddressView]:
         return [

@@ -36,9 +36,15 @@ class PeerSettings:
     backoff_max: float = 60.0
     max_peers: int = 128  # sessions at once, either direction
     outbound_slots: int = 8  # of those, kept for addresses this node chose to dial
-    # The hint sources whose addresses are dialled, besides ``peers``: "mdns" when discovery
-    # is on. "hello" (what peers say they listen on) is recorded, never dialled by default.
+    # Hints are dialled while the node has fewer sessions than this, either way (the overlay's
+    # degree: at an event, a handful of random neighbours rather than the whole room) ...
+    target_degree: int = 6
+    min_outbound: int = 2  # ... or fewer than this that it dialled: inbound cannot eclipse it
+    # The hint sources whose addresses are dialled, besides ``peers``: "mdns" and "exchange"
+    # when discovery is on. "hello" (what peers say they listen on) is recorded, never dialled
+    # by default.
     dial_sources: frozenset[str] = frozenset()
+    exchange: bool = True  # the peer-exchange feature: share and hear addresses of other nodes
 
     def __post_init__(self) -> None:
         if self.max_peers < 1:
@@ -48,6 +54,10 @@ class PeerSettings:
                 f"outbound_slots must be 0 to {self.max_peers - 1} (max_peers - 1),"
                 " so that peers can still dial in"
             )
+        if self.target_degree < 1:
+            raise SettingsError("target_degree must be at least 1")
+        if self.min_outbound < 0:
+            raise SettingsError("min_outbound must be 0 or more")
         if len(self.peers) >= self.max_peers:
             raise SettingsError(
                 f"{len(self.peers)} peers to keep connected leave no room under max_peers"

@@ -89,7 +89,9 @@ class Scenario:
         if not 0 <= self.partition < math.inf:
             raise ScenarioError("partition is a number of seconds, 0 or more")
         if self.room:
-            peers = dataclasses.replace(self.settings.peers, dial_sources=frozenset({"mdns"}))
+            # As the daemon with mDNS on: what discovery finds and what peers exchange.
+            sources = frozenset({"mdns", "exchange"})
+            peers = dataclasses.replace(self.settings.peers, dial_sources=sources)
             object.__setattr__(self, "settings", dataclasses.replace(self.settings, peers=peers))
         elif self.nodes > 1 and self.degree < 1:
             raise ScenarioError(
@@ -267,9 +269,11 @@ class Run:
                 self.net.start(index)
 
     def _replace_one(self) -> None:
-        if len(self.net.live()) < 2:
+        originals = [n for n in self.net.live() if n.index < self.scenario.nodes]
+        if not originals or len(self.net.live()) < 2:
             return
-        self.net.crash(self.rng.choice(self.net.live()).index, forever=True)
+        # One of the nodes the run started with: churn replaces them, never a newcomer.
+        self.net.crash(self.rng.choice(originals).index, forever=True)
         live = self.net.live()
         if self.scenario.room:
             newcomer = self.net.add_node([])

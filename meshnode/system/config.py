@@ -78,7 +78,7 @@ def load(
             listen=tuple(chosen_listen),
             peers=tuple((host, port) for host, port in dial if host is not None),
             # What discovery finds is dialled, within the bounds; what peers say, not.
-            dial_sources=frozenset({"mdns"}) if discovery.mdns else frozenset(),
+            dial_sources=frozenset({"mdns", "exchange"}) if discovery.mdns else frozenset(),
         )
     except SettingsError as exc:
         raise ConfigError(f"{where}{exc}") from None
