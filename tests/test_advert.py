@@ -154,3 +154,15 @@ def test_at_most_eight_reachable_addresses_of_one_service_are_taken() -> None:
     hosts = ("192.0.2.1", *(f"10.231.0.{n}" for n in range(1, 20)))
     seen = read_sighting(KEY, resolved(hosts=hosts), reachable)
     assert seen.addresses == tuple(f"10.231.0.{n}:7744" for n in range(1, 9))
+
+
+def test_link_local_addresses_come_last_so_a_routable_one_is_dialled_first() -> None:
+    """A handshake on a routable address makes it one peer exchange may pass on."""
+    hosts = ("fe80::2%eth0", "10.231.0.2", "fe80::3%2", "fd00::2")
+    seen = read_sighting(KEY, resolved(hosts=hosts), reachable)
+    assert seen.addresses == (
+        "10.231.0.2:7744",
+        "[fd00::2]:7744",
+        "[fe80::2%eth0]:7744",
+        "[fe80::3%2]:7744",
+    )

@@ -148,12 +148,17 @@ def read_sighting(
         raise AdvertError(OTHER_NETWORK)
     if port is None or not 1 <= port <= 65535:
         raise AdvertError(MALFORMED, "no usable port")
-    addresses: list[str] = []
+    ips: list[IPAddress] = []
     for host in service.hosts:
         try:
-            ip = ipaddress.ip_address(host)
+            ips.append(ipaddress.ip_address(host))
         except ValueError:
             continue
+    # Link-local last: a handshake on a routable address makes it one that peer exchange
+    # may pass on; one on a link-local address helps this node only.
+    ips.sort(key=lambda ip: ip.is_link_local)
+    addresses: list[str] = []
+    for ip in ips:
         if not _dialable(ip) or not reachable(ip):
             continue
         addresses.append(format_address(str(ip), port))
