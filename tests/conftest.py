@@ -21,8 +21,8 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Make real daemons in this test's temp dir; every one is killed afterwards."""
     made: list[Daemon] = []
 
-    def make(name: str = "node") -> Daemon:
-        daemon = Daemon(tmp_path / name)
+    def make(name: str = "node", package: Path | None = None) -> Daemon:
+        daemon = Daemon(tmp_path / name, package=package)
         made.append(daemon)
         return daemon
 

@@ -46,8 +46,12 @@ def record(
 class Daemon:
     """A real ``meshnode run`` in a subprocess, with its own data dir and socket."""
 
-    def __init__(self, data_dir: Path, socket_dir: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, socket_dir: Path | None = None, package: Path | None = None
+    ) -> None:
+        """``package``: a directory holding another ``meshnode`` package to run (an old release)."""
         self.data_dir = data_dir
+        self.package = package
         self._own_socket_dir = socket_dir is None
         # Unix socket paths are limited to 107 bytes; pytest's tmp paths can be longer.
         self.socket_dir = socket_dir or Path(tempfile.mkdtemp(prefix="mn", dir="/tmp"))
@@ -69,6 +73,7 @@ class Daemon:
             [sys.executable, "-m", "meshnode", "run", *self.cli_args, *listen, *quiet, *extra],
             stdout=log,
             stderr=log,
+            env=None if self.package is None else {**os.environ, "PYTHONPATH": str(self.package)},
         )
         log.close()
         if wait:
