@@ -88,6 +88,13 @@ def test_avahi_beside_it_is_mentioned_and_fine() -> None:
     assert mdns.ok and "avahi-daemon runs too" in mdns.verdict
 
 
+def test_an_avahi_that_keeps_port_5353_to_itself_is_named_with_the_setting_to_change() -> None:
+    held = {"running": False, "error": "mDNS failed: [Errno 98] Address already in use; retrying"}
+    [mdns] = [c for c in diagnose(status(discovery=held), avahi=True) if c.check == "mdns"]
+    assert not mdns.ok and "Address already in use" in mdns.verdict
+    assert "disallow-other-stacks=no" in mdns.hint
+
+
 def test_the_command_on_a_lonely_daemon_exits_1_with_json_too(
     daemon_factory: Callable[..., Daemon],
 ) -> None:

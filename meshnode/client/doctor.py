@@ -62,12 +62,14 @@ def _mdns(discovery: dict[str, Any], avahi: bool) -> Check | None:
     beside = "; avahi-daemon runs too (they share port 5353, which is fine)" if avahi else ""
     if discovery.get("running"):
         return Check("mdns", True, "announcing and listening on port 5353" + beside)
-    return Check(
-        "mdns",
-        False,
-        discovery.get("error") or "mDNS is not running",
-        "see the daemon's log for mdns_error lines; another program may hold port 5353 alone",
-    )
+    error = discovery.get("error") or "mDNS is not running"
+    hint = "see the daemon's log for mdns_error lines; another program may hold port 5353 alone"
+    if avahi and "in use" in error:
+        hint = (
+            "avahi-daemon keeps port 5353 to itself: set disallow-other-stacks=no in"
+            " /etc/avahi/avahi-daemon.conf and restart it; this node retries by itself"
+        )
+    return Check("mdns", False, error, hint)
 
 
 def _services(discovery: dict[str, Any]) -> Check | None:

@@ -58,7 +58,8 @@ log = logging.getLogger("meshnode.mdns")
 SOURCE = "mdns"
 SETTLE = 0.5  # seconds without interface changes before zeroconf is told
 MAX_SETTLE = 5.0  # ... but never longer, however busy the links
-RESCAN = 3.0  # seconds between interface reads without netlink, and between retries
+RESCAN = 3.0  # seconds between interface reads without netlink, and before a first retry
+MAX_RETRY = 30.0  # retries after failures back off to this (port 5353 held, say)
 RESOLVE_TIMEOUT_MS = 3000
 RESOLVE_ATTEMPTS = 3  # a service not resolved after these waits for its next announcement
 MAX_RESOLVING = 16  # resolutions at once; more services wait their turn
@@ -106,6 +107,7 @@ class Discovery:
         self._zc: Zeroconf | None = None
         self._bridge: _Bridge | None = None
         self._choice: Choice | None = None  # what zeroconf runs on, once it does
+        self._retry = RESCAN  # the wait before the next retry after a failure, doubling
         self._links: Choice | None = None  # the links addresses are judged against, from start
         self._advert: Advert | None = None
         self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
@@ -137,17 +139,18 @@ class Discovery:
                 failed = self.state.error is not None and bool(choice.used)
                 if failed or self._choice is None or _used(choice) != _used(self._choice):
                     await self._apply(choice, send, token)
-                changes = await self._wait_for_change(changes, retry=self.state.error is not None)
+                retry = self._retry if self.state.error is not None else None
+                changes = await self._wait_for_change(changes, retry=retry)
 
     async def _wait_for_change(
-        self, changes: trio.socket.SocketType | None, *, retry: bool
+        self, changes: trio.socket.SocketType | None, *, retry: float | None
     ) -> trio.socket.SocketType | None:
         """Until the links changed and settled (netlink), or a while (no netlink, or a retry)."""
         if changes is None:
-            await trio.sleep(RESCAN)
+            await trio.sleep(RESCAN if retry is None else retry)
             return None
         try:
-            with trio.move_on_after(RESCAN if retry else float("inf")):
+            with trio.move_on_after(float("inf") if retry is None else retry):
                 await changes.recv(65536)
             with trio.move_on_after(MAX_SETTLE):
                 while True:  # a handover makes several changes in a row: let them settle
@@ -179,11 +182,17 @@ class Discovery:
             else:
                 await trio.to_thread.run_sync(_update, self._zc, choice, info)
         except Exception as exc:  # zeroconf's own errors too: discovery never ends the daemon
-            self.state.error = f"mDNS failed: {exc or type(exc).__name__}; retrying"
+            error = f"mDNS failed: {exc or type(exc).__name__}; retrying"
+            if error != self.state.error:  # the same failure again is news to no one
+                log.warning("event=mdns_error error=%r", str(exc) or type(exc).__name__)
+                self._retry = RESCAN
+            else:
+                self._retry = min(self._retry * 2, MAX_RETRY)
+            self.state.error = error
             self.state.running = self._zc is not None
-            log.warning("event=mdns_error error=%r", str(exc) or type(exc).__name__)
             return
         self._choice = choice
+        self._retry = RESCAN
         self.state.error = None
         self.state.running = True
         log.info(
