@@ -738,3 +738,29 @@ def test_a_peer_telling_of_a_discovered_address_does_not_take_it_over() -> None:
     assert p.hint(HINTS[0], "mdns", now=0.0)
     assert p.hint(HINTS[0], "exchange", now=1.0)
     assert view(p, HINTS[0]).origin == "mdns"
+
+
+def test_an_address_of_a_service_already_reached_is_covered_and_never_spins_the_timer() -> None:
+    """A service's AAAA record resolved after its A record was dialled: the new address is
+    its node's, covered while the node is connected, and asks for no tick (a busy loop once)."""
+    p = policy(dial_sources=MDNS, outbound_slots=4)
+    assert p.hint(HINTS[0], "mdns", now=0.0, group="svc")
+    assert p.due(0.0) == [HINTS[0]]
+    p.opened(NODES[0], HINTS[0], initiator=True, now=0.1)
+    assert p.hint("[2001:db8::1]:7744", "mdns", now=0.2, group="svc")
+    assert view(p, "[2001:db8::1]:7744").state == "covered"
+    assert p.next_due() > 1000 and p.due(0.3) == []
+
+
+def test_an_idle_address_whose_group_is_in_use_asks_for_no_tick() -> None:
+    """Its node dialled in while this node's dial of the service failed: the service's other
+    address waits, and ``next_due`` agrees with ``due`` that nothing is to be dialled."""
+    p = policy(dial_sources=MDNS, outbound_slots=4)
+    assert p.hint(HINTS[0], "mdns", now=0.0, group="svc")
+    assert p.due(0.0) == [HINTS[0]]
+    assert p.hint(HINTS[1], "mdns", now=0.0, group="svc")  # heard while the dial runs
+    p.opened(NODES[0], "203.0.113.1:50000", initiator=False, now=0.1)
+    p.failed(HINTS[0], now=0.1, node=NODES[0])  # refused: it found its node connected
+    assert view(p, HINTS[0]).state == "covered"
+    assert p.due(0.2) == []
+    assert p.next_due() > 1000

@@ -164,7 +164,18 @@ class PeerPolicy:
         return self._next_due
 
     def _earliest(self) -> float:
-        idle = [k for k in self._known.values() if k.state is State.IDLE]
+        """The earliest time ``due`` could dial, under the same rules as ``due``.
+
+        An address ``due`` would skip (another of its node's addresses in use) must
+        not count, or the engine would ask for a tick that dials nothing, again and
+        again: a busy loop.
+        """
+        busy = self._busy_groups()
+        idle = [
+            k
+            for k in self._known.values()
+            if k.state is State.IDLE and (k.group is None or k.group not in busy)
+        ]
         statics = min((k.next_dial for k in idle if k.static), default=math.inf)
         if self.hint_slots_free() <= 0:
             return statics
@@ -323,6 +334,17 @@ class PeerPolicy:
         past = self._forgotten.pop(usable, None)
         if past is not None:  # heard of again: it takes up its backoff, and its node, again
             known.delay, known.next_dial, known.node = past
+        if group is not None and known.node is None:
+            # An address of a service this node already reached (its AAAA record came
+            # after its A record, say) belongs to that node, and is covered while it is.
+            sibling = next(
+                (k for k in self._known.values() if k.group == group and k.node is not None),
+                None,
+            )
+            if sibling is not None:
+                known.node = sibling.node
+        if known.node is not None and self._connected(known.node):
+            known.state = State.COVERED
         self._known[usable] = known
         self._origins[origin] = self._origins.get(origin, 0) + 1
         return True

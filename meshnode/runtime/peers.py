@@ -91,6 +91,7 @@ MAX_CONNECTIONS = 128  # peer connections at once, handshaking ones included
 MAX_HALF_OPEN = 32  # inbound connections still handshaking, from all sources together
 MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
 MAX_SESSIONS_PER_SOURCE = 16  # established inbound sessions from one source
+MAX_TICKS_PER_S = 100  # a bound on engine ticks, whatever the engine asks for
 LOG_INTERVAL = 10.0  # seconds between two lines of one kind about refusals or failed handshakes
 
 
@@ -445,10 +446,15 @@ class PeerService:
         ``step`` rings the bell when an event brings the next timer forward (a
         lost session's redial, a lifted ban), so a dial is never late.
         """
+        ticked = -math.inf
         while True:
             with trio.move_on_at(min(self._timer_due, trio.current_time() + 1.0)):
                 await self._timer_bell.wait()
             if self._timer_due <= trio.current_time():
+                # However the engine asks, never more than MAX_TICKS_PER_S ticks a second:
+                # an engine that kept asking for a tick it has no use for would spin a core.
+                await trio.sleep_until(ticked + 1 / MAX_TICKS_PER_S)
+                ticked = trio.current_time()
                 self._timer_due = math.inf
                 try:
                     await self.step(Tick())
