@@ -73,7 +73,10 @@ class Daemon:
             [sys.executable, "-m", "meshnode", "run", *self.cli_args, *listen, *quiet, *extra],
             stdout=log,
             stderr=log,
+            # ``-m`` puts the working directory first on the path: run another package from
+            # its own directory, or this checkout's would be imported instead.
             env=None if self.package is None else {**os.environ, "PYTHONPATH": str(self.package)},
+            cwd=self.package,
         )
         log.close()
         if wait:

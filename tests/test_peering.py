@@ -54,6 +54,7 @@ NODES = tuple(bytes([i]) * 32 for i in range(1, 5))
 SELF = b"self"  # the world's answer for an address where this node itself listens
 HELLO = frozenset({"hello"})  # dial what peers announce, for the tests of hint dialling
 MDNS = frozenset({"mdns"})
+EXCHANGING = frozenset({"mdns", "exchange"})  # the daemon's sources with discovery on
 SMALL_MAX_HINTS = 4  # the hypothesis test shrinks the table so that it evicts
 # (hinted address, reached_at, the address the policy should record, or None: refused)
 HINT_FORMS: tuple[tuple[str, str | None, str | None], ...] = (
@@ -632,16 +633,17 @@ def test_the_table_keeps_max_hints_evicting_the_idle_one_heard_of_longest_ago() 
 def test_the_sources_peers_control_keep_to_their_quota_and_push_out_no_other(
     origin: str, quota: int
 ) -> None:
-    """A peer that tells of thousands of addresses pushes out only its own kind of hint."""
+    """A peer that tells of thousands of addresses pushes out only its own kind of hint,
+    even from a table full of what discovery found."""
     p = policy(dial_sources=MDNS)
-    found = [f"203.0.113.{i}:7744" for i in range(1, 11)]
+    found = [f"203.0.{i // 250}.{i % 250 + 1}:7744" for i in range(MAX_HINTS - quota // 2)]
     for address in found:
         assert p.hint(address, "mdns", now=0.0)
     told = [f"198.51.{i // 250}.{i % 250 + 1}:7744" for i in range(2 * quota)]
     for i, address in enumerate(told):
         assert p.hint(address, origin, now=1.0 + i)
     kept = [v for v in p.addresses() if v.origin == origin]
-    assert [v.address for v in kept] == told[-quota:]  # the newest of its kind
+    assert [v.address for v in kept] == told[-(quota // 2) :]  # the newest of its kind
     assert {v.address for v in p.addresses() if v.origin == "mdns"} == set(found)
 
 
@@ -764,3 +766,53 @@ def test_an_idle_address_whose_group_is_in_use_asks_for_no_tick() -> None:
     assert view(p, HINTS[0]).state == "covered"
     assert p.due(0.2) == []
     assert p.next_due() > 1000
+
+
+@pytest.mark.parametrize(
+    ("told", "key"),
+    [
+        ("[::ffff:198.51.100.9]:7744", "198.51.100.9:7744"),
+        ("[::ffff:c633:6409]:7744", "198.51.100.9:7744"),
+        ("[2001:0DB8:0:0::1]:7744", "[2001:db8::1]:7744"),
+        ("[2001:db8::1%eth0]:7744", None),  # a scope means nothing on a global address
+        ("[fe80::1%eth0]:7744", "[fe80::1%eth0]:7744"),
+        ("198.51.100.9:7\u00b2", None),  # not an ASCII digit
+    ],
+)
+def test_an_address_is_kept_in_one_canonical_form_whatever_its_spelling(
+    told: str, key: str | None
+) -> None:
+    p = policy(dial_sources=MDNS)
+    assert p.hint(told, "exchange", now=0.0) == (key is not None)
+    assert [v.address for v in p.addresses()] == ([key] if key else [])
+
+
+def test_peers_get_at_most_two_ports_of_one_host_into_the_table() -> None:
+    """So that no peer can aim this node's dials at one victim through many ports."""
+    p = policy(dial_sources=EXCHANGING)
+    for port in range(7744, 7754):
+        p.hint(f"198.51.100.9:{port}", "exchange", now=float(port))
+    assert [v.address for v in p.addresses()] == ["198.51.100.9:7752", "198.51.100.9:7753"]
+    assert p.hint("198.51.100.9:7760", "mdns", now=99.0)  # discovery is not held to it
+
+
+def test_an_address_first_told_by_a_peer_is_discoverys_once_mdns_finds_it() -> None:
+    """With the daemon's sources, both dialled: the address leaves the peers' quota, and
+    discovery's withdrawal forgets it."""
+    p = policy(dial_sources=EXCHANGING)
+    assert p.hint(HINTS[0], "exchange", now=0.0)
+    assert p.hint(HINTS[0], "mdns", now=1.0)
+    assert view(p, HINTS[0]).origin == "mdns"
+    p.withdraw(HINTS[0], "mdns")
+    assert p.addresses() == []
+
+
+def test_a_peer_cannot_keep_an_address_discovery_withdrew() -> None:
+    p = policy(dial_sources=EXCHANGING)
+    assert p.hint(HINTS[0], "mdns", now=0.0)
+    assert p.due(0.0) == [HINTS[0]]
+    p.opened(NODES[0], HINTS[0], initiator=True, now=0.1)
+    p.withdraw(HINTS[0], "mdns")  # in use: forgotten once its session ends
+    assert p.hint(HINTS[0], "exchange", now=0.2)
+    p.ended(NODES[0], HINTS[0], initiator=True, now=0.3)
+    assert p.addresses() == []

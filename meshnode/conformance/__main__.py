@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only and args.only not in case.name:
             continue
         if case.slow and not args.slow:
-            print(f"skip  {case.name}: takes a minute (--slow runs it)")
+            print(f"skip  {case.name}: takes half a minute (--slow runs it)")
             skipped += 1
             continue
         started = time.monotonic()

@@ -40,7 +40,7 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> tuple[str |
         host, _, port_text = text.partition(":")
     if not port_text:
         port = default_port
-    elif port_text.isdigit() and 0 <= int(port_text) <= 65535:
+    elif port_text.isascii() and port_text.isdigit() and 0 <= int(port_text) <= 65535:
         port = int(port_text)
     else:
         raise AddressError(f"invalid address {text!r}: port must be 0 to 65535")

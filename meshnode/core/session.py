@@ -53,11 +53,11 @@ ROUND_TIMEOUT = 60.0  # a round of ours the peer stopped answering is abandoned
 # second of the store thread, which all peers share.
 QUESTION_BURST = 50.0
 QUESTION_RATE = 20.0
-# peers messages a peer may send (peer-exchange): a burst of 3, then one per 10 seconds.
-# meshnode sends one after the hellos and then about one per 30 seconds to each peer.
-EXCHANGE_BURST = 3.0
+# peers messages (peer-exchange): a node sends at most a burst of 2, then one per 10 s, and
+# takes a burst of 4: slack for messages that queued behind a slow link arriving together.
+EXCHANGE_BURST = 4.0
 EXCHANGE_RATE = 0.1
-OFFER_BURST = 2.0  # what this node sends stays well inside what it takes
+OFFER_BURST = 2.0
 
 
 class Channel(Protocol):
@@ -333,17 +333,20 @@ class PeerSession:
         """Whether both hellos listed ``feature``, so its messages may flow (§4.3)."""
         return feature in self._features and self.peer_has(feature)
 
-    def offer_peers(self, addresses: Sequence[str]) -> bool:
+    def offer_peers(self, addresses: Sequence[str], now: float) -> bool:
         """Share addresses of other nodes; False if not sent.
 
         Not sent unless ``peer-exchange`` is in force, nor faster than a burst of
-        ``OFFER_BURST`` then one per 10 s, so that the peer's limit is never reached.
+        ``OFFER_BURST`` then one per 10 s, so that the peer's limit is never reached
+        (the driver offers nothing while the link is congested, so that messages do
+        not bunch up behind it).
         """
         if self.state is not State.OPEN or not addresses or not self.in_force(m.PEER_EXCHANGE):
             return False
-        refill = (self._clock - self._offers_at) * EXCHANGE_RATE
+        self._clock = now
+        refill = (now - self._offers_at) * EXCHANGE_RATE
         offers = min(OFFER_BURST, self._offers + refill)
-        self._offers_at = self._clock
+        self._offers_at = now
         if offers < 1:
             self._offers = offers
             return False

@@ -42,14 +42,19 @@ def sample_for(
 ) -> list[str]:
     """A random sample of ``shareable`` (address, node) pairs that mean something to the peer.
 
-    The peer's own addresses are left out: it knows where it listens.
+    One address per node, so that no node (one host listening on many ports, say)
+    fills a sample; the peer's own addresses are left out: it knows where it listens.
     """
     via_loopback = _is_loopback(peer_address)
-    pool = [
-        address
-        for address, node in shareable
-        if node != peer_node and _crosses(address, via_loopback=via_loopback)
-    ]
+    one_each: dict[bytes, str] = {}
+    for address, node in shareable:
+        if (
+            node != peer_node
+            and node not in one_each
+            and _crosses(address, via_loopback=via_loopback)
+        ):
+            one_each[node] = address
+    pool = list(one_each.values())
     if len(pool) <= SAMPLE:
         rng.shuffle(pool)
         return pool

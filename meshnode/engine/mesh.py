@@ -331,10 +331,12 @@ class Mesh:
             self._offer(peer)
 
     def _offer(self, peer: _Peer) -> None:
+        if peer.congested:  # what it would send would only queue behind what waits
+            return
         sample = exchange.sample_for(
             self._policy.shareable(), peer_node=peer.node, peer_address=peer.address, rng=self._rng
         )
-        if peer.session.offer_peers(sample):
+        if peer.session.offer_peers(sample, self._now.mono):
             self._dirty[peer.conn] = None
 
     def _on_session(self, peer: _Peer, events: Sequence[SessionEvent]) -> None:

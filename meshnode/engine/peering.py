@@ -51,6 +51,7 @@ HELLO = "hello"
 EXCHANGE = "exchange"
 MAX_HINTS = 256
 QUOTAS = {HELLO: 64, EXCHANGE: 128}  # hints at most from the sources peers control
+PER_HOST = 2  # addresses of one host at most from those sources (different ports)
 MAX_FORGOTTEN = 4 * MAX_HINTS  # addresses whose backoff outlives their place in the table
 HINT_DIALS_PER_S = 2.0  # hints dialled at most this often, after a burst: so that a room
 HINT_DIAL_BURST = 8  # full of advertised addresses cannot make this node a SYN cannon
@@ -111,7 +112,7 @@ class PeerPolicy:
         self._tokens_at = now
         self._origins: dict[str, int] = {}  # hints in the table per source
         for host, port in settings.peers:
-            address = format_address(host, port)
+            address = format_address(canonical_host(host), port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
         self._statics = len(self._known)  # static peers are never added or dropped later
 
@@ -142,14 +143,18 @@ class PeerPolicy:
             if known.group is not None:
                 busy.add(known.group)
             (dials if known.static else candidates).append(known)
-        if len(candidates) > free > 0:
-            # At an event everyone hears of everyone in much the same order: a random
-            # choice, not the first few, keeps the overlay from growing hubs.
-            candidates = self._rng.sample(candidates, free)
-        self._tokens -= len(candidates)
-        dials += candidates
         for known in dials:
             known.state = State.DIALLING
+        if dials and candidates:  # the static peers dialled now count towards the degree
+            free = min(free, self.hint_slots_free())
+        if len(candidates) > free:
+            # At an event everyone hears of everyone in much the same order: a random
+            # choice, not the first few, keeps the overlay from growing hubs.
+            candidates = self._rng.sample(candidates, max(free, 0))
+        self._tokens -= len(candidates)
+        for known in candidates:
+            known.state = State.DIALLING
+        dials += candidates
         order = {id(k): n for n, k in enumerate(self._known.values())}
         return [k.address for k in sorted(dials, key=lambda k: order[id(k)])]
 
@@ -312,22 +317,18 @@ class PeerPolicy:
             known.heard = now
             if not known.static:  # the table is kept in the order hints were last heard
                 known.group = known.group or group
-                known.withdrawn = False
-                if origin != known.origin and self._dials(origin) and not self._dials(known):
-                    # First heard of from a peer, now from discovery: dialled from now on.
+                if origin != known.origin and self._outranks(origin, known.origin):
+                    # First heard of from a peer, now from discovery: the address is
+                    # discovery's from now on, out of the peers' quota, and dialled.
                     self._origins[known.origin] -= 1
                     self._origins[origin] = self._origins.get(origin, 0) + 1
                     known.origin = origin
+                if origin == known.origin:  # a peer cannot keep what discovery withdrew
+                    known.withdrawn = False
                 del self._known[usable]
                 self._known[usable] = known
             return True
-        quota = QUOTAS.get(origin)
-        room = True
-        if quota is not None and self._origins.get(origin, 0) >= quota:
-            room = self._make_room(lambda k: k.origin == origin)
-        elif len(self._known) - self._statics >= MAX_HINTS:
-            room = self._make_room(lambda k: not k.static)
-        if not room:
+        if not self._room_for(usable, origin):
             return False
         initial = self._settings.backoff_initial
         known = Known(usable, origin, initial, now, now, group=group)
@@ -348,6 +349,37 @@ class PeerPolicy:
         self._known[usable] = known
         self._origins[origin] = self._origins.get(origin, 0) + 1
         return True
+
+    def _room_for(self, address: str, origin: str) -> bool:
+        """Make room for a new hint of ``origin``, forgetting an idle one; False if none can go.
+
+        What peers tell (the sources with a quota) only ever pushes out what peers told:
+        never an address discovery found. And of one host, peers get at most
+        ``PER_HOST`` addresses in, so that no peer can aim this node's dials at one
+        victim through many ports.
+        """
+        if origin not in QUOTAS:
+            if len(self._known) - self._statics < MAX_HINTS:
+                return True
+            return self._make_room(lambda k: not k.static)
+        host = _host_of(address)
+        same_host = [
+            k for k in self._known.values() if k.origin in QUOTAS and _host_of(k.address) == host
+        ]
+        if len(same_host) >= PER_HOST:
+            ours = {id(k) for k in same_host}
+            return self._make_room(lambda k: id(k) in ours)
+        if self._origins.get(origin, 0) >= QUOTAS[origin]:
+            return self._make_room(lambda k: k.origin == origin)
+        if len(self._known) - self._statics >= MAX_HINTS:
+            return self._make_room(lambda k: k.origin in QUOTAS)
+        return True
+
+    def _outranks(self, origin: str, other: str) -> bool:
+        """Whether a hint from ``origin`` should take over one ``other`` gave."""
+        if other in QUOTAS and origin not in QUOTAS:
+            return True  # discovery confirms what a peer said
+        return self._dials(origin) and not self._dials(other)
 
     def _dials(self, what: Known | str) -> bool:
         """Whether addresses of this origin (or this address, by its origin) are dialled."""
@@ -421,16 +453,21 @@ class PeerPolicy:
     # -- views ----------------------------------------------------------------------
 
     def shareable(self) -> list[tuple[str, bytes]]:
-        """(address, node) for every address a dial of this node's completed a handshake on.
+        """(address, node) for the nodes connected now, at each address where a dial of this
+        node's completed a handshake with it and has not failed since.
 
-        Only these may be told to other nodes: an address merely heard of could
-        be anyone's invention, and passing it on would make this node a relay
-        for someone else's flood.
+        Only these may be told to other nodes: an address merely heard of could be
+        anyone's invention, and passing it on would make this node a relay for
+        someone else's flood; one that stopped answering is no longer worth telling.
         """
         return [
             (k.address, k.node)
             for k in self._known.values()
-            if k.verified and k.node is not None and k.state is not State.SELF
+            if k.node is not None
+            and k.verified
+            and not k.failures
+            and k.state in (State.CONNECTED, State.COVERED)
+            and self._connected(k.node)
         ]
 
     def addresses(self) -> list[AddressView]:
@@ -463,6 +500,11 @@ class PeerPolicy:
             self._forget(known)
 
 
+def _host_of(address: str) -> str | None:
+    parsed = _ip_and_port(address)
+    return None if parsed is None else parsed[0]
+
+
 def _usable(address: str, reached_at: str | None) -> str | None:
     """``address`` in the form the table keys it by; None if it cannot be dialled.
 
@@ -483,7 +525,13 @@ def _usable(address: str, reached_at: str | None) -> str | None:
 
 
 def _ip_and_port(address: str) -> tuple[str | None, int] | None:
-    """(IP or None for every interface, port 1-65535) of an address; None for anything else."""
+    """(IP or None for every interface, port 1-65535) of an address; None for anything else.
+
+    The IP comes back in one canonical form (``canonical_host``), so that no peer can
+    make one address into many table entries, each with a backoff of its own, by
+    spelling it differently (``[::ffff:198.51.100.9]``, ``[2001:0DB8::1]``); a scope
+    on anything but a link-local address means nothing, and the address is refused.
+    """
     try:
         host, port = parse_address(address, default_port=0)
     except AddressError:
@@ -492,10 +540,24 @@ def _ip_and_port(address: str) -> tuple[str | None, int] | None:
         return None
     if host is not None:
         try:
-            ipaddress.ip_address(host)
+            ip = ipaddress.ip_address(host)
         except ValueError:
             return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id and not ip.is_link_local:
+            return None
+        host = canonical_host(host)
     return host, port
+
+
+def canonical_host(host: str) -> str:
+    """An IP literal in its one canonical form (IPv4-mapped IPv6 as IPv4); a name unchanged."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def _unspecified(host: str) -> bool:
