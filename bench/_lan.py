@@ -6,14 +6,22 @@ machine's namespace, and everything is torn down with the ``Lan``.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from tests.netns import Lan, skip_reason
+from _common import child_env  # noqa: E402 - after the path that finds it
 
-__all__ = ["Lan", "require_namespaces", "start_daemons"]
+from tests.netns import Lan, skip_reason  # noqa: E402
+
+__all__ = ["Lan", "require_namespaces", "start_daemons", "warm_up"]
 
 
 def require_namespaces() -> None:
@@ -23,9 +31,32 @@ def require_namespaces() -> None:
 
 
 def start_daemons(lan: Lan, tmp: str) -> list[Path]:
-    """``meshnode run`` on every host of ``lan`` at once, mDNS on, no --peer; their sockets."""
+    """``meshnode run`` on every host of ``lan`` at once, mDNS on, no --peer; their sockets.
+
+    They load meshnode's bytecode from a cache compiled once per benchmark, as an
+    installed package would: with ``PYTHONDONTWRITEBYTECODE=1`` (this machine sets it)
+    every daemon would compile every module again, and starting them would measure that.
+    """
+    env = _daemon_env()
     sockets = [Path(tmp) / f"{host.name}.sock" for host in lan.hosts]
     for host, sock in zip(lan.hosts, sockets, strict=True):
         argv = [sys.executable, "-m", "meshnode", "run", "--data-dir", f"{tmp}/{host.name}"]
-        host.popen([*argv, "--socket", str(sock), "--log-level", "warning"])
+        host.popen([*argv, "--socket", str(sock), "--log-level", "warning"], env=env)
     return sockets
+
+
+def warm_up() -> None:
+    """Compile meshnode's bytecode for the daemons now, before anything is timed."""
+    _daemon_env()
+
+
+@functools.cache
+def _daemon_env() -> dict[str, str]:
+    cache = Path(tempfile.mkdtemp(prefix="mn-bench-pyc-"))
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    env = child_env(cache)
+    # With a cache prefix, every module's bytecode (the standard library's, trio's) is
+    # looked for there: importing what a daemon imports fills it with all of them.
+    warm = "import meshnode.runtime.daemon, meshnode.client.cli"
+    subprocess.run([sys.executable, "-c", warm], env=env, check=True, timeout=120, cwd=ROOT)
+    return env

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import emit, log
-from _lan import Lan, require_namespaces, start_daemons
+from _lan import Lan, require_namespaces, start_daemons, warm_up
 
 from meshnode.client import Client, ClientError
 from tests.netns import Host
@@ -343,6 +343,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
     args = parser.parse_args()
     require_namespaces()
+    warm_up()
     log(f"{args.nodes} nodes forming a mesh by mDNS, and a listener")
     report(measure(args.nodes, args.settle, args.window), args.nodes)
 

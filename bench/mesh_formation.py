@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from _common import emit, log
-from _lan import Lan, require_namespaces, start_daemons
+from _lan import Lan, require_namespaces, start_daemons, warm_up
 
 from meshnode.client import Client, ClientError
 
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     require_namespaces()
+    warm_up()
     times, after_ready = [], []
     for run in range(args.runs):
         formed, all_up = once(args.nodes)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from _common import emit, log
-from _lan import Lan, require_namespaces, start_daemons
+from _lan import Lan, require_namespaces, start_daemons, warm_up
 
 from meshnode.client import Client, ClientError
 
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20)
     args = parser.parse_args()
     require_namespaces()
+    warm_up()
     log(f"{args.nodes} nodes forming a mesh by mDNS")
     times = measure(args.nodes, args.records)
     median = statistics.median(times) if times else None
