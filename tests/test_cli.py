@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +98,28 @@ def test_another_nodes_records_by_author(daemon: Daemon) -> None:
     assert daemon.cli("query", "--author", node_id, "--json").stdout.count("\n") == 1
 
 
+def lines_of(process: subprocess.Popen[str]) -> queue.Queue[str]:
+    """``process``'s output lines as they come, read by a thread, so that a test can wait
+    for one with a timeout instead of on a pipe for ever."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line(lines: queue.Queue[str], daemon: Daemon, timeout: float = 10.0) -> str:
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no line within {timeout} s\n{daemon.log()}") from None
+
+
 def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon) -> None:
     with subprocess.Popen(
         [
@@ -120,8 +144,8 @@ def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon)
         daemon.cli("publish", "other/b", "2")
         daemon.cli("publish", "offer/a", "3")
         daemon.cli("delete", "offer/a")
-        assert watcher.stdout is not None
-        events = [json.loads(watcher.stdout.readline()) for _ in range(3)]
+        lines = lines_of(watcher)
+        events = [json.loads(next_line(lines, daemon)) for _ in range(3)]
         assert [(e["event"], e["record"]["value"]) for e in events] == [
             ("put", "1"),
             ("put", "3"),
