@@ -120,6 +120,12 @@ def next_line(lines: queue.Queue[str], daemon: Daemon, timeout: float = 10.0) ->
         raise AssertionError(f"no line within {timeout} s\n{daemon.log()}") from None
 
 
+def kill_on_failure(process: subprocess.Popen[str]) -> None:
+    """Leaving ``with Popen`` waits for the process: a failed test must not wait for ever."""
+    if process.poll() is None:
+        process.kill()
+
+
 def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon) -> None:
     with subprocess.Popen(
         [
@@ -136,21 +142,25 @@ def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon)
         stderr=subprocess.PIPE,
         text=True,
     ) as watcher:
-        deadline = time.monotonic() + 10
-        while json.loads(daemon.cli("status", "--json").stdout)["watches"] < 1:
-            assert time.monotonic() < deadline, "the watch never registered"
-            time.sleep(0.05)
-        daemon.cli("publish", "offer/a", "1")
-        daemon.cli("publish", "other/b", "2")
-        daemon.cli("publish", "offer/a", "3")
-        daemon.cli("delete", "offer/a")
-        lines = lines_of(watcher)
-        events = [json.loads(next_line(lines, daemon)) for _ in range(3)]
-        assert [(e["event"], e["record"]["value"]) for e in events] == [
-            ("put", "1"),
-            ("put", "3"),
-            ("delete", None),
-        ]
+        try:
+            deadline = time.monotonic() + 10
+            while json.loads(daemon.cli("status", "--json").stdout)["watches"] < 1:
+                assert time.monotonic() < deadline, "the watch never registered"
+                time.sleep(0.05)
+            daemon.cli("publish", "offer/a", "1")
+            daemon.cli("publish", "other/b", "2")
+            daemon.cli("publish", "offer/a", "3")
+            daemon.cli("delete", "offer/a")
+            lines = lines_of(watcher)
+            events = [json.loads(next_line(lines, daemon)) for _ in range(3)]
+            assert [(e["event"], e["record"]["value"]) for e in events] == [
+                ("put", "1"),
+                ("put", "3"),
+                ("delete", None),
+            ]
+        except BaseException:
+            kill_on_failure(watcher)
+            raise
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(10) == 0
         assert "Traceback" not in watcher.communicate()[1]
