@@ -141,6 +141,9 @@ def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a user's ^C finds it: a shell that ran the tests in the background left
+        # SIGINT ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     ) as watcher:
         try:
             deadline = time.monotonic() + 10
