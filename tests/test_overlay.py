@@ -10,11 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meshnode.core.addresses import format_address
 from meshnode.engine import events as e
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import PeerSettings
-from meshnode.sim.network import PORT, host_of
 from meshnode.sim.overlay import shape_of
 from meshnode.sim.scenario import Run, Scenario, run
 
@@ -91,20 +89,6 @@ def test_half_the_room_crashing_leaves_the_rest_connected_within_10_s() -> None:
     )
 
 
-def _join(sim: Run) -> None:
-    """A newcomer: it hears the room's services, and the room hears its own."""
-    net = sim.net
-    newcomer = net.add_node([])
-    for node in net.live():
-        if node.index != newcomer.index:
-            net.handle(newcomer.index, heard(node.index))
-            net.handle(node.index, heard(newcomer.index))
-
-
-def heard(index: int) -> e.Hint:
-    return e.Hint(format_address(host_of(index), PORT), "mdns", group=host_of(index))
-
-
 STEPS = st.lists(
     st.tuples(st.sampled_from(["join", "leave", "crash", "restart"]), st.floats(0.05, 8.0)),
     max_size=12,
@@ -128,12 +112,13 @@ def test_random_joins_leaves_and_crashes_never_break_the_bounds_and_the_room_rec
         live = net.live()
         down = [n for n in net.nodes if not n.up and not n.gone]
         if kind == "join":
-            _join(sim)
+            sim.join_room()
         elif kind in ("leave", "crash") and len(live) > 2:
             net.crash(rng.choice(live).index, forever=kind == "leave")
         elif kind == "restart" and down:
-            net.start(rng.choice(down).index)
-            _hear_all(sim)
+            restarted = rng.choice(down).index
+            net.start(restarted)
+            sim.hear_room(restarted)  # mDNS answers its first query
         net.run_until(net.now + pause)
         for node in net.live():
             assert node.mesh is not None
@@ -143,12 +128,3 @@ def test_random_joins_leaves_and_crashes_never_break_the_bounds_and_the_room_rec
     net.run_until(net.now + 2 * settings_.backoff_max)
     shape = sim.overlay()
     assert shape.components == 1 and shape.isolated == 0, shape
-
-
-def _hear_all(sim: Run) -> None:
-    """A restarted node hears the room again (mDNS answers its first query)."""
-    net = sim.net
-    for node in net.live():
-        for other in net.live():
-            if other.index != node.index:
-                net.handle(node.index, heard(other.index))

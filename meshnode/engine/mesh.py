@@ -259,7 +259,7 @@ class Mesh:
         news = self._policy.opened(
             event.remote, event.address, initiator=event.initiator, now=now.mono
         )
-        if news and self._news_at == math.inf:
+        if news and self._news_at == math.inf and self.settings.peers.exchange:
             # A node newly reached: tell the peers soon, not at the next shuffle, so that
             # a mesh spans two subnets within seconds. Other news in that second waits too.
             self._news_at = now.mono + exchange.NEWS_DELAY
@@ -320,8 +320,6 @@ class Mesh:
 
         Without news, one random peer, as HyParView's periodic shuffle does.
         """
-        if not self.settings.peers.exchange:
-            return
         takers = [
             p
             for p in self._peers.values()

@@ -79,6 +79,7 @@ class Known:
     failures: int = 0  # dials that came to nothing since the last session here
     withdrawn: bool = False  # its source took it back while in use: forgotten once idle
     verified: bool = False  # a dial here completed a handshake: it may be shared
+    host: str | None = None  # the IP of a hint, for the per-host bound on what peers tell
 
     @property
     def static(self) -> bool:
@@ -331,7 +332,7 @@ class PeerPolicy:
         if not self._room_for(usable, origin):
             return False
         initial = self._settings.backoff_initial
-        known = Known(usable, origin, initial, now, now, group=group)
+        known = Known(usable, origin, initial, now, now, group=group, host=_host_of(usable))
         past = self._forgotten.pop(usable, None)
         if past is not None:  # heard of again: it takes up its backoff, and its node, again
             known.delay, known.next_dial, known.node = past
@@ -363,12 +364,12 @@ class PeerPolicy:
                 return True
             return self._make_room(lambda k: not k.static)
         host = _host_of(address)
-        same_host = [
-            k for k in self._known.values() if k.origin in QUOTAS and _host_of(k.address) == host
-        ]
-        if len(same_host) >= PER_HOST:
-            ours = {id(k) for k in same_host}
-            return self._make_room(lambda k: id(k) in ours)
+
+        def told_of_host(k: Known) -> bool:
+            return k.origin in QUOTAS and k.host == host
+
+        if sum(1 for k in self._known.values() if told_of_host(k)) >= PER_HOST:
+            return self._make_room(told_of_host)
         if self._origins.get(origin, 0) >= QUOTAS[origin]:
             return self._make_room(lambda k: k.origin == origin)
         if len(self._known) - self._statics >= MAX_HINTS:

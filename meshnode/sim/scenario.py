@@ -222,7 +222,7 @@ class Run:
         for index in range(s.nodes):
             self.net.add_node(dials[index])
             if s.room:  # its services are heard within the first announcement, 0.2 s
-                self.net.call_at(self.rng.random() * ROOM_HEARD, partial(self._hear_room, index))
+                self.net.call_at(self.rng.random() * ROOM_HEARD, partial(self.hear_room, index))
         window = s.seconds / 3
         for _ in range(s.records):
             self.net.call_at(self.rng.random() * window, self._publish)
@@ -274,17 +274,23 @@ class Run:
             return
         # One of the nodes the run started with: churn replaces them, never a newcomer.
         self.net.crash(self.rng.choice(originals).index, forever=True)
-        live = self.net.live()
         if self.scenario.room:
-            newcomer = self.net.add_node([])
-            self._hear_room(newcomer.index)
-            for node in live:
-                self.net.handle(node.index, _heard(newcomer.index))
+            self.join_room()
             return
+        live = self.net.live()
         peers = [n.address for n in self.rng.sample(live, min(self.scenario.degree, len(live)))]
         self.net.add_node(peers)
 
-    def _hear_room(self, index: int) -> None:
+    def join_room(self) -> SimNode:
+        """A newcomer to the room: it hears the room's services, and the room hears its own."""
+        live = self.net.live()
+        newcomer = self.net.add_node([])
+        self.hear_room(newcomer.index)
+        for node in live:
+            self.net.handle(node.index, _heard(newcomer.index))
+        return newcomer
+
+    def hear_room(self, index: int) -> None:
         """Node ``index`` hears every other live node's service, in no particular order."""
         if not self.net.nodes[index].up:
             return
