@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,9 +20,12 @@ sys.path.insert(0, str(ROOT))
 
 from _common import child_env  # noqa: E402 - after the path that finds it
 
+from meshnode.client import Client, ClientError  # noqa: E402
 from tests.netns import Lan, skip_reason  # noqa: E402
 
-__all__ = ["Lan", "require_namespaces", "start_daemons", "warm_up"]
+FORM_TIMEOUT_S = 30.0
+
+__all__ = ["Lan", "peer_count", "require_namespaces", "start_daemons", "wait_formed", "warm_up"]
 
 
 def require_namespaces() -> None:
@@ -60,3 +64,21 @@ def _daemon_env() -> dict[str, str]:
     warm = "import meshnode.runtime.daemon, meshnode.client.cli"
     subprocess.run([sys.executable, "-c", warm], env=env, check=True, timeout=120, cwd=ROOT)
     return env
+
+
+def wait_formed(sockets: list[Path], timeout: float = FORM_TIMEOUT_S) -> None:
+    """Until every daemon has a peer; SystemExit past ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if all(peer_count(sock) for sock in sockets):
+                return
+        except ClientError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the mesh did not form within {timeout:g} s")
+
+
+def peer_count(sock: Path) -> int:
+    with Client(sock, timeout=5) as client:
+        return len(client.call("peers"))

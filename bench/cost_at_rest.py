@@ -34,14 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import emit, log
-from _lan import Lan, require_namespaces, start_daemons, warm_up
+from _lan import Lan, peer_count, require_namespaces, start_daemons, wait_formed, warm_up
 
-from meshnode.client import Client, ClientError
 from tests.netns import Host
 
 GOAL_CPU_PERCENT = 1.0  # of one core, per idle daemon
 GOAL_MDNS_PER_NODE_MIN = 5.0  # "a few": a query and the answers to the others' refreshes
-FORM_TIMEOUT_S = 30.0
 LISTENER_TIMEOUT_S = 10.0
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
@@ -121,7 +119,7 @@ def measure(nodes: int, settle: float, window: float) -> Measured:
         _start_listener(listener, packets_path)
         started = time.monotonic()
         sockets = start_daemons(_only(lan, daemons), tmp)
-        _wait_formed(sockets)
+        wait_formed(sockets)
         formed = time.monotonic()
         log(f"formed after {formed - started:.1f} s; settling for {settle:g} s")
         time.sleep(settle)
@@ -140,7 +138,9 @@ def measure(nodes: int, settle: float, window: float) -> Measured:
                 name: 100 * (after[name] - before[name]) / CLOCK_TICK / elapsed for name in pids
             },
             threads=_thread_percent(before_threads, after_threads, elapsed),
-            peers={host.name: _peers(sock) for host, sock in zip(daemons, sockets, strict=True)},
+            peers={
+                host.name: peer_count(sock) for host, sock in zip(daemons, sockets, strict=True)
+            },
         )
 
 
@@ -163,23 +163,6 @@ def _start_listener(host: Host, path: Path) -> None:
     readable, _, _ = select.select([process.stdout], [], [], LISTENER_TIMEOUT_S)
     if not readable or process.stdout.readline().strip() != "ready":
         raise SystemExit(f"the mDNS listener did not start (exit code {process.poll()})")
-
-
-def _wait_formed(sockets: list[Path]) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < FORM_TIMEOUT_S:
-        try:
-            if all(_peers(sock) for sock in sockets):
-                return
-        except ClientError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the mesh did not form within {FORM_TIMEOUT_S} s")
-
-
-def _peers(sock: Path) -> int:
-    with Client(sock, timeout=5) as client:
-        return len(client.call("peers"))
 
 
 def _python_pid(host: Host) -> int:

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 from _common import emit, log
-from _lan import Lan, require_namespaces, start_daemons, warm_up
+from _lan import Lan, require_namespaces, start_daemons, wait_formed, warm_up
 
 from meshnode.client import Client, ClientError
 
 GOAL_MS = 50.0
-FORM_TIMEOUT_S = 30.0
 SETTLE_S = 3.0  # after every node has a peer: the rest of the dials land
 PREFIX = "bench/propagation/"
 
@@ -30,7 +29,7 @@ PREFIX = "bench/propagation/"
 def measure(nodes: int, records: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp, Lan.create(hosts=nodes) as lan:
         sockets = start_daemons(lan, tmp)
-        _wait_formed(sockets)
+        wait_formed(sockets)
         time.sleep(SETTLE_S)
         arrived: dict[str, list[float]] = {}
         lock = threading.Lock()
@@ -58,23 +57,6 @@ def measure(nodes: int, records: int) -> list[float]:
                 for k in published
                 if len(arrived.get(k, [])) == nodes
             ]
-
-
-def _wait_formed(sockets: list[Path]) -> None:
-    started = time.monotonic()
-    while time.monotonic() - started < FORM_TIMEOUT_S:
-        try:
-            if all(_peers(sock) for sock in sockets):
-                return
-        except ClientError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the mesh did not form within {FORM_TIMEOUT_S} s")
-
-
-def _peers(sock: Path) -> int:
-    with Client(sock, timeout=5) as client:
-        return len(client.call("peers"))
 
 
 def _watch(
