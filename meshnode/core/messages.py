@@ -62,6 +62,7 @@ class Why(enum.StrEnum):
     """Every reason a node gives in a goodbye: short, fixed, and never a peer's words."""
 
     SHUTTING_DOWN = "shutting down"
+    LEFT_NETWORK = "left this network"  # its operator gave it another network key
     NOT_A_MESSAGE = "a message is an array starting with a non-negative integer type"
     BAD_TYPE_BYTE = "a msgpack type that messages never use (ext, 0xc1)"
     TOO_LARGE = "a message larger than 2 MiB"

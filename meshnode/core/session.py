@@ -10,6 +10,11 @@ Work that needs the store is handed to the driver as events:
 - ``RecordsWanted``: look these ids up and give the records to ``send_records``;
 - ``HaveAnnounced``: find which of these ids we lack and ``want`` them.
 
+Each session also keeps its ``progress`` (``FetchProgress``): the ids this
+node wanted from the peer and has not received yet, and how fast they come,
+so that a node catching up can say how much is left (``meshnode status``,
+``meshnode sync --wait``). The driver reports arrivals with ``received``.
+
 Flow: both sides send ``hello`` first. The side that dialed then runs a
 Negentropy round at once and every ``reconcile_interval`` after; either side
 runs one when it had to drop live pushes because the peer was slow. From each
@@ -21,7 +26,9 @@ session that hears nothing for ``idle_timeout`` closes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,6 +65,16 @@ QUESTION_RATE = 20.0
 EXCHANGE_BURST = 4.0
 EXCHANGE_RATE = 0.1
 OFFER_BURST = 2.0
+# Catching up (``FetchProgress``): the ids of one session kept as wanted and not yet
+# received (about 100 bytes each); wants past them are only counted, up to a bound, so a
+# peer that announces ids without end grows a number, never a set. The rate is taken over
+# the last RATE_WINDOW whole seconds. A user's ``resync`` starts a round no sooner than
+# RESYNC_INTERVAL after the last one began, nor while the last one's records still arrive.
+MAX_TRACKED = 16_384
+MAX_UNTRACKED = 4_000_000  # what a peer can make the figure say, at most
+RATE_WINDOW = 5  # seconds
+RATE_FLOOR = 0.25  # seconds: a rate is never taken over less
+RESYNC_INTERVAL = 3.0
 
 
 class Channel(Protocol):
@@ -156,6 +173,153 @@ class SessionStats:
         return SessionStats(*[getattr(self, name) for name in self.__slots__])
 
 
+@dataclass(frozen=True, slots=True)
+class FetchView:
+    """A session's catch-up as it stands, for readers outside the engine.
+
+    ``to_fetch``: records wanted from the peer, not yet received; ``fetched``: those
+    received since the catch-up began (when ``to_fetch`` last rose from 0); ``rate``:
+    records per second over the last ``RATE_WINDOW`` seconds; ``reconciling``: a round
+    of this node's runs, so more may be found missing; ``eta_s``: when what is known to
+    be missing will be in, 0 when nothing is left, None while a round runs (the rest is
+    not known yet) or nothing comes; ``rounds_finished``: rounds of this node's that
+    finished; ``synced``: one did, and nothing is left to fetch.
+
+    A round finds what is missing a frame of ids at a time (about 1,900), each reply
+    queued behind the records wanted before it on the one stream, so ``to_fetch`` is
+    what was found and not yet received: while a round runs, typically a frame or two
+    of ids, not the total. Records the peer pushes unasked (its own round's) are not
+    counted: this node did not know it lacked them.
+    """
+
+    to_fetch: int
+    fetched: int
+    rate: float
+    reconciling: bool
+    eta_s: float | None
+    rounds_finished: int
+    synced: bool
+
+
+class FetchProgress:
+    """What this node asked one peer for and has not received yet, and how fast it comes.
+
+    Every id wanted is kept with the round of this node's in which it was last
+    wanted (its generation), up to ``MAX_TRACKED`` ids; wants past those are
+    only counted. An id leaves when its record arrives, from this peer
+    (``received``: it counts as fetched) or another (``arrived_elsewhere``).
+    When a round finishes, ids of older generations that it did not find
+    missing again leave too: this node holds them by now, or the peer no
+    longer does (superseded, expired), or its answer was cut short and the
+    round wanted them again. So a figure that a lost answer left wrong is
+    right again after the next round. Time comes in as ``now`` (seconds).
+    """
+
+    __slots__ = (
+        "_began",
+        "_buckets",
+        "_generation",
+        "_pending",
+        "_untracked",
+        "fetched",
+        "last_fetched",
+        "reconciling",
+        "rounds_finished",
+    )
+
+    def __init__(self, now: float) -> None:
+        self._pending: dict[bytes, int] = {}  # id -> generation
+        self._untracked = [0, 0]  # wanted past MAX_TRACKED: in earlier generations, this one
+        self._generation = 0  # rounds of this node's begun
+        self._began = now  # when the current catch-up began
+        self._buckets: deque[list[int]] = deque()  # [second, records fetched in it]
+        self.fetched = 0
+        self.last_fetched = float("-inf")
+        self.reconciling = False  # a round of this node's runs (the session says)
+        self.rounds_finished = 0
+
+    @property
+    def to_fetch(self) -> int:
+        return len(self._pending) + self._untracked[0] + self._untracked[1]
+
+    def asked(self, ids: Iterable[bytes], now: float) -> None:
+        """``ids`` were wanted from the peer."""
+        if not self.to_fetch:  # a new catch-up
+            self.fetched = 0
+            self._began = now
+            self._buckets.clear()
+        pending, generation, untracked = self._pending, self._generation, 0
+        for record_id in ids:
+            if record_id in pending or len(pending) < MAX_TRACKED:
+                pending[record_id] = generation
+            else:
+                untracked += 1
+        if untracked:
+            self._untracked[1] = min(self._untracked[1] + untracked, MAX_UNTRACKED)
+
+    def round_began(self) -> None:
+        self.reconciling = True
+        self._generation += 1
+        self._untracked = [self._untracked[0] + self._untracked[1], 0]
+
+    def round_finished(self) -> None:
+        self.reconciling = False
+        self.rounds_finished += 1
+        generation = self._generation
+        self._pending = {i: g for i, g in self._pending.items() if g == generation}
+        self._untracked[0] = 0
+
+    def received(self, ids: Sequence[bytes], now: float) -> None:
+        """Records with these ids came from the peer."""
+        if not self.to_fetch:
+            return
+        pending, untracked, fetched = self._pending, self._untracked, 0
+        for record_id in ids:
+            if pending.pop(record_id, None) is not None:
+                fetched += 1
+            elif untracked[0] or untracked[1]:
+                # Past the ids kept, any record may be one that was wanted.
+                untracked[0 if untracked[0] else 1] -= 1
+                fetched += 1
+        if not fetched:
+            return
+        self.fetched += fetched
+        self.last_fetched = now
+        second = math.floor(now)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += fetched
+        else:
+            buckets.append([second, fetched])
+            while buckets[0][0] <= second - RATE_WINDOW:
+                buckets.popleft()
+
+    def arrived_elsewhere(self, ids: Iterable[bytes]) -> None:
+        """Records with these ids came from another peer: no longer to fetch from this one."""
+        if self._pending:
+            for record_id in ids:
+                self._pending.pop(record_id, None)
+
+    def rate(self, now: float) -> float:
+        """Records fetched per second: this second's and the ``RATE_WINDOW - 1`` before."""
+        start = math.floor(now) - (RATE_WINDOW - 1)
+        count = sum(n for second, n in self._buckets if second >= start)
+        if not count:
+            return 0.0
+        return count / max(now - max(start, self._began), RATE_FLOOR)
+
+    def view(self, now: float) -> FetchView:
+        to_fetch, rate, reconciling = self.to_fetch, self.rate(now), self.reconciling
+        if not to_fetch:
+            eta: float | None = 0.0
+        else:
+            eta = to_fetch / rate if rate and not reconciling else None
+        synced = self.rounds_finished > 0 and not to_fetch
+        return FetchView(
+            to_fetch, self.fetched, rate, reconciling, eta, self.rounds_finished, synced
+        )
+
+
 class PeerSession:
     def __init__(
         self,
@@ -172,6 +336,7 @@ class PeerSession:
         self.config = config or SessionConfig()
         self.state = State.AWAITING_HELLO
         self.stats = SessionStats()
+        self.progress = FetchProgress(now)
         self.peer_hello: m.Hello | None = None
         self._channel = channel
         self._items = items
@@ -183,6 +348,7 @@ class PeerSession:
         self._responding_since = float("-inf")
         self._questions = QUESTION_BURST  # tokens left in the bucket
         self._questions_at = now
+        self._peer_asked = float("-inf")  # when the peer last asked a Negentropy question
         self._exchanges = EXCHANGE_BURST
         self._exchanges_at = now
         self._offers = OFFER_BURST
@@ -280,6 +446,7 @@ class PeerSession:
         self.stats.records_out += len(raws)
 
     def want(self, ids: Sequence[bytes]) -> None:
+        self.progress.asked(ids, self._clock)
         for start in range(0, len(ids), m.MAX_IDS_PER_MESSAGE):
             self._send(m.Want(tuple(ids[start : start + m.MAX_IDS_PER_MESSAGE])))
 
@@ -294,11 +461,27 @@ class PeerSession:
             self._items(), strategy=STRATEGY, frame_size_limit=self.config.frame_size_limit
         )
         self.stats.reconcile_rounds += 1
+        self.progress.round_began()
         self._lagging = False
         self._send_reconcile(m.Role.OPEN, self._round.initiate())
         if self.initiator:
             self._next_reconcile = now + self.config.reconcile_interval
         return True
+
+    def resync(self, now: float) -> bool:
+        """Start a round now because a user waits to be caught up; False if not started.
+
+        Not while a round runs, nor sooner than ``RESYNC_INTERVAL`` after the
+        last one began, nor while records the last one wanted still arrive, nor
+        while the peer runs a round of its own (it asked within that time) and
+        sends what it found we lack: a round now would want those again. So a
+        client asking in a loop cannot make the node reconcile in one.
+        """
+        if max(self._round_started, self._peer_asked) + RESYNC_INTERVAL > now:
+            return False
+        if self.progress.to_fetch and self.progress.last_fetched + RESYNC_INTERVAL > now:
+            return False
+        return self.reconcile(now)
 
     def close(self, code: int, reason: str, retry_after: int | None = None) -> SessionClosed:
         """Say goodbye (the bytes are still in ``data_to_send``) and stop.
@@ -380,6 +563,7 @@ class PeerSession:
             return [self.close(GoodbyeCode.IDLE, m.Why.IDLE)]
         if self._round is not None and now >= self._round_started + ROUND_TIMEOUT:
             self._round = None  # the peer stopped answering; a later round starts afresh
+            self.progress.reconciling = False
         if now >= self._next_reconcile and not self.reconcile(now):
             self._next_reconcile = now + self.config.reconcile_interval
         if self._lagging and not self._outbox:
@@ -463,6 +647,7 @@ class PeerSession:
             if self._questions < 1:
                 return [self.close(GoodbyeCode.OVERLOADED, m.Why.TOO_MANY_QUESTIONS)]
             self._questions -= 1
+            self._peer_asked = now
             # One snapshot of our items for the whole of the peer's round, so records
             # stored meanwhile neither change fingerprints mid-round nor cost a rebuild;
             # a peer opening rounds back to back cannot make us rebuild each time.
@@ -491,5 +676,6 @@ class PeerSession:
             self._round = None
             have, need = self._round_found
             self.stats.last_reconcile = (have, need)
+            self.progress.round_finished()
             events.append(ReconcileFinished(have, need))
         return events

@@ -69,6 +69,16 @@ class Published:
 
 
 @dataclass(frozen=True, slots=True)
+class Imported:
+    """The answer to ``Ingest``: one verdict per record given, in order (``mesh.verdicts``).
+
+    ``Ingested`` still carries the records themselves, to peers and watchers.
+    """
+
+    verdicts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Purged:
     freed_bytes: int
 
@@ -79,4 +89,15 @@ class Unbanned:
     lifted: bool  # False: there was no ban
 
 
-Action = Send | Close | Dial | Banned | Ingested | AheadOfClock | Published | Purged | Unbanned
+Action = (
+    Send
+    | Close
+    | Dial
+    | Banned
+    | Ingested
+    | Imported
+    | AheadOfClock
+    | Published
+    | Purged
+    | Unbanned
+)

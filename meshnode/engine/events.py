@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from meshnode.core.session import Channel
 from meshnode.engine.node import Publication
+from meshnode.engine.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,27 @@ class Unban:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """The operator changed the settings (a reload): what can change at run time does.
+
+    Limits, quotas and static peers apply at once; session settings to sessions
+    opened from now on. A new network key ends every session: they were keyed by
+    the old one, and the node has left that mesh.
+    """
+
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class SyncNow:
+    """Someone waits to be caught up (``meshnode sync --wait``): reconcile with each peer now.
+
+    A session that began a round in the last few seconds, or whose last round's
+    records are still arriving, is left alone (``PeerSession.resync``).
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """The node is leaving: say goodbye to every peer."""
 
@@ -156,5 +178,7 @@ Event = (
     | Purge
     | Tick
     | Unban
+    | Reconfigure
+    | SyncNow
     | Stop
 )

@@ -31,6 +31,7 @@ from meshnode.core.session import (
     Event as SessionEvent,
 )
 from meshnode.core.session import (
+    FetchView,
     HaveAnnounced,
     HelloReceived,
     PeerSession,
@@ -45,7 +46,7 @@ from meshnode.engine import events as e
 from meshnode.engine import exchange
 from meshnode.engine.bans import Ban, BanList
 from meshnode.engine.dissemination import Arrival, Dissemination, EagerPush, Fate
-from meshnode.engine.node import Node, NodeError
+from meshnode.engine.node import IngestReport, Node, NodeError
 from meshnode.engine.peering import EXCHANGE, HELLO, AddressView, PeerPolicy
 from meshnode.engine.settings import Settings
 from meshnode.store.base import Outcome
@@ -94,6 +95,7 @@ class PeerView:
     state: str
     stats: SessionStats
     outbox: int
+    progress: FetchView  # what is still to fetch from it, and how fast it comes
 
 
 class Mesh:
@@ -158,31 +160,42 @@ class Mesh:
                 self._heard_of(event)
             case e.Listening(addresses):
                 self._listen = addresses
+            case _:
+                self._command(event)
+        self._flush()
+        return self._actions
+
+    def _command(self, event: e.Event) -> None:
+        """The events of the node's own user and operator: records, bans, settings, stop."""
+        match event:
             case e.Publish(publications):
-                results = self.node.publish_many(publications, now_ms=now.wall_ms)
+                results = self.node.publish_many(publications, now_ms=self._now.wall_ms)
                 self._actions.append(a.Published(tuple(results)))
                 new = [r for r in results if isinstance(r, Record)]
                 self._arrived([Arrival(r, Fate.NEW) for r in new], None)
             case e.Delete(key):
                 self._delete(key)
             case e.Ingest(raws):
-                report = self.node.ingest(raws, now_ms=now.wall_ms)
+                report = self.node.ingest(raws, now_ms=self._now.wall_ms)
                 self._arrived(self._arrivals(report.result.each), None)
+                self._actions.append(a.Imported(verdicts(raws, report)))
             case e.Purge():
-                freed = self.node.store.purge(now.wall_ms)
+                freed = self.node.store.purge(self._now.wall_ms)
                 if freed:
                     self._items = None
                 self._actions.append(a.Purged(freed))
             case e.Unban(node):
                 lifted = self._bans.lift(node)
                 if lifted:
-                    self._policy.unbanned(node, now.mono)
+                    self._policy.unbanned(node, self._now.mono)
                 self._actions.append(a.Unbanned(node, lifted))
+            case e.Reconfigure(settings):
+                self._reconfigure(settings)
+            case e.SyncNow():
+                self._sync_now()
             case e.Stop():
                 for peer in self._peers.values():
                     self._close(peer, m.GoodbyeCode.NORMAL, m.Why.SHUTTING_DOWN)
-        self._flush()
-        return self._actions
 
     def next_timer(self) -> float:
         """When the engine next wants a ``Tick`` (monotonic seconds; inf: never by itself)."""
@@ -195,7 +208,9 @@ class Mesh:
 
     # -- snapshots ----------------------------------------------------------------
 
-    def peers(self) -> list[PeerView]:
+    def peers(self, now: float | None = None) -> list[PeerView]:
+        """``now`` (monotonic seconds) is when rates are taken; None: the last event's time."""
+        mono = self._now.mono if now is None else now
         return [
             PeerView(
                 p.conn,
@@ -206,6 +221,7 @@ class Mesh:
                 p.session.state.value,
                 p.session.stats.snapshot(),
                 p.session.outbox_size,
+                p.session.progress.view(mono),
             )
             for p in self._peers.values()
         ]
@@ -274,6 +290,15 @@ class Mesh:
                 preferred = min(self.node.identity.public_key, event.remote)
                 loser = peer if self._dialer(other) == preferred else other
             self._close(loser, m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE)
+
+    def _reconfigure(self, settings: Settings) -> None:
+        left = settings.peers.network_key != self.settings.peers.network_key
+        self.settings = settings
+        self.node.store.limits = settings.store
+        self._policy.reconfigure(settings.peers, now=self._now.mono)
+        if left:
+            for peer in self._peers.values():
+                self._close(peer, m.GoodbyeCode.NORMAL, m.Why.LEFT_NETWORK)
 
     def _heard_of(self, event: e.Hint | e.Withdrawn) -> None:
         """Discovery's news of an address, for the policy to dial or forget."""
@@ -380,6 +405,7 @@ class Mesh:
         """
         report = self.node.ingest(raws, now_ms=self._now.wall_ms, source=peer.origin)
         each = report.result.each
+        self._fetched(peer, [record.id for record, _ in each])
         self._arrived(self._arrivals(each), peer.conn)
         ahead = sum(1 for _, outcome in each if outcome is Outcome.FUTURE)
         if ahead:
@@ -395,6 +421,20 @@ class Mesh:
             self._policy.banned(peer.node, ban.until)
             self._actions.append(a.Banned(peer.node, ban))
         return False
+
+    def _fetched(self, peer: _Peer, ids: list[bytes]) -> None:
+        """Records came from ``peer``: fetched from it, no longer to fetch from the others."""
+        peer.session.progress.received(ids, self._now.mono)
+        for other in self._peers.values():
+            if other is not peer:
+                other.session.progress.arrived_elsewhere(ids)
+
+    def _sync_now(self) -> None:
+        """Each open session that takes bytes reconciles now, unless it did so lately."""
+        for peer in self._peers.values():
+            takes_bytes = peer.counted and not peer.closing and not peer.congested
+            if takes_bytes and peer.session.resync(self._now.mono):
+                self._dirty[peer.conn] = None
 
     # -- local records ------------------------------------------------------------
 
@@ -466,6 +506,42 @@ class Mesh:
                 self._relay_to = None
                 why = peer.why or SessionClosed(m.GoodbyeCode.NORMAL, "", by_peer=False)
                 self._actions.append(a.Close(conn, why))
+
+
+# What became of a record given to ``Ingest``, in a word (protocol/control.md, ``import``);
+# a record that did not verify gets its ``Invalid`` reason instead.
+VERDICTS = {
+    Outcome.STORED: "new",
+    Outcome.DUPLICATE: "known",
+    Outcome.STALE: "superseded",
+    Outcome.DEAD: "expired",
+    Outcome.QUOTA: "quota",
+    Outcome.FUTURE: "future",
+}
+
+
+def verdicts(raws: Sequence[bytes], report: IngestReport) -> tuple[str, ...]:
+    """One verdict per record of ``raws``, in order: what the store did, or why it was rejected.
+
+    ``Node.ingest`` keeps the order of the records that verified and of those that
+    did not, and the same bytes always get the same verdict, so one walk pairs them.
+    Each rejection is let go of the frames that raised it: they hold the whole batch,
+    in a reference cycle the collector frees late, and a bundle of garbage would
+    pile up megabytes of them.
+    """
+    stored = iter(report.result.each)
+    rejected = iter(report.rejected)
+    pending = next(stored, None)
+    found = []
+    for raw in raws:
+        if pending is not None and pending[0].raw == raw:
+            found.append(VERDICTS[pending[1]])
+            pending = next(stored, None)
+        else:
+            error = next(rejected)
+            error.__traceback__ = error.__context__ = None
+            found.append(error.reason.value)
+    return tuple(found)
 
 
 def origin_of(source: str) -> bytes:

@@ -115,7 +115,36 @@ class PeerPolicy:
         for host, port in settings.peers:
             address = format_address(canonical_host(host), port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
-        self._statics = len(self._known)  # static peers are never added or dropped later
+        self._statics = len(self._known)  # changed only by ``reconfigure``
+
+    def reconfigure(self, settings: PeerSettings, *, now: float) -> None:
+        """Take new settings (a reload): limits at once, static peers added and dropped.
+
+        A new static peer is dialled now. A dropped one is no longer kept connected:
+        forgotten if idle, else left to its session, which goes on until it ends and
+        is then not redialled (it counts as a hint nobody dials any more).
+        """
+        self._next_due = None
+        self._settings = settings
+        wanted = {format_address(canonical_host(h), p) for h, p in settings.peers}
+        for known in list(self._known.values()):
+            if known.static and known.address not in wanted:
+                if known.state is State.IDLE:
+                    del self._known[known.address]
+                else:
+                    known.origin, known.withdrawn = HELLO, True
+                    self._origins[HELLO] = self._origins.get(HELLO, 0) + 1
+        for address in wanted:
+            hinted = self._known.get(address)
+            if hinted is None:
+                self._forgotten.pop(address, None)
+                self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
+            elif not hinted.static:
+                self._origins[hinted.origin] -= 1
+                hinted.origin, hinted.withdrawn, hinted.heard = STATIC, False, now
+                if hinted.state is State.IDLE:
+                    hinted.next_dial = min(hinted.next_dial, now)
+        self._statics = sum(1 for k in self._known.values() if k.static)
 
     # -- what the engine asks -------------------------------------------------------
 

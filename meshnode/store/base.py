@@ -319,6 +319,27 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def served_page(
+        self,
+        *,
+        now_ms: int,
+        prefix: str = "",
+        author: bytes | None = None,
+        after: tuple[str, bytes] | None = None,
+        limit: int,
+        max_bytes: int,
+    ) -> tuple[list[bytes], tuple[str, bytes] | None]:
+        """A page of the served set (tombstones too, nothing dead), for an export.
+
+        The encodings of records whose key starts with ``prefix`` (of ``author``,
+        if given), in (key, author) order, strictly after the (key, author)
+        ``after``: at most ``limit`` of them, and beyond the first no more than
+        ``max_bytes`` in all. With them, where the next page starts (the last
+        one's (key, author)), or None when no record follows. A key never comes
+        twice: paging by (key, author) needs no snapshot of the store.
+        """
+
+    @abstractmethod
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:
         """Those of ``ids`` that are not stored."""
 

@@ -74,6 +74,36 @@ class MemoryStore(Store):
                     found.append(record.raw)
         return found
 
+    def served_page(
+        self,
+        *,
+        now_ms: int,
+        prefix: str = "",
+        author: bytes | None = None,
+        after: tuple[str, bytes] | None = None,
+        limit: int,
+        max_bytes: int,
+    ) -> tuple[list[bytes], tuple[str, bytes] | None]:
+        start = None if after is None else (after[0].encode(), after[1])
+        found = sorted(
+            ((key.encode(), rec_author), key, record.raw)
+            for (rec_author, key), (record, dead_at) in self._records.items()
+            if (author is None or rec_author == author)
+            and key.startswith(prefix)
+            and not _dead(dead_at, now_ms)
+            and (start is None or (key.encode(), rec_author) > start)
+        )
+        raws: list[bytes] = []
+        total = 0
+        last: tuple[str, bytes] | None = None
+        for (_, rec_author), key, raw in found:
+            if len(raws) == limit or (raws and total + len(raw) > max_bytes):
+                return raws, last
+            raws.append(raw)
+            total += len(raw)
+            last = key, rec_author
+        return raws, None
+
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:
         return [record_id for record_id in ids if record_id not in self._by_id]
 

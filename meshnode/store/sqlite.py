@@ -171,6 +171,49 @@ class SQLiteStore(Store):
                     found.append(raw)
         return found
 
+    def served_page(
+        self,
+        *,
+        now_ms: int,
+        prefix: str = "",
+        author: bytes | None = None,
+        after: tuple[str, bytes] | None = None,
+        limit: int,
+        max_bytes: int,
+    ) -> tuple[list[bytes], tuple[str, bytes] | None]:
+        where = ["(dead_at IS NULL OR dead_at > ?)"]
+        args: list[object] = [now_ms]
+        if after is not None:
+            where.append("key >= ? AND (key > ? OR author > ?)")
+            args += [after[0], after[0], after[1]]
+        if prefix:
+            where.append("key >= ?")
+            args.append(prefix)
+            upper = _prefix_end(prefix)
+            if upper is not None:
+                where.append("key < ?")
+                args.append(upper)
+        if author is not None:
+            where.append("author = ?")
+            args.append(author)
+        sql = (
+            f"SELECT key, author, raw FROM records WHERE {' AND '.join(where)}"
+            " ORDER BY key, author LIMIT ?"
+        )
+        raws: list[bytes] = []
+        total = 0
+        last: tuple[str, bytes] | None = None
+        with self._errors("read"):
+            for key, record_author, raw in self._db.execute(sql, (*args, limit + 1)):
+                if not key.startswith(prefix):
+                    break  # past the prefix (``_prefix_end`` found no bound): none follows
+                if len(raws) == limit or (raws and total + len(raw) > max_bytes):
+                    return raws, last
+                raws.append(raw)
+                total += len(raw)
+                last = key, record_author
+        return raws, None
+
     def missing(self, ids: Sequence[bytes]) -> list[bytes]:
         present: set[bytes] = set()
         with self._errors("read"):
