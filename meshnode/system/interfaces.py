@@ -20,7 +20,8 @@ from pathlib import Path
 import ifaddr
 
 SYS_NET = Path("/sys/class/net")
-IF_INET6 = Path("/proc/net/if_inet6")
+# /proc/self/net: the same file, and still visible under the unit's ProcSubset=pid.
+IF_INET6 = Path("/proc/self/net/if_inet6")
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 IFF_POINTOPOINT = 0x10

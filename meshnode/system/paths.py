@@ -13,6 +13,8 @@ from pathlib import Path
 
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH_BYTES = 107
+# The system service's socket (systemd/meshnode.service: RuntimeDirectory=meshnode).
+SYSTEM_SOCKET = Path("/run/meshnode/control.sock")
 
 
 class PathError(Exception):
@@ -57,4 +59,24 @@ def socket_path(
             f"the control socket path {chosen} is longer than {MAX_SOCKET_PATH_BYTES} bytes;"
             " choose a shorter one with --socket or $MESHNODE_SOCKET"
         )
+    return chosen
+
+
+def client_socket(
+    data_dir_arg: str | os.PathLike[str] | None,
+    socket_arg: str | os.PathLike[str] | None,
+    env: Mapping[str, str],
+) -> Path:
+    """The socket a client talks to: this user's node's, else the system service's.
+
+    When nothing names a node (no ``--data-dir`` or ``--socket``, no
+    ``$MESHNODE_HOME`` or ``$MESHNODE_SOCKET``) and this user runs no node of its
+    own, ``meshnode status`` on a Pi means the node the system service runs, as
+    ``systemctl status`` would: so a member of the ``meshnode`` group, or root,
+    needs no ``--socket`` for it.
+    """
+    chosen = socket_path(data_dir(data_dir_arg, env), socket_arg, env)
+    named = data_dir_arg or socket_arg or env.get("MESHNODE_HOME") or env.get("MESHNODE_SOCKET")
+    if not named and not os.path.exists(chosen) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
     return chosen
