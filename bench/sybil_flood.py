@@ -54,15 +54,14 @@ GOAL_STATUS_MS = 200.0
 LAUNCH = """
 import sys
 from pathlib import Path
-from meshnode.runtime.daemon import DaemonConfig, run, setup_logging
+from meshnode.runtime.daemon import DaemonConfig, run
 from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.store.base import StoreLimits
 home, sock, port, total = sys.argv[1:]
-setup_logging("warning")
 run(DaemonConfig(Path(home), Path(sock), Settings(
     peers=PeerSettings(listen=(("127.0.0.1", int(port)),)),
     store=StoreLimits(max_total_bytes=int(total)),
-)))
+), log_level="warning"))
 """
 
 

@@ -17,8 +17,8 @@ import trio
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
 from meshnode.core.record import CLOCK_FLOOR_MS, Record, RecordError
-from meshnode.engine.actions import Published
-from meshnode.engine.events import Delete
+from meshnode.engine.actions import Imported, Published
+from meshnode.engine.events import Delete, Ingest, SyncNow
 from meshnode.engine.node import (
     ClockUnset,
     InvalidArgument,
@@ -32,11 +32,19 @@ from meshnode.runtime.clock import WallClock
 from meshnode.runtime.mdns import DiscoveryState
 from meshnode.runtime.peers import PeerService
 from meshnode.runtime.publisher import Publisher, Ticket
+from meshnode.runtime.reload import Reloader, ReloadError
 from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system.config import describe
 
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
+# ``export`` pages: records, and bytes past the first record (an answer stays small).
+DEFAULT_EXPORT_LIMIT = 1000
+MAX_EXPORT_LIMIT = 10_000
+EXPORT_PAGE_BYTES = 2 * 1024 * 1024
+MAX_IMPORT_RECORDS = 10_000  # per ``import`` request (itself at most 1 MiB)
+AUTHOR_BYTES = 32  # the end of an ``export`` cursor
 
 
 class ApiError(Exception):
@@ -57,6 +65,28 @@ def record_view(record: Record) -> dict[str, Any]:
         "created_ms": record.created_ms,
         "expires_ms": record.expires_ms,
         "deleted": record.is_tombstone,
+    }
+
+
+def sync_summary(peers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The catch-up over all open sessions (``peer_list`` entries), for ``status`` and ``sync``."""
+    open_ = [p for p in peers if p["state"] == "open"]
+    to_fetch = sum(p["to_fetch"] for p in open_)
+    rate = round(sum(p["rate"] for p in open_), 1)
+    reconciling = sum(1 for p in open_ if p["reconciling"])
+    if not to_fetch:
+        eta: float | None = 0.0
+    else:  # while a round runs, more may be found: the time left is not known
+        eta = round(to_fetch / rate, 1) if rate and not reconciling else None
+    return {
+        "to_fetch": to_fetch,
+        "fetched": sum(p["fetched"] for p in open_),
+        "rate": rate,
+        "eta_s": eta,
+        "peers_reconciling": reconciling,
+        "peers_fetching": sum(1 for p in open_ if p["to_fetch"]),
+        "peers_synced": sum(1 for p in open_ if p["synced"]),
+        "peers": len(open_),
     }
 
 
@@ -145,6 +175,7 @@ class Api:
         self.started_monotonic = trio.current_time()
         self.clients = 0
         self.discovery: DiscoveryState | None = None  # None: mDNS is off
+        self.reloader: Reloader | None = None  # None: started without a configuration
         self._methods: dict[str, Callable[[Args], Awaitable[Any]]] = {
             "ping": self.ping,
             "id": self.id,
@@ -156,6 +187,11 @@ class Api:
             "addresses": self.address_list,
             "bans": self.ban_list,
             "unban": self.unban,
+            "export": self.export,
+            "import": self.import_records,
+            "sync": self.sync,
+            "config": self.config,
+            "reload": self.reload,
         }
 
     async def call(self, method: str, params: list[Any]) -> Any:
@@ -208,6 +244,7 @@ class Api:
             "discovery": self._discovery_view(),
             "overlay": await self.peers.overlay(),
             "clock_set": self.wall_clock_ms() >= CLOCK_FLOOR_MS,
+            "sync": sync_summary(await self.peers.peer_list()),
         }
 
     def _discovery_view(self) -> dict[str, Any]:
@@ -252,6 +289,15 @@ class Api:
         args.done()
         return await self.peers.peer_list()
 
+    async def sync(self, args: Args) -> dict[str, Any]:
+        """How far this node is from holding what its peers offer; ``start``: reconcile now."""
+        start = args.take("start", bool, False)
+        args.done()
+        if start:
+            await self.peers.step(SyncNow())
+        sessions = [p for p in await self.peers.peer_list() if p["state"] == "open"]
+        return {**sync_summary(sessions), "sessions": sessions}
+
     async def address_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()
         return await self.peers.address_list()
@@ -266,6 +312,28 @@ class Api:
         if not await self.peers.unban(node):
             raise ApiError("not-found", "that node is not banned")
         return True
+
+    async def config(self, args: Args) -> dict[str, Any]:
+        args.done()
+        effective = self._reloader().effective
+        return {
+            "file": str(effective.config_file),
+            "files": [str(path) for path in effective.files],
+            "settings": describe(effective),
+        }
+
+    async def reload(self, args: Args) -> dict[str, Any]:
+        args.done()
+        try:
+            reloaded = await self._reloader().reload()
+        except ReloadError as exc:
+            raise ApiError("config-error", str(exc)) from None
+        return {"changed": list(reloaded.changed), "restart_needed": list(reloaded.restart_needed)}
+
+    def _reloader(self) -> Reloader:
+        if self.reloader is None:
+            raise ApiError("unavailable", "this node was started without a configuration to read")
+        return self.reloader
 
     async def get(self, args: Args) -> dict[str, Any]:
         key = args.take("key", str)
@@ -311,3 +379,56 @@ class Api:
             limit=limit,
             include_tombstones=deleted,
         )
+
+    async def export(self, args: Args) -> dict[str, Any]:
+        """A page of the served set's exact bytes, tombstones too, for ``meshnode export``."""
+        prefix = args.take("prefix", str, "")
+        author = args.take_author()
+        after = args.take("after", bytes, None)
+        limit = args.take("limit", int, DEFAULT_EXPORT_LIMIT)
+        args.done()
+        if not 1 <= limit <= MAX_EXPORT_LIMIT:
+            raise ApiError("invalid-params", f"limit is 1 to {MAX_EXPORT_LIMIT}")
+        start = None if after is None else _export_cursor(after)
+        raws, following = await self.store_thread.run(
+            self._export_page, prefix, author, start, limit
+        )
+        cursor = None if following is None else following[0].encode() + following[1]
+        return {"records": raws, "next": cursor}
+
+    def _export_page(
+        self, prefix: str, author: bytes | None, after: tuple[str, bytes] | None, limit: int
+    ) -> tuple[list[bytes], tuple[str, bytes] | None]:
+        return self.node.store.served_page(
+            now_ms=self.wall_clock_ms(),
+            prefix=prefix,
+            author=author,
+            after=after,
+            limit=limit,
+            max_bytes=EXPORT_PAGE_BYTES,
+        )
+
+    async def import_records(self, args: Args) -> dict[str, Any]:
+        """Verify and store records as if a peer sent them; one verdict per record, in order."""
+        raws = args.take("records", list)
+        args.done()
+        if len(raws) > MAX_IMPORT_RECORDS:
+            raise ApiError("invalid-params", f"at most {MAX_IMPORT_RECORDS} records per import")
+        if not all(type(raw) is bytes for raw in raws):
+            raise ApiError("invalid-params", "records is an array of bin, one record each")
+        if not raws:
+            return {"verdicts": []}
+        actions = await self.peers.step(Ingest(raws))
+        [verdicts] = [a.verdicts for a in actions if isinstance(a, Imported)]
+        return {"verdicts": list(verdicts)}
+
+
+def _export_cursor(after: bytes) -> tuple[str, bytes]:
+    """The (key, author) an ``export`` cursor names: the key's UTF-8, then the author."""
+    try:
+        key = after[:-AUTHOR_BYTES].decode()
+    except UnicodeDecodeError:
+        key = ""
+    if not key:
+        raise ApiError("invalid-params", "after is not a cursor an export page gave")
+    return key, after[-AUTHOR_BYTES:]

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import socket as stdlib_socket
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,13 @@ class ClientStalled(Exception):
 
 
 async def bind(path: Path) -> trio.SocketListener:
-    """Bind the control socket at ``path`` with mode 0600, replacing a stale one."""
+    """Bind the control socket at ``path``, replacing a stale one.
+
+    Its mode is 0600, or 0660 when its directory lets its group in: the system
+    unit's ``RuntimeDirectory`` (0750, group ``meshnode``) is how members of that
+    group query the system node without sudo, and a directory the node made for
+    itself (0700) keeps everyone else out whatever the socket's mode.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         if await _in_use(path):
@@ -99,7 +106,7 @@ async def bind(path: Path) -> trio.SocketListener:
         raise ControlSocketError(f"cannot create the control socket {path}: {exc}") from exc
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o600)
+    os.chmod(path, 0o660 if path.parent.stat().st_mode & stat.S_IXGRP else 0o600)
     sock.listen(64)
     return trio.SocketListener(sock)
 
@@ -136,7 +143,7 @@ class ControlServer:
                 try:
                     stream = await self.listener.accept()
                 except OSError as exc:
-                    log.warning("cannot accept a control connection: %s", exc.strerror or exc)
+                    log.warning("event=control_accept_failed error=%r", exc.strerror or str(exc))
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self.handle, stream)
@@ -158,7 +165,7 @@ class ControlServer:
             except* (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away; nothing to tell it
             except* ClientStalled as group:
-                log.info("dropped a control client: %s", group.exceptions[0])
+                log.info("event=control_client_dropped error=%r", str(group.exceptions[0]))
             except* Exception:
                 log.exception("a control connection failed; the daemon carries on")
             finally:
@@ -305,7 +312,7 @@ class Connection:
             try:
                 requests = _requests_in(decoder.feed(data))
             except RpcProtocolError as exc:
-                log.info("closing a control connection: %s", exc)
+                log.info("event=control_closed why=%r", str(exc))
                 await self.farewell("bad-request", str(exc))
                 return
             if requests:

@@ -2,8 +2,15 @@
 
 Start-up is synchronous and fails early with one clear message: data dir,
 lock, identity, store, control socket. Then one trio nursery owns every task
-(the control server, the purge loop, the signal watcher); SIGINT or SIGTERM
-cancels it, and the store is closed once the last task has finished.
+(the peer edge, the control server, discovery, hooks, the purge loop, the
+reports to systemd, the signal watcher). The service manager hears ``READY=1``
+once the control socket accepts and the peer listeners are open.
+
+SIGHUP reloads the configuration (``meshnode.runtime.reload``). SIGINT or SIGTERM
+stops the node: goodbye to every peer (at most ``GOODBYE_TIMEOUT``), mDNS goodbyes,
+then the store is closed once the last task has finished, well inside the 5 s a
+service manager is promised. A second signal during the stop ends the process at
+once: SQLite's write-ahead log keeps every committed record, whatever is cut short.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import os
 import random
 import signal
-import sys
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +38,27 @@ from meshnode.engine.settings import Settings
 from meshnode.runtime.api import Api, Paths
 from meshnode.runtime.clock import system_wall_clock_ms
 from meshnode.runtime.control import ControlServer, ControlSocketError, bind
-from meshnode.runtime.mdns import Discovery
+from meshnode.runtime.hooks import HookRunner
+from meshnode.runtime.logs import setup_logging
+from meshnode.runtime.mdns import Discovery, DiscoveryState
 from meshnode.runtime.peers import ListenError, PeerService
 from meshnode.runtime.publisher import Publisher
+from meshnode.runtime.reload import Appliers, Reloader, ReloadError
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.store.base import StoreError
 from meshnode.store.sqlite import SQLiteStore
 from meshnode.system import datadir
+from meshnode.system.config import Effective, Inputs
+from meshnode.system.hookspec import DEFAULT_HOOK_CONCURRENCY
+from meshnode.system.notify import Notifier
 
 log = logging.getLogger("meshnode")
 
 PURGE_INTERVAL_S = 60.0
-GOODBYE_TIMEOUT = 1.0  # of the 2 s a clean stop may take
+GOODBYE_TIMEOUT = 1.0  # of the 5 s a stop may take: the rest is mDNS goodbyes and the store
+STATUS_INTERVAL_S = 10.0  # how often systemctl status hears the peers and records
+EXIT_CUT_SHORT = 130  # a second signal ended the stop: the exit status of an interrupted program
 
 
 class StartupError(Exception):
@@ -52,25 +67,27 @@ class StartupError(Exception):
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    """Where the node lives, and its settings, whole (``meshnode.engine.settings``)."""
+    """Where the node lives, and its settings, whole (``meshnode.engine.settings``).
+
+    ``inputs`` and ``effective`` are the configuration as loaded and what it was
+    loaded from, so that a reload reads it again the same way; without them (a
+    benchmark, a test) the node runs with ``settings`` and cannot reload.
+    """
 
     data_dir: Path
     socket_path: Path
     settings: Settings = field(default_factory=Settings)
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    log_level: str = "info"
+    inputs: Inputs | None = None
+    effective: Effective | None = None
 
 
 def run(config: DaemonConfig) -> None:
     """Run the daemon until SIGINT or SIGTERM; raise ``StartupError`` if it cannot start."""
+    setup_logging(config.log_level)
+    for warning in config.effective.warnings if config.effective else ():
+        log.warning("event=config_warning: %s", warning)
+    notifier = Notifier.from_environ()  # read before any child could inherit it
     os.umask(0o077)  # every file the node creates is private to its user
     try:
         datadir.prepare(config.data_dir)
@@ -88,102 +105,224 @@ def run(config: DaemonConfig) -> None:
             raise StartupError(str(exc)) from None
         try:  # from here on the store is closed whatever happens, ^C included
             if created:
-                log.info("created a new identity %s (%s)", identity.node_id, identity.fingerprint)
+                log.info(
+                    "event=identity_created node=%s fingerprint=%s",
+                    identity.node_id,
+                    identity.fingerprint,
+                )
             for warning in store.warnings:
                 log.error("%s", warning)
             # Verification runs on both cores when peers send many records at once.
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
-                trio.run(_main, config, Node(identity, store, parallel_map=verifiers.map))
+                node = Node(identity, store, parallel_map=verifiers.map)
+                trio.run(_Daemon(config, node, notifier).main)
         finally:
             store.close()
     finally:
         lock.release()
+        notifier.close()
 
 
-async def _main(config: DaemonConfig, node: Node) -> None:
-    try:
-        listener = await bind(config.socket_path)
-    except ControlSocketError as exc:
-        raise StartupError(str(exc)) from None
-    store_thread = StoreThread()
-    mesh = Mesh(
-        node,
-        agent=f"meshnode/{__version__}",
-        rng=random.SystemRandom(),
-        settings=config.settings,
-        now=trio.current_time(),
-    )
-    clock = system_wall_clock_ms  # the one wall clock, for every part that reads one
-    peers = PeerService(
-        mesh,
-        node.identity,
-        store_thread=store_thread,
-        hub=WatchHub(),
-        config=config.settings.peers,
-        wall_clock_ms=clock,
-    )
-    publisher = Publisher(peers)
-    paths = Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
-    api = Api(node, peers, publisher=publisher, paths=paths, wall_clock_ms=clock)
-    try:
+class _Daemon:
+    """One running node: its parts, and the tasks of its one nursery."""
+
+    def __init__(self, config: DaemonConfig, node: Node, notifier: Notifier) -> None:
+        self.config = config
+        self.node = node
+        self.notifier = notifier
+        self.effective = config.effective
+        settings = config.settings
+        self.key = settings.peers.network_key
+        self.store_thread = StoreThread()
+        self.hub = WatchHub()
+        self.discovery_scope: trio.CancelScope | None = None
+
+    async def main(self) -> None:
+        config = self.config
         try:
-            peer_listeners = await peers.open_listeners()
-        except ListenError as exc:
-            await listener.aclose()
+            listener = await bind(config.socket_path)
+        except ControlSocketError as exc:
             raise StartupError(str(exc)) from None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, peers)
-            nursery.start_soon(peers.run, peer_listeners)
-            nursery.start_soon(publisher.run)
-            nursery.start_soon(ControlServer(api, listener).serve)
-            nursery.start_soon(_purge_loop, peers)
-            discovery = config.settings.discovery
-            port = _advertised_port(peers.listening)
-            if discovery.mdns and port is not None:
-                mdns = Discovery(
-                    network_key=config.settings.peers.network_key,
-                    interfaces=discovery.interfaces,
-                    step=peers.step,
-                )
-                api.discovery = mdns.state
-                nursery.start_soon(mdns.run, port)
-            log.info(
-                "meshnode %s ready: node %s, data dir %s, control socket %s",
-                __version__,
-                node.identity.node_id,
-                config.data_dir,
-                config.socket_path,
+        mesh = Mesh(
+            self.node,
+            agent=f"meshnode/{__version__}",
+            rng=random.SystemRandom(),
+            settings=config.settings,
+            now=trio.current_time(),
+        )
+        clock = system_wall_clock_ms  # the one wall clock, for every part that reads one
+        self.peers = peers = PeerService(
+            mesh,
+            self.node.identity,
+            store_thread=self.store_thread,
+            hub=self.hub,
+            config=config.settings.peers,
+            wall_clock_ms=clock,
+        )
+        publisher = Publisher(peers)
+        paths = Paths(data_dir=str(config.data_dir), socket=str(config.socket_path))
+        self.api = api = Api(
+            self.node, peers, publisher=publisher, paths=paths, wall_clock_ms=clock
+        )
+        effective = self.effective
+        self.hooks = HookRunner(
+            effective.hooks if effective is not None else (),
+            effective.hook_concurrency if effective is not None else DEFAULT_HOOK_CONCURRENCY,
+            self.hub,
+            socket=str(config.socket_path),
+        )
+        if config.inputs is not None and self.effective is not None:
+            api.reloader = Reloader(
+                config.inputs,
+                self.effective,
+                appliers=Appliers(
+                    settings=peers.reconfigure,
+                    network_key=self._switch_network,
+                    hooks=self.hooks.replace,
+                    status=self._status_line,
+                ),
+                notifier=self.notifier,
             )
-    finally:
-        _unlink_quietly(config.socket_path)
-        log.info("stopped")
-
-
-async def _stop_on_signal(cancel_scope: trio.CancelScope, peers: PeerService) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            try:
-                with trio.move_on_after(GOODBYE_TIMEOUT):
-                    await peers.goodbye()
-            finally:
-                cancel_scope.cancel()
-            return
-
-
-async def _purge_loop(peers: PeerService) -> None:
-    """Drop expired records and old tombstones, now and then, from the store."""
-    while True:
-        started = trio.current_time()
         try:
-            actions = await peers.step(Purge())
-        except StoreError as exc:
-            log.error("purging expired records failed: %s", exc)
-        else:
-            freed = sum(a.freed_bytes for a in actions if isinstance(a, Purged))
-            if freed:
-                log.info("purged %d bytes of expired records", freed)
-        await trio.sleep_until(started + PURGE_INTERVAL_S)
+            try:
+                peer_listeners = await peers.open_listeners()
+            except ListenError as exc:
+                await listener.aclose()
+                raise StartupError(str(exc)) from None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._on_signals, nursery.cancel_scope)
+                nursery.start_soon(peers.run, peer_listeners)
+                nursery.start_soon(publisher.run)
+                nursery.start_soon(ControlServer(api, listener).serve)
+                nursery.start_soon(self._purge_loop)
+                nursery.start_soon(self.hooks.run)
+                discovery = config.settings.discovery
+                port = _advertised_port(peers.listening)
+                if discovery.mdns and port is not None:
+                    nursery.start_soon(self._discover, port)
+                log.info(
+                    "event=ready version=%s node=%s data_dir=%s socket=%s",
+                    __version__,
+                    self.node.identity.node_id,
+                    config.data_dir,
+                    config.socket_path,
+                )
+                # READY=1 first: counting the records of a large store takes a moment.
+                self.notifier.ready("ready")
+                if self.notifier.enabled:
+                    nursery.start_soon(self._report_to_systemd)
+        finally:
+            _unlink_quietly(config.socket_path)
+            log.info("event=stopped")
+
+    # -- signals ----------------------------------------------------------------------
+
+    async def _on_signals(self, cancel_scope: trio.CancelScope) -> None:
+        """SIGHUP reloads; SIGINT or SIGTERM stops, and a second one stops at once."""
+        wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        with trio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    await self._reload_on_signal()
+                    continue
+                log.info("event=stopping signal=%s", name)
+                self.notifier.stopping()
+                async with trio.open_nursery() as stop:
+                    stop.start_soon(self._stop, cancel_scope)
+                    stop.start_soon(self._cut_short_on, signals)
+                return
+
+    async def _reload_on_signal(self) -> None:
+        reloader = self.api.reloader
+        if reloader is None:
+            log.warning("event=reload_unavailable: this node was started without a configuration")
+            return
+        with contextlib.suppress(ReloadError):  # logged; the configuration in force is kept
+            await reloader.reload()
+
+    async def _stop(self, cancel_scope: trio.CancelScope) -> None:
+        try:
+            with trio.move_on_after(GOODBYE_TIMEOUT):
+                await self.peers.goodbye()
+        finally:
+            cancel_scope.cancel()
+
+    async def _cut_short_on(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                log.warning(
+                    "event=stop_cut_short signal=%s: exiting now; the store keeps every"
+                    " committed record",
+                    signal.Signals(signum).name,
+                )
+                logging.shutdown()
+                os._exit(EXIT_CUT_SHORT)
+
+    # -- parts --------------------------------------------------------------------------
+
+    async def _discover(self, port: int) -> None:
+        """Run discovery under the current network key; again under a new one after a switch."""
+        while True:
+            mdns = Discovery(
+                network_key=self.key,
+                interfaces=self.config.settings.discovery.interfaces,
+                step=self.peers.step,
+            )
+            self.api.discovery = mdns.state
+            with trio.CancelScope() as self.discovery_scope:
+                await mdns.run(port)  # until cancelled: it says goodbye on the way out
+            self.api.discovery = DiscoveryState(error="restarting under the new network key")
+
+    def _switch_network(self, key: bytes) -> None:
+        """The node moved to another network: advertise under the new key (goodbye first)."""
+        self.key = key
+        if self.discovery_scope is not None:
+            self.discovery_scope.cancel()
+        log.info("event=network_switched: sessions of the old network closed")
+
+    async def _status_line(self) -> str:
+        stats = await self.store_thread.run(self.node.store.stats, system_wall_clock_ms())
+        peers = self.peers.sessions
+        return (
+            f"{peers} peer{'' if peers == 1 else 's'}, {stats.records} record"
+            f"{'' if stats.records == 1 else 's'}"
+        )
+
+    async def _report_to_systemd(self) -> None:
+        """STATUS= now and then, and WATCHDOG=1 while the store thread still answers."""
+        interval = self.notifier.watchdog_interval
+        every = min(STATUS_INTERVAL_S, interval) if interval else STATUS_INTERVAL_S
+        self.notifier.status(await self._status_line())
+        last_status = trio.current_time()
+        while True:
+            await trio.sleep(every)
+            if interval is not None:
+                # A store thread stuck in a call would stall every peer and client:
+                # then the pings stop, and systemd restarts the node.
+                await self.store_thread.run(_nothing)
+                self.notifier.watchdog()
+            if trio.current_time() - last_status >= STATUS_INTERVAL_S:
+                last_status = trio.current_time()
+                self.notifier.status(await self._status_line())
+
+    async def _purge_loop(self) -> None:
+        """Drop expired records and old tombstones, now and then, from the store."""
+        while True:
+            started = trio.current_time()
+            try:
+                actions = await self.peers.step(Purge())
+            except StoreError as exc:
+                log.error("event=store_error where=purge error=%r", str(exc))
+            else:
+                freed = sum(a.freed_bytes for a in actions if isinstance(a, Purged))
+                if freed:
+                    log.info("event=purged bytes=%d", freed)
+            await trio.sleep_until(started + PURGE_INTERVAL_S)
+
+
+def _nothing() -> None:
+    """A store-thread call that returns at once, to prove the thread answers."""
 
 
 def _advertised_port(listening: list[str]) -> int | None:

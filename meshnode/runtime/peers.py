@@ -68,12 +68,13 @@ from meshnode.engine.events import (
     Lost,
     Opened,
     Received,
+    Reconfigure,
     Stop,
     Tick,
     Unban,
 )
 from meshnode.engine.mesh import Mesh
-from meshnode.engine.settings import PeerSettings
+from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
@@ -250,7 +251,7 @@ class PeerService:
                     self._note_ahead_of_clock(count, now)
                 case Banned(node, ban):
                     log.warning(
-                        "banned peer %s for %d s: %s",
+                        "event=banned peer=%s seconds=%d reason=%r",
                         encode_node_id(node),
                         ban.seconds_left(now),
                         ban.reason,
@@ -277,9 +278,9 @@ class PeerService:
             return
         clock = datetime.fromtimestamp(self._wall_clock_ms() / 1000, UTC)
         log.warning(
-            "%d record(s) from peers claim to be created more than %d days ahead of this"
-            " node's clock, which reads %s; they are not stored until it catches up. Is the"
-            " clock set right?",
+            "event=records_ahead_of_clock count=%d: records from peers claim to be created"
+            " more than %d days ahead of this node's clock, which reads %s; they are not"
+            " stored until it catches up. Is the clock set right?",
             self._ahead_of_clock,
             MAX_CREATED_AHEAD_MS // DAY_MS,
             clock.isoformat(timespec="seconds"),
@@ -295,19 +296,26 @@ class PeerService:
         if closed.reason == Why.UNDECRYPTABLE:
             connection.why = f"{closed.reason}; closed without a goodbye, no ban"
         elif closed.code == GoodbyeCode.NORMAL:
-            return
+            if closed.reason:  # why a peer left on purpose: shutting down, another network...
+                said = "got" if closed.by_peer else "sent"
+                connection.why = f"{said} goodbye 0 ({closed.reason})"
         elif not closed.by_peer:
             connection.why = f"sent goodbye {closed.code} ({closed.reason})"
         else:
             connection.why = f"got goodbye {closed.code} ({closed.reason})"
             if closed.code == GoodbyeCode.BANNED and closed.retry_after is not None:
                 log.warning(
-                    "peer %s banned this node; retrying in %d s",
+                    "event=banned_by_peer peer=%s retry_in_s=%d",
                     encode_node_id(connection.node),
                     closed.retry_after,
                 )
 
     # -- what the rest of the daemon uses -----------------------------------------
+
+    async def reconfigure(self, settings: Settings) -> None:
+        """New settings from a reload; a new network key is used by handshakes from now on."""
+        self.config = settings.peers
+        await self.step(Reconfigure(settings))
 
     @property
     def sessions(self) -> int:
@@ -336,13 +344,13 @@ class PeerService:
             for action in await self.step(Unban(node))
         )
         if lifted:
-            log.info("ban on %s lifted", encode_node_id(node))
+            log.info("event=unbanned peer=%s", encode_node_id(node))
         return lifted
 
     async def peer_list(self) -> list[dict[str, Any]]:
         found = []
-        for peer in await self.store_thread.run(self.mesh.peers):
-            stats = peer.stats
+        for peer in await self.store_thread.run(self.mesh.peers, trio.current_time()):
+            stats, progress = peer.stats, peer.progress
             connection = self._connections.get(peer.conn)
             found.append(
                 {
@@ -365,6 +373,13 @@ class PeerService:
                         "need": stats.last_reconcile[1],
                     },
                     "pushes_dropped": stats.pushes_dropped,
+                    "reconcile_rounds_finished": progress.rounds_finished,
+                    "to_fetch": progress.to_fetch,
+                    "fetched": progress.fetched,
+                    "rate": round(progress.rate, 1),
+                    "reconciling": progress.reconciling,
+                    "eta_s": None if progress.eta_s is None else round(progress.eta_s, 1),
+                    "synced": progress.synced,
                 }
             )
         return found
@@ -435,7 +450,7 @@ class PeerService:
             for listener in listeners:
                 nursery.start_soon(self._serve, listener)
             if self.listening:
-                log.info("listening for peers on %s", ", ".join(self.listening))
+                log.info("event=listening addresses=%s", ",".join(self.listening))
             await self.step(Listening(tuple(self.listening)))
             nursery.start_soon(self._timers)
             nursery.start_soon(self._log_summaries)
@@ -459,7 +474,7 @@ class PeerService:
                 try:
                     await self.step(Tick())
                 except StoreError as exc:  # a reconciliation that could not read the store
-                    log.error("store error in a peer timer: %s", exc)
+                    log.error("event=store_error where=peer_timer error=%r", str(exc))
                     self._timer_due = trio.current_time() + 1.0
             else:
                 self._timer_due = await self.store_thread.run(self.mesh.next_timer)
@@ -471,7 +486,7 @@ class PeerService:
                     stream = await listener.accept()
                 except OSError as exc:
                     # Out of file descriptors or memory: a flood must not end the daemon.
-                    log.warning("cannot accept a peer connection: %s", exc.strerror or exc)
+                    log.warning("event=accept_failed error=%r", exc.strerror or str(exc))
                     await trio.sleep(0.1)
                     continue
                 if self._stopping:
@@ -508,7 +523,7 @@ class PeerService:
     def _note_refusal(self, source: str, address: str, why: str) -> None:
         if self._refusals.note(source, why, trio.current_time()):
             log.warning(
-                "peer connection from %s %s (more are summed up every %.0f s)",
+                "event=peer_refused address=%s why=%r (more are summed up every %.0f s)",
                 address,
                 why,
                 LOG_INTERVAL,
@@ -517,7 +532,7 @@ class PeerService:
     def _note_failure(self, source: str, address: str, reason: str, detail: str) -> None:
         if self._failures.note(source, reason, trio.current_time()):
             log.info(
-                "handshake with %s %s (more are summed up every %.0f s)",
+                "event=handshake_failed address=%s detail=%r (more are summed up every %.0f s)",
                 address,
                 detail,
                 LOG_INTERVAL,
@@ -551,7 +566,7 @@ class PeerService:
         ticket = self._admission.dial(trio.current_time())
         outcome = await self._guarded(stream, True, address, source_of(host), ticket)
         if outcome == "self":
-            log.info("%s is this node itself; not dialling it again", address)
+            log.info("event=dialled_self address=%s: not dialling it again", address)
         if outcome != "session":
             await self.step(DialFailed(address, is_self=outcome == "self"))
 
@@ -566,9 +581,9 @@ class PeerService:
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the peer went away
         except* trio.TooSlowError:
-            log.info("peer at %s took no bytes for %.0f s; dropped", address, WRITE_TIMEOUT)
+            log.info("event=peer_stalled address=%s seconds=%.0f: dropped", address, WRITE_TIMEOUT)
         except* StoreError as group:
-            log.error("store error with peer %s: %s", address, group.exceptions[0])
+            log.error("event=store_error address=%s error=%r", address, str(group.exceptions[0]))
         except* Exception:
             log.exception("a connection with %s failed; the daemon carries on", address)
         finally:
@@ -579,17 +594,20 @@ class PeerService:
     async def _connection(
         self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
     ) -> str:
+        network_key = self.config.network_key
         handshake = PeerHandshake(
             initiator=initiator,
             identity=self._identity,
             static_key=self._static_key,
-            network_key=self.config.network_key,
+            network_key=network_key,
             rng=lambda: secrets.token_bytes(32),
             replay_cache=None if initiator else self._replays,
         )
         shaken = await self._shake(stream, handshake, address, source, ticket)
         if isinstance(shaken, str):
             return shaken
+        if network_key != self.config.network_key:
+            return "lost"  # begun under the network this node has just left
         half_open = self._half_open.pop(ticket, None)
         if half_open is not None and half_open.evicted:
             return "evicted"  # it finished just as a newcomer took its place
@@ -606,7 +624,7 @@ class PeerService:
         try:
             opened = Opened(conn, node, initiator, established.channel, address, source)
             log.info(
-                "connected to %s at %s (%s)",
+                "event=connected peer=%s address=%s direction=%s",
                 encode_node_id(node),
                 address,
                 "out" if initiator else "in",
@@ -630,8 +648,12 @@ class PeerService:
             self._connections.pop(conn, None)
             with trio.CancelScope(shield=True):
                 await self.step(Lost(conn))
-            why = f": {connection.why}" if connection.why else ""
-            log.info("disconnected from %s at %s%s", encode_node_id(node), address, why)
+            log.info(
+                "event=disconnected peer=%s address=%s why=%r",
+                encode_node_id(node),
+                address,
+                connection.why or "closed",
+            )
         return "session"
 
     async def _shake(

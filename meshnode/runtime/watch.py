@@ -63,7 +63,11 @@ class WatchHub:
                 try:
                     sub.send.send_nowait(record)
                 except trio.WouldBlock:
-                    log.warning("watch %d on %r fell behind and was ended", sub.id, sub.prefix)
+                    log.warning(
+                        "event=watch_overflow watch=%d prefix=%r: fell behind, ended",
+                        sub.id,
+                        sub.prefix,
+                    )
                     sub.overflowed = True
                     self.unsubscribe(sub)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
