@@ -126,8 +126,7 @@ class Client:
     ) -> Client:
         """A client for the node living in ``data_dir``, found as the daemon finds it."""
         env = os.environ if env is None else env
-        home = paths.data_dir(data_dir, env)
-        return cls(paths.socket_path(home, socket_path, env))
+        return cls(paths.client_socket(data_dir, socket_path, env))
 
     def __enter__(self) -> Client:
         return self
@@ -159,6 +158,12 @@ class Client:
                 sock.close()
                 if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
                     raise DaemonNotRunning(self.socket_path) from None
+                if exc.errno == errno.EACCES and self.socket_path == paths.SYSTEM_SOCKET:
+                    raise ClientError(
+                        f"cannot connect to the system node at {self.socket_path}: permission"
+                        " denied; join its group (sudo usermod -aG meshnode $USER, then log in"
+                        " again) or use sudo"
+                    ) from None
                 raise ClientError(f"cannot connect to {self.socket_path}: {exc}") from None
             self._sock = sock
         return self._sock

@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from meshnode import __version__
-from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
+from meshnode.client.bundle_commands import add_commands as add_bundle_commands
 from meshnode.client.doctor import diagnose
-from meshnode.core.netkey import NETWORK_KEY_SIZE, encode_network_key
+from meshnode.client.service_commands import add_commands as add_service_commands
+from meshnode.client.sync_commands import add_commands as add_sync_commands
+from meshnode.client.sync_commands import sync_line
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
 
@@ -93,34 +96,31 @@ def show_value(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from meshnode.runtime.daemon import DaemonConfig, StartupError, run, setup_logging
+    from meshnode.runtime.daemon import DaemonConfig, StartupError, run
     from meshnode.system import config
 
-    setup_logging(args.log_level)
-    home = paths.data_dir(args.data_dir, os.environ)
+    inputs = config_commands.inputs_from_args(args)
+    home = inputs.data_dir
     try:
-        settings = config.load(
-            home,
-            listen=args.listen,
-            peers=args.peer,
-            network_key=args.network_key,
-            env=os.environ,
-            mdns=not args.no_mdns,
-        )
-        run(DaemonConfig(home, paths.socket_path(home, args.socket, os.environ), settings))
+        effective = config.load(inputs)
     except config.ConfigError as exc:
         print(f"meshnode: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        socket_path = paths.socket_path(home, args.socket, os.environ)
+        run(
+            DaemonConfig(
+                home,
+                socket_path,
+                effective.settings,
+                log_level=effective.log_level,
+                inputs=inputs,
+                effective=effective,
+            )
+        )
     except (StartupError, paths.PathError) as exc:
         print(f"meshnode: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
-
-
-def cmd_network_new(args: argparse.Namespace) -> int:
-    import secrets
-
-    print(encode_network_key(secrets.token_bytes(NETWORK_KEY_SIZE)))
     return EXIT_OK
 
 
@@ -158,6 +158,7 @@ def _peer_line(peer: dict[str, Any]) -> str:
         f"{peer['node_id']}  {peer['address']:<24} {peer['direction']:<3}"
         f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
         f"  records {peer['records_in']}/{peer['records_out']}"
+        + (f"  to fetch {peer['to_fetch']:,}" if peer.get("to_fetch") else "")
     )
 
 
@@ -211,6 +212,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             f" {info['store_limit_bytes']} bytes of records",
         ),
         ("peers", f"{info['peers']} connected{_overlay_part(info.get('overlay'))}"),
+        *([("sync", sync_line(info["sync"]))] if "sync" in info else []),
         ("listening", ", ".join(info["listening"]) or "(not listening)"),
         ("discovery", _discovery_line(info.get("discovery", {}))),
         ("data dir", info["data_dir"]),
@@ -318,6 +320,10 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    if args.exec is not None:
+        return _watch_exec(client, args)
+    if args.exec_timeout is not None or args.exec_concurrency is not None:
+        raise BadInput("--exec-timeout and --exec-concurrency go with --exec")
     try:
         for event in client.watch(prefix=args.prefix, author=check_author(args.author)):
             if args.json:
@@ -326,6 +332,27 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
                 print(f"{event['event']}\t{_line(event['record'])}", flush=True)
     except KeyboardInterrupt:
         return EXIT_OK
+    return EXIT_OK
+
+
+def _watch_exec(client: Client, args: argparse.Namespace) -> int:
+    """``watch --exec CMD``: run CMD for each record (``meshnode.client.hooks``)."""
+    from meshnode.client.hooks import MAX_CONCURRENCY, hook_from_args, watch_and_run
+    from meshnode.system.hookspec import DEFAULT_HOOK_CONCURRENCY, HookSpecError
+
+    if args.json:
+        raise BadInput("--json does not go with --exec: the command gets each record as JSON")
+    concurrency = args.exec_concurrency
+    if concurrency is None:
+        concurrency = DEFAULT_HOOK_CONCURRENCY
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise BadInput(f"--exec-concurrency is 1 to {MAX_CONCURRENCY}")
+    try:
+        hook = hook_from_args(args.exec, args.exec_timeout)
+    except HookSpecError as exc:
+        raise BadInput(str(exc)) from None
+    events = client.watch(prefix=args.prefix, author=check_author(args.author))
+    watch_and_run(events, hook, concurrency, str(client.socket_path))
     return EXIT_OK
 
 
@@ -386,42 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the node daemon in the foreground",
         formatter_class=_Formatter,
     )
-    run.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log to stderr (default: info)",
-    )
-    run.add_argument(
-        "--listen",
-        action="append",
-        metavar="HOST:PORT",
-        help="accept peers here (repeatable; default :7744, every interface, IPv4 and IPv6)",
-    )
-    run.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="keep a connection to this peer (repeatable; also 'peers' in config.toml)",
-    )
-    run.add_argument(
-        "--no-mdns",
-        action="store_true",
-        help="do not announce or look for peers on the local link (also 'mdns' in config.toml)",
-    )
-    run.add_argument(
-        "--network-key",
-        metavar="KEY",
-        help="join the mesh of this key (mesh1...; default $MESHNODE_NETWORK_KEY, else public)",
-    )
+    config_commands.add_run_options(run)  # --config, --log-level, --listen, --peer, ...
     run.set_defaults(handler=None)
-    network = sub.add_parser("network", help="network keys", formatter_class=_Formatter)
-    network_sub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
-    new = network_sub.add_parser(
-        "new", help="print a fresh network key to share as an invite", formatter_class=_Formatter
-    )
-    new.set_defaults(handler=None, offline=cmd_network_new)
+    config_commands.add_commands(sub, [common], _Formatter)  # config ..., network ...
 
     def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(
@@ -458,10 +452,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since-seq", type=int, metavar="SEQ", help="only records with seq >= SEQ")
     p = command("delete", cmd_delete, "delete one of this node's records (signed tombstone)")
     p.add_argument("key")
-    p = command("watch", cmd_watch, "print records as they are stored, until interrupted")
+    _watch_options(
+        command("watch", cmd_watch, "print records as they are stored, until interrupted")
+    )
+    add_sync_commands(sub, [common, reading], _Formatter)
+    add_bundle_commands(sub, [common, reading], _Formatter)
+    add_service_commands(sub, [], _Formatter)  # service install|uninstall: no node options
+    return parser
+
+
+def _watch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="", help="only keys starting with this")
     p.add_argument("--author", metavar="ID", help="only this node's records")
-    return parser
+    p.add_argument(
+        "--exec",
+        metavar="CMD",
+        help="run CMD for each record instead of printing it; split into words, no shell:"
+        " the record is in $MESHNODE_KEY, $MESHNODE_VALUE, ... and JSON on stdin",
+    )
+    p.add_argument(
+        "--exec-timeout", type=float, metavar="S", help="stop a run after S seconds (default 10)"
+    )
+    p.add_argument(
+        "--exec-concurrency", type=int, metavar="N", help="at most N runs at once (default 4)"
+    )
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -494,8 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             return EXIT_OK
     try:
-        home = paths.data_dir(args.data_dir, os.environ)
-        with Client(paths.socket_path(home, args.socket, os.environ)) as client:
+        with Client(paths.client_socket(args.data_dir, args.socket, os.environ)) as client:
             return int(args.handler(client, args))
     except BadInput as exc:
         fail(EXIT_BAD_INPUT, str(exc))
