@@ -8,12 +8,27 @@ from hypothesis import HealthCheck, settings
 
 from meshnode.store import MemoryStore, Store, StoreLimits
 from meshnode.store.sqlite import SQLiteStore
+from meshnode.system.config import ENV_VARIABLES
 from tests.helpers import STORE_OWNER, Daemon, MakeStore
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 settings.load_profile("default")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_real_configuration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing under test reads the developer's ~/.config/meshnode or /etc/meshnode.
+
+    Set in the environment for the whole session, so daemons run as subprocesses
+    inherit it; a test that wants a file or a variable sets its own.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+        for name in ENV_VARIABLES:
+            patch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture

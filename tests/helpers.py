@@ -63,8 +63,17 @@ class Daemon:
     def cli_args(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--socket", str(self.socket)]
 
-    def start(self, *extra: str, wait: bool = True, mdns: bool = False) -> Daemon:
-        """``mdns``: announce and browse on the local link (tests do so only in namespaces)."""
+    def start(
+        self,
+        *extra: str,
+        wait: bool = True,
+        mdns: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Daemon:
+        """``mdns``: announce and browse on the local link (tests do so only in namespaces).
+
+        ``env``: variables to set for the daemon, on top of this process's.
+        """
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         listen = () if "--listen" in extra else ("--listen", "127.0.0.1:0")
@@ -75,7 +84,11 @@ class Daemon:
             stderr=log,
             # ``-m`` puts the working directory first on the path: run another package from
             # its own directory, or this checkout's would be imported instead.
-            env=None if self.package is None else {**os.environ, "PYTHONPATH": str(self.package)},
+            env={
+                **os.environ,
+                **({} if self.package is None else {"PYTHONPATH": str(self.package)}),
+                **(env or {}),
+            },
             cwd=self.package,
         )
         log.close()
@@ -99,6 +112,11 @@ class Daemon:
 
     def client(self) -> Client:
         return Client(self.socket, timeout=10)
+
+    def call(self, method: str, **params: Any) -> Any:
+        """One control call on a connection of its own, closed after."""
+        with self.client() as client:
+            return client.call(method, **params)
 
     @property
     def peer_address(self) -> str:

@@ -122,8 +122,12 @@ LAYERS = (
             "meshnode.core.record",
             "meshnode.core.handshake",
             "meshnode.core.noise",
+            "meshnode.system.offline",
         ),
-        lazy=("meshnode.runtime.daemon",),  # ``meshnode run`` only: the CLI starts without trio
+        lazy=(
+            "meshnode.runtime.daemon",  # ``meshnode run`` only: the CLI starts without trio
+            "meshnode.system.offline",  # export and import with no daemon: a store, crypto
+        ),
     ),
     Layer(
         "runtime", ("meshnode.runtime", "meshnode.runtime.*"), ("meshnode.client", "meshnode.sim")

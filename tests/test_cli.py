@@ -240,6 +240,27 @@ def test_the_data_dir_and_socket_follow_xdg(tmp_path: Path) -> None:
     assert paths.data_dir(None, {"HOME": "/home/ada"}) == Path("/home/ada/.local/share/meshnode")
 
 
+def test_a_client_with_no_node_of_its_own_talks_to_the_system_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = tmp_path / "run" / "control.sock"
+    monkeypatch.setattr(paths, "SYSTEM_SOCKET", system)
+    env = {"HOME": str(tmp_path / "ada")}
+    own = paths.socket_path(paths.data_dir(None, env), None, env)
+    assert paths.client_socket(None, None, env) == own  # no system service: as before
+    system.parent.mkdir()
+    system.touch()
+    assert paths.client_socket(None, None, env) == system
+    # Whatever names a node wins, and so does a node of this user's own.
+    assert paths.client_socket(None, "/tmp/x.sock", env) == Path("/tmp/x.sock")
+    assert paths.client_socket(str(tmp_path / "n"), None, env) == tmp_path / "n" / "control.sock"
+    named = {**env, "MESHNODE_HOME": str(tmp_path / "m")}
+    assert paths.client_socket(None, None, named) == tmp_path / "m" / "control.sock"
+    own.parent.mkdir(parents=True)
+    own.touch()
+    assert paths.client_socket(None, None, env) == own
+
+
 def test_meshnode_home_selects_the_node_without_flags(daemon: Daemon) -> None:
     env = {
         **env_without_xdg(),

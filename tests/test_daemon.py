@@ -30,7 +30,7 @@ def test_first_start_creates_a_private_identity_store_and_socket(daemon: Daemon)
     assert mode(daemon.socket) == 0o600
     assert stat.S_ISSOCK(daemon.socket.stat().st_mode)
     assert mode(daemon.data_dir / "store.sqlite3") == 0o600
-    assert "created a new identity" in daemon.log()
+    assert "event=identity_created" in daemon.log()
 
 
 def test_the_identity_survives_a_restart(daemon: Daemon) -> None:

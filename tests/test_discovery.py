@@ -91,7 +91,8 @@ def test_mdns_interfaces_names_the_ones_to_use_even_a_bridge() -> None:
 def load(home: Path, text: str = "", mdns: bool = True) -> Settings:
     if text:
         (home / "config.toml").write_text(text)
-    return config.load(home, listen=None, peers=[], network_key=None, env={}, mdns=mdns)
+    path = str(home / "config.toml")
+    return config.load(config.Inputs(home, config_file=path, mdns=None if mdns else False)).settings
 
 
 def test_mdns_is_on_by_default_and_its_hints_and_exchanged_ones_are_dialled(

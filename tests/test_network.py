@@ -260,7 +260,7 @@ def test_a_banned_node_is_told_why_and_for_how_long_and_the_operator_can_lift_it
 
     listed = daemon.cli("peers", "--bans").stdout
     assert identity(66).node_id in listed and "invalid record: bad-signature" in listed
-    assert "banned peer" in daemon.log()
+    assert "event=banned peer=" in daemon.log()
     assert daemon.cli("unban", identity(66).node_id).returncode == 0
     assert daemon.cli("peers", "--bans").stdout.strip() == "no node is banned"
     assert daemon.cli("unban", identity(66).node_id).returncode == 1  # nothing left to lift
