@@ -256,8 +256,8 @@ def test_a_client_with_no_node_of_its_own_talks_to_the_system_service(
     assert paths.client_socket(str(tmp_path / "n"), None, env) == tmp_path / "n" / "control.sock"
     named = {**env, "MESHNODE_HOME": str(tmp_path / "m")}
     assert paths.client_socket(None, None, named) == tmp_path / "m" / "control.sock"
-    own.parent.mkdir(parents=True)
-    own.touch()
+    # A node of this user's own, even stopped (its data dir exists), is the one meant.
+    paths.data_dir(None, env).mkdir(parents=True)
     assert paths.client_socket(None, None, env) == own
 
 

@@ -137,7 +137,7 @@ def test_join_without_a_daemon_stores_the_key_for_the_next_start(node: Node) -> 
     node.conf.write_text("# my laptop\nlog_level = 'warning'\n")
     result = node.run("network", "join", INVITE.upper())  # as a QR code scanner reads it
     assert result.returncode == 0, result.stderr
-    assert "takes effect when the node starts" in result.stdout
+    assert "takes effect when a node that reads" in result.stdout
     assert stat.S_IMODE(node.conf.stat().st_mode) == 0o600
     assert node.conf.read_text().startswith("# my laptop\nlog_level = 'warning'\n")
     assert f'network_key = "{INVITE}"' in node.conf.read_text()

@@ -7,6 +7,9 @@ that opens clean with every record that was answered.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
 import sqlite3
 import threading
@@ -96,4 +99,31 @@ def test_a_second_signal_ends_the_stop_at_once_and_loses_no_answered_record(
         assert status["own_records"] >= len(answered)
     finally:
         stop.set()
+        node.cleanup()
+
+
+def test_a_second_signal_while_the_stop_winds_down_exits_at_once(tmp_path: Path) -> None:
+    """The stop is slowed by a hook that ignores SIGTERM (it gets SIGKILL 1 s later)."""
+    pid_file = tmp_path / "hook.pid"
+    hook = ["sh", "-c", f"echo $$ > {pid_file}; trap '' TERM; sleep 30"]
+    config = tmp_path / "node.toml"
+    config.write_text(f"[[hooks]]\nexec = {json.dumps(hook)}\ntimeout = \"60s\"\n")
+    node = Daemon(tmp_path / "node")
+    try:
+        node.start("--config", str(config))
+        node.call("publish", key="k", value="v")
+        wait_until(pid_file.exists)
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "event=stopping" in node.log())
+        time.sleep(0.2)
+        node.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert node.process.wait(timeout=5) == 130
+        assert time.monotonic() - started < 1.0
+        assert "event=stop_cut_short signal=SIGTERM" in node.log()
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
         node.cleanup()

@@ -467,8 +467,9 @@ def _watch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exec",
         metavar="CMD",
-        help="run CMD for each record instead of printing it; split into words, no shell:"
-        " the record is in $MESHNODE_KEY, $MESHNODE_VALUE, ... and JSON on stdin",
+        help="run CMD for each record instead of printing it: plain words run without a"
+        ' shell, shell syntax under sh -c; the record is only in "$MESHNODE_KEY",'
+        ' "$MESHNODE_VALUE", ... (quote them) and JSON on stdin',
     )
     p.add_argument(
         "--exec-timeout", type=float, metavar="S", help="stop a run after S seconds (default 10)"

@@ -327,7 +327,14 @@ def cmd_network_join(args: argparse.Namespace) -> int:
     name = config.network_id(decode_network_key(invite))
     print(f"stored the key of network {name} in {target} (mode 0600)")
     if shown is None:
-        print("it takes effect when the node starts (meshnode run, or systemctl start meshnode)")
+        print(f"it takes effect when a node that reads {target} starts")
+        system_file = Path("/etc/meshnode/config.toml")
+        if target != system_file and system_file.exists() and not args.config:
+            print(
+                f"meshnode: note: the system service reads {system_file}; for it: sudo meshnode"
+                f" network join --config {system_file} ...",
+                file=sys.stderr,
+            )
         return EXIT_OK
     with _client(args) as client:
         answer = client.call("reload")

@@ -270,6 +270,8 @@ def run_hook(
     pipes = _Pipes(process, given.stdin, output_cap, wake_fd)
     deadline = started + hook.timeout_s
     ended = pipes.exchange(lambda: _earliest(deadline, stop_time()))
+    if ended:  # its output is closed, but it may go on (exec >/dev/null; sleep 60)
+        ended = _exits_by(process, lambda: _earliest(deadline, stop_time()))
     timed_out = stopped = False
     if not ended:
         stop_at = stop_time()
@@ -293,6 +295,19 @@ def run_hook(
         stdout=pipes.stdout.result(),
         stderr=pipes.stderr.result(),
     )
+
+
+def _exits_by(process: subprocess.Popen[bytes], until: Callable[[], float]) -> bool:
+    """Whether ``process`` exits before ``until()``, asked again as it waits (a stop moves it)."""
+    while True:
+        left = until() - time.monotonic()
+        if left <= 0:
+            return process.poll() is not None
+        try:
+            process.wait(timeout=min(left, 0.1))
+        except subprocess.TimeoutExpired:
+            continue
+        return True
 
 
 def _earliest(deadline: float, stop_at: float | None) -> float:

@@ -70,7 +70,7 @@ OFFER_BURST = 2.0
 # peer that announces ids without end grows a number, never a set. The rate is taken over
 # the last RATE_WINDOW whole seconds. A user's ``resync`` starts a round no sooner than
 # RESYNC_INTERVAL after the last one began, nor while the last one's records still arrive.
-MAX_TRACKED = 16_384
+MAX_TRACKED = 2_048  # ids kept per session: ~250 KB, so 128 sessions hold at most ~32 MB
 MAX_UNTRACKED = 4_000_000  # what a peer can make the figure say, at most
 RATE_WINDOW = 5  # seconds
 RATE_FLOOR = 0.25  # seconds: a rate is never taken over less

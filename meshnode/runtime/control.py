@@ -84,10 +84,11 @@ class ClientStalled(Exception):
 async def bind(path: Path) -> trio.SocketListener:
     """Bind the control socket at ``path``, replacing a stale one.
 
-    Its mode is 0600, or 0660 when its directory lets its group in: the system
-    unit's ``RuntimeDirectory`` (0750, group ``meshnode``) is how members of that
-    group query the system node without sudo, and a directory the node made for
-    itself (0700) keeps everyone else out whatever the socket's mode.
+    Its mode is 0600, or 0660 in the directory systemd made for the service
+    (``$RUNTIME_DIRECTORY``, the system unit's ``RuntimeDirectory=``, 0750, group
+    ``meshnode``) when that lets the group in: that is how members of the group
+    query the system node without sudo. Anywhere else (a 0755 home, /tmp) the
+    group of the node's user is no one the node chose to trust.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
@@ -106,9 +107,14 @@ async def bind(path: Path) -> trio.SocketListener:
         raise ControlSocketError(f"cannot create the control socket {path}: {exc}") from exc
     finally:
         os.umask(old_umask)
-    os.chmod(path, 0o660 if path.parent.stat().st_mode & stat.S_IXGRP else 0o600)
+    os.chmod(path, 0o660 if _group_may_connect(path) else 0o600)
     sock.listen(64)
     return trio.SocketListener(sock)
+
+
+def _group_may_connect(path: Path) -> bool:
+    service_dirs = os.environ.get("RUNTIME_DIRECTORY", "").split(":")
+    return str(path.parent) in service_dirs and bool(path.parent.stat().st_mode & stat.S_IXGRP)
 
 
 async def _in_use(path: Path) -> bool:

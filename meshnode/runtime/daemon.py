@@ -179,7 +179,6 @@ class _Daemon:
                     settings=peers.reconfigure,
                     network_key=self._switch_network,
                     hooks=self.hooks.replace,
-                    status=self._status_line,
                 ),
                 notifier=self.notifier,
             )
@@ -189,75 +188,92 @@ class _Daemon:
             except ListenError as exc:
                 await listener.aclose()
                 raise StartupError(str(exc)) from None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._on_signals, nursery.cancel_scope)
-                nursery.start_soon(peers.run, peer_listeners)
-                nursery.start_soon(publisher.run)
-                nursery.start_soon(ControlServer(api, listener).serve)
-                nursery.start_soon(self._purge_loop)
-                nursery.start_soon(self.hooks.run)
-                discovery = config.settings.discovery
-                port = _advertised_port(peers.listening)
-                if discovery.mdns and port is not None:
-                    nursery.start_soon(self._discover, port)
-                log.info(
-                    "event=ready version=%s node=%s data_dir=%s socket=%s",
-                    __version__,
-                    self.node.identity.node_id,
-                    config.data_dir,
-                    config.socket_path,
-                )
-                # READY=1 first: counting the records of a large store takes a moment.
-                self.notifier.ready("ready")
-                if self.notifier.enabled:
-                    nursery.start_soon(self._report_to_systemd)
+            # Signals are caught before READY=1 can go out (systemd may answer it with a
+            # SIGHUP at once), and their watcher lives outside the work it stops, so that
+            # it still hears a second signal while the work winds down.
+            wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            with trio.open_signal_receiver(*wanted) as signals:
+                async with trio.open_nursery() as root:
+                    async with trio.open_nursery() as nursery:
+                        self.work = nursery
+                        root.start_soon(self._on_signals, signals)
+                        self._start_work(nursery, peer_listeners, publisher, listener)
+                    root.cancel_scope.cancel()
         finally:
             _unlink_quietly(config.socket_path)
             log.info("event=stopped")
 
+    def _start_work(
+        self,
+        nursery: trio.Nursery,
+        peer_listeners: list[trio.SocketListener],
+        publisher: Publisher,
+        listener: trio.SocketListener,
+    ) -> None:
+        config, peers, api = self.config, self.peers, self.api
+        nursery.start_soon(peers.run, peer_listeners)
+        nursery.start_soon(publisher.run)
+        nursery.start_soon(ControlServer(api, listener).serve)
+        nursery.start_soon(self._purge_loop)
+        nursery.start_soon(self.hooks.run)
+        discovery = config.settings.discovery
+        port = _advertised_port(peers.listening)
+        if discovery.mdns and port is not None:
+            nursery.start_soon(self._discover, port)
+        log.info(
+            "event=ready version=%s node=%s data_dir=%s socket=%s",
+            __version__,
+            self.node.identity.node_id,
+            config.data_dir,
+            config.socket_path,
+        )
+        # READY=1 first: counting the records of a large store takes a moment.
+        self.notifier.ready("ready")
+        if self.notifier.enabled:
+            nursery.start_soon(self._report_to_systemd)
+
     # -- signals ----------------------------------------------------------------------
 
-    async def _on_signals(self, cancel_scope: trio.CancelScope) -> None:
+    async def _on_signals(self, signals: AsyncIterator[int]) -> None:
         """SIGHUP reloads; SIGINT or SIGTERM stops, and a second one stops at once."""
-        wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        with trio.open_signal_receiver(*wanted) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
-                    await self._reload_on_signal()
-                    continue
+        stopping = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                if not stopping:  # a reload of its own: a SIGTERM never waits behind it
+                    self.work.start_soon(self._reload_on_signal)
+            elif stopping:
+                log.warning(
+                    "event=stop_cut_short signal=%s: exiting now; the store keeps every"
+                    " committed record",
+                    name,
+                )
+                logging.shutdown()
+                os._exit(EXIT_CUT_SHORT)
+            else:
+                stopping = True
                 log.info("event=stopping signal=%s", name)
                 self.notifier.stopping()
-                async with trio.open_nursery() as stop:
-                    stop.start_soon(self._stop, cancel_scope)
-                    stop.start_soon(self._cut_short_on, signals)
-                return
+                self.work.start_soon(self._stop)
 
     async def _reload_on_signal(self) -> None:
         reloader = self.api.reloader
         if reloader is None:
             log.warning("event=reload_unavailable: this node was started without a configuration")
             return
-        with contextlib.suppress(ReloadError):  # logged; the configuration in force is kept
+        try:
             await reloader.reload()
+        except ReloadError:
+            pass  # logged; the configuration in force is kept
+        except Exception:  # a bug in applying it must not take the node down
+            log.exception("event=reload_failed: the configuration in force is kept")
 
-    async def _stop(self, cancel_scope: trio.CancelScope) -> None:
+    async def _stop(self) -> None:
         try:
             with trio.move_on_after(GOODBYE_TIMEOUT):
                 await self.peers.goodbye()
         finally:
-            cancel_scope.cancel()
-
-    async def _cut_short_on(self, signals: AsyncIterator[int]) -> None:
-        async for signum in signals:
-            if signum != signal.SIGHUP:
-                log.warning(
-                    "event=stop_cut_short signal=%s: exiting now; the store keeps every"
-                    " committed record",
-                    signal.Signals(signum).name,
-                )
-                logging.shutdown()
-                os._exit(EXIT_CUT_SHORT)
+            self.work.cancel_scope.cancel()
 
     # -- parts --------------------------------------------------------------------------
 
@@ -282,12 +298,13 @@ class _Daemon:
         log.info("event=network_switched: sessions of the old network closed")
 
     async def _status_line(self) -> str:
-        stats = await self.store_thread.run(self.node.store.stats, system_wall_clock_ms())
         peers = self.peers.sessions
-        return (
-            f"{peers} peer{'' if peers == 1 else 's'}, {stats.records} record"
-            f"{'' if stats.records == 1 else 's'}"
-        )
+        line = f"{peers} peer{'' if peers == 1 else 's'}"
+        try:
+            stats = await self.store_thread.run(self.node.store.stats, system_wall_clock_ms())
+        except StoreError:  # a status line is never worth stopping the node for
+            return line
+        return f"{line}, {stats.records} record{'' if stats.records == 1 else 's'}"
 
     async def _report_to_systemd(self) -> None:
         """STATUS= now and then, and WATCHDOG=1 while the store thread still answers."""

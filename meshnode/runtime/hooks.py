@@ -1,8 +1,9 @@
 """The configuration's ``[[hooks]]``: a command run by the daemon for each matching record.
 
-``HookRunner.run`` subscribes to the ``WatchHub`` (while there are hooks) and
-takes every record from it at once, so the hub never cuts it off for falling
-behind: each (hook, record) that matches becomes a job in one bounded queue
+``HookRunner`` listens to the ``WatchHub`` (while there are hooks), which hands
+it every stored record at once, however many one step stores, so it is never
+cut off for falling behind: each (hook, record) that matches becomes a job in
+one bounded queue
 (``HOOK_QUEUE``), past which jobs are dropped and counted in a throttled log
 line. A dispatcher starts a job whenever the ``CapacityLimiter`` has a slot, so
 at most ``concurrency`` hooks run at once, and nothing the node does ever waits
@@ -39,7 +40,7 @@ import trio
 
 from meshnode.core.record import Record
 from meshnode.runtime.api import record_view
-from meshnode.runtime.watch import Subscription, WatchHub
+from meshnode.runtime.watch import WatchHub
 from meshnode.system.hookspec import (
     HOOK_QUEUE,
     KILL_GRACE_S,
@@ -93,8 +94,7 @@ class HookRunner:
         self._env = hook_environment(os.environ if env is None else env, {}, socket)
         self._output_cap = output_cap
         self._drops = DropTally(DROP_LOG_INTERVAL_S)
-        self._subscription: Subscription | None = None
-        self._hooks_changed = trio.Event()
+        self._running = False  # listening to the hub, between run's start and end
         self._start_errors: set[tuple[HookConfig, str]] = set()  # said once until a reload
         self._hooks: tuple[HookConfig, ...] = ()
         self.replace(hooks)
@@ -121,46 +121,25 @@ class HookRunner:
                     field_text(hook.command[0]),
                     field_text(hook.prefix),
                 )
-        if not self._hooks and self._subscription is not None:
-            self._hub.unsubscribe(self._subscription)  # no hooks: no watcher either
-        self._hooks_changed.set()
+        if self._running:
+            self._listen()
+
+    def _listen(self) -> None:
+        if self._hooks:
+            self._hub.listen(self._queue)
+        else:
+            self._hub.unlisten(self._queue)  # no hooks: nothing to hear
 
     async def run(self) -> None:
         """Run hooks for stored records until cancelled; then stop the running ones."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._dispatch, nursery)
-            await self._take_records()
-
-    async def _take_records(self) -> None:
-        while True:
-            while not self._hooks:
-                self._hooks_changed = trio.Event()
-                await self._hooks_changed.wait()
-            subscription = self._hub.subscribe("", None)
-            self._subscription = subscription
-            try:
-                async with subscription.receive:
-                    await self._take_all(subscription.receive)
-            finally:
-                self._hub.unsubscribe(subscription)
-                self._subscription = None
-            if subscription.overflowed:
-                log.warning("event=hooks_fell_behind: cut off by the watch, records were missed")
-
-    async def _take_all(self, records: trio.MemoryReceiveChannel[Record]) -> None:
-        """Take records as they come, every one already there before the next checkpoint
-        (``async for`` would yield to other tasks after each), until the channel ends."""
-        while True:
-            try:
-                record = records.receive_nowait()
-            except trio.WouldBlock:
-                try:
-                    record = await records.receive()
-                except trio.EndOfChannel:
-                    return
-            except trio.EndOfChannel:
-                return
-            self._queue(record)
+        self._running = True
+        self._listen()
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._dispatch(nursery)
+        finally:
+            self._running = False
+            self._hub.unlisten(self._queue)
 
     def _queue(self, record: Record) -> None:
         """Queue a run of each matching hook, at once; past the bound, drop and count."""
@@ -196,6 +175,8 @@ class HookRunner:
                 output_cap=self._output_cap,
                 report=self._report,
             )
+        except Exception:  # a failing hook is logged, never fatal, whatever went wrong
+            log.exception("event=hook_error command=%s", job.hook.command[0])
         finally:
             self._limiter.release_on_behalf_of(job)
 
@@ -258,13 +239,12 @@ async def run_hook(
     stdout, stderr = Capture(output_cap), Capture(output_cap)
 
     def ended(timed_out: bool = False, stopped: bool = False) -> HookOutcome:
-        code = process.returncode
-        assert code is not None
+        code = process.returncode  # None: it outlived even SIGKILL (D state), and was let go
         return replace(
             outcome,
             duration_s=trio.current_time() - started,
-            exit_code=code if code >= 0 else None,
-            signal=-code if code < 0 else None,
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
             stdout=stdout.result(),
             stderr=stderr.result(),
             timed_out=timed_out,
@@ -318,4 +298,5 @@ async def _stop(process: trio.Process) -> None:
     with trio.move_on_after(KILL_GRACE_S):
         await process.wait()
     signal_group(process.pid, signal.SIGKILL)
-    await process.wait()
+    with trio.move_on_after(KILL_GRACE_S):  # a process the kernel cannot kill (D state) is let go
+        await process.wait()

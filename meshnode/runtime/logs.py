@@ -6,8 +6,9 @@ into the entry's priority) and carries no timestamp, since the journal stamps
 every entry itself. Lines are one per event, ``event=name key=value ...``, so that
 ``journalctl -u meshnode | grep event=connected`` finds what a person looks for.
 
-No line ever carries a network key: every ``mesh1...`` invite in a message is
-masked before it is written, whatever the code that logged it meant to do.
+No line ever carries a network key: every ``mesh1...`` invite in a line (its
+message, a traceback, anything) is masked as it is written, whatever the code
+that logged it meant to do.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ _INVITE = re.compile(r"mesh1[02-9ac-hj-np-z]{20,}", re.IGNORECASE)
 MASK = "mesh1…(network key withheld)"
 
 
-class SecretMask(logging.Filter):
-    """Masks network keys in every record that passes the handler."""
+class SecretMask(logging.Formatter):
+    """Another formatter's lines, with every network key in them masked."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _INVITE.search(message):
-            record.msg, record.args = _INVITE.sub(MASK, message), None
-        return True
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _INVITE.sub(MASK, self._inner.format(record))
 
 
 class JournalFormatter(logging.Formatter):
@@ -67,15 +69,14 @@ def to_journal(env: Mapping[str, str], stderr_fd: int) -> bool:
 def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
     """Log at ``level`` and above to stderr, in the journal's form when it reads stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    if to_journal(os.environ if env is None else env, sys.stderr.fileno()):
-        handler.setFormatter(JournalFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
-            )
+    formatter = (
+        JournalFormatter()
+        if to_journal(os.environ if env is None else env, sys.stderr.fileno())
+        else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
         )
-    handler.addFilter(SecretMask())
+    )
+    handler.setFormatter(SecretMask(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -65,6 +65,7 @@ RESOLVE_ATTEMPTS = 3  # a service not resolved after these waits for its next an
 MAX_RESOLVING = 16  # resolutions at once; more services wait their turn
 MAX_PENDING = 256  # messages from zeroconf not yet taken by trio; more are dropped, and counted
 MAX_SERVICES = 512  # services remembered; past it, the one heard of longest ago is forgotten
+STOP_TIMEOUT = 2.0  # seconds zeroconf gets to send its goodbyes and close, of the 5 s of a stop
 TTL = 120  # seconds, every record: a node gone without goodbye is forgotten after this
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
@@ -223,7 +224,11 @@ class Discovery:
         self.state.running = False
         if zc is not None:
             try:
-                await trio.to_thread.run_sync(_close, zc, bridge)
+                # Bounded, so that a stop stays within its 5 s whatever zeroconf does.
+                with trio.move_on_after(STOP_TIMEOUT) as late:
+                    await trio.to_thread.run_sync(_close, zc, bridge, abandon_on_cancel=True)
+                if late.cancelled_caught:
+                    log.warning("event=mdns_stop_slow: goodbyes not confirmed; went on")
             except Exception as exc:
                 log.warning("event=mdns_stop_failed error=%r", str(exc) or type(exc).__name__)
         for instance in list(self._hinted):

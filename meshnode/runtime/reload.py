@@ -45,7 +45,6 @@ class Appliers:
     settings: Callable[[Settings], Awaitable[None]]  # the engine and the peer edge
     network_key: Callable[[bytes], None]  # discovery re-advertises under the new key
     hooks: Callable[[tuple[HookConfig, ...], int], None]
-    status: Callable[[], Awaitable[str]]  # the STATUS= line once the reload is done
 
 
 class Reloader:
@@ -69,8 +68,8 @@ class Reloader:
             self._notifier.reloading()
             try:
                 return await self._reload()
-            finally:
-                self._notifier.ready(await self._appliers.status())
+            finally:  # nothing awaited here: systemd must hear it, cancelled or not
+                self._notifier.ready("reloaded")
 
     async def _reload(self) -> Reloaded:
         started = trio.current_time()
@@ -79,6 +78,11 @@ class Reloader:
         except config.ConfigError as exc:
             log.error("event=reload_failed error=%r kept=current configuration", str(exc))
             raise ReloadError(str(exc)) from None
+        with trio.CancelScope(shield=True):  # applied whole, or not at all
+            reloaded = await self._apply(new, started)
+        return reloaded
+
+    async def _apply(self, new: config.Effective, started: float) -> Reloaded:
         old = self.effective
         changed = config.differences(old, new)
         waiting = tuple(k for k in changed if k in RESTART_KEYS)

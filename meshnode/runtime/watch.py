@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
@@ -41,6 +41,7 @@ class WatchHub:
         self._buffer = buffer
         self._ids = itertools.count(1)
         self._subscriptions: dict[int, Subscription] = {}
+        self._listeners: list[Callable[[Record], None]] = []
 
     def __len__(self) -> int:
         return len(self._subscriptions)
@@ -55,8 +56,24 @@ class WatchHub:
         self._subscriptions.pop(sub.id, None)
         sub.send.close()
 
+    @property
+    def listeners(self) -> int:
+        return len(self._listeners)
+
+    def listen(self, listener: Callable[[Record], None]) -> None:
+        """Call ``listener`` with every stored record, at once: for a part of the daemon
+        (hooks) that keeps its own bounded queue, and so is never cut off."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unlisten(self, listener: Callable[[Record], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def publish(self, records: Iterable[Record]) -> None:
         for record in records:
+            for listener in self._listeners:
+                listener(record)
             for sub in list(self._subscriptions.values()):
                 if not sub.matches(record):
                     continue

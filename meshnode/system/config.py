@@ -35,8 +35,8 @@ Every key, with its default and unit::
     [[hooks]]                   # as many as you like; none by default
     prefix = "offer/"           # records whose key starts with this (default "": all)
     author = "node1..."         # only this author's (default: any author)
-    exec = ["notify-send", "new offer"]  # run without a shell; a string is split into words
-                                # as a shell would split them (shlex), never run by one
+    exec = ["notify-send", "new offer"]  # a list runs as it is; a string of plain words is
+                                # split (shlex), one in shell syntax runs under sh -c
     timeout = "10s"             # killed past this (default 10s)
 
 Units: a **size** is a whole number of bytes or a string with a unit: ``B``, ``KB``,
@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import tomllib
@@ -284,6 +285,7 @@ def _show_size(size: int) -> int | str:
     return size
 
 
+MAX_DURATION_MS = 100 * 365 * 86_400_000  # far past any use, and well inside SQLite's integers
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _DURATION_MS = {
     "ms": 1,
@@ -299,6 +301,8 @@ def _duration_ms(value: Any) -> int:
     """Milliseconds of a duration: a number of seconds, or ``"30d"``, ``"1h30m"``, ``"500ms"``."""
     text = value.strip().lower() if isinstance(value, str) else ""
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # TOML has inf and nan
+            raise _Bad(f"must be a finite duration, got {value!r}")
         ms = round(value * 1000)
     elif text.isascii() and text.isdigit():
         ms = int(text) * 1000
@@ -308,6 +312,8 @@ def _duration_ms(value: Any) -> int:
         raise _Bad(f'is a duration: seconds, or a string such as "30d", "1h30m"; got {value!r}')
     if ms <= 0:
         raise _Bad("must be a positive duration")
+    if ms > MAX_DURATION_MS:
+        raise _Bad(f"must be at most 100 years, got {value!r}")
     return ms
 
 
@@ -583,10 +589,11 @@ def _files(inputs: Inputs, main: Path) -> tuple[list[_File], list[str]]:
             " (the new file wins where both set a key)"
         )
     for file in files:
-        if "network_key" in file.data and file.mode & 0o004:
+        if "network_key" in file.data and file.mode & 0o044:
+            # Group too: the system node's group is everyone who may use its socket.
+            who = "every user" if file.mode & 0o004 else "its group"
             warnings.append(
-                f"{file.path} holds the network key and every user can read it;"
-                f" chmod 600 {file.path}"
+                f"{file.path} holds the network key and {who} can read it; chmod 600 {file.path}"
             )
     return files, warnings
 

@@ -109,6 +109,7 @@ def parse_command(command: str | Sequence[str]) -> tuple[str, ...]:
         if not command.strip():
             raise HookSpecError("a hook needs a command to run")
         if _SHELL_SYNTAX.search(command):
+            _refuse_unquoted_record_variables(command)
             argv: tuple[str, ...] = ("/bin/sh", "-c", command)
         else:
             try:
@@ -124,6 +125,33 @@ def parse_command(command: str | Sequence[str]) -> tuple[str, ...]:
     if any("\0" in word for word in argv):
         raise HookSpecError("a command cannot contain a NUL character")
     return argv
+
+
+def _refuse_unquoted_record_variables(command: str) -> None:
+    """A ``$MESHNODE_...`` outside double quotes would be split and globbed by the shell.
+
+    ``curl $MESHNODE_VALUE`` would let whoever wrote the record choose curl's
+    options (``-o ~/.bashrc``): data would become arguments. Inside double quotes
+    a variable is one word, whatever it holds, so that is what a hook must write.
+    """
+    quote: str | None = None
+    escaped = False
+    for index, char in enumerate(command):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        elif char == "$" and quote is None:
+            name = command[index + 1 :].lstrip("{")
+            if name.startswith("MESHNODE_"):
+                raise HookSpecError(
+                    f"put ${name.split()[0].rstrip('}')} in double quotes in {command!r}: a"
+                    " record's value must reach the command as one word, never split by the shell"
+                )
 
 
 @dataclass(frozen=True)

@@ -70,13 +70,17 @@ def client_socket(
     """The socket a client talks to: this user's node's, else the system service's.
 
     When nothing names a node (no ``--data-dir`` or ``--socket``, no
-    ``$MESHNODE_HOME`` or ``$MESHNODE_SOCKET``) and this user runs no node of its
-    own, ``meshnode status`` on a Pi means the node the system service runs, as
+    ``$MESHNODE_HOME`` or ``$MESHNODE_SOCKET``) and this user has no node of its
+    own (no data dir), ``meshnode status`` on a Pi means the node the system service runs, as
     ``systemctl status`` would: so a member of the ``meshnode`` group, or root,
     needs no ``--socket`` for it.
     """
-    chosen = socket_path(data_dir(data_dir_arg, env), socket_arg, env)
+    home = data_dir(data_dir_arg, env)
+    chosen = socket_path(home, socket_arg, env)
     named = data_dir_arg or socket_arg or env.get("MESHNODE_HOME") or env.get("MESHNODE_SOCKET")
-    if not named and not os.path.exists(chosen) and os.path.exists(SYSTEM_SOCKET):
+    # A user who has a node, running or not, means that one: a publish while it is down
+    # must fail, not land on the system node.
+    own = os.path.exists(chosen) or os.path.exists(home)
+    if not named and not own and os.path.exists(SYSTEM_SOCKET):
         return SYSTEM_SOCKET
     return chosen

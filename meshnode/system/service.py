@@ -43,7 +43,6 @@ SYSUSERS_PATH = Path("/etc/sysusers.d/meshnode.conf")
 CONFIG_DIR = Path("/etc/meshnode")
 CONFIG_NAME = "config.toml"
 STATE_DIR = Path("/var/lib/meshnode")
-SYSTEM_SOCKET = Path("/run/meshnode/control.sock")
 # What ProtectHome= and PrivateTmp= hide from the system service: an installation
 # there cannot start (status 203/EXEC) or cannot import itself.
 HIDDEN_FROM_SERVICE = (
@@ -73,8 +72,12 @@ Type=notify
 NotifyAccess=main
 ExecStart=/usr/local/bin/meshnode run --config /etc/meshnode/config.toml \
 --data-dir /var/lib/meshnode --socket /run/meshnode/control.sock
-ExecReload=/bin/kill -HUP $MAINPID
+# The reload is asked through the socket, so that systemctl reload waits for it and
+# fails when the file does not load (the node then keeps the configuration in force).
+ExecReload=/usr/local/bin/meshnode --socket /run/meshnode/control.sock config reload
 Restart=on-failure
+# Exit 2 is a configuration that cannot be used: restarting would only fail again.
+RestartPreventExitStatus=2
 RestartSec=5
 WatchdogSec=30
 # A stop says goodbye to peers and closes the store within 5 s.
@@ -152,8 +155,9 @@ Description=meshnode mesh node (user session)
 Type=notify
 NotifyAccess=main
 ExecStart=%h/.local/bin/meshnode run
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=%h/.local/bin/meshnode config reload
 Restart=on-failure
+RestartPreventExitStatus=2
 RestartSec=5
 WatchdogSec=30
 TimeoutStopSec=10
@@ -348,7 +352,10 @@ def render_unit(target: Target) -> str:
     assert template.count(line) == 1, "the template's ExecStart= starts with its default"
     program, *arguments = target.command
     words = " ".join([unit_word(program, program=True), *(unit_word(a) for a in arguments)])
-    return template.replace(line, f"\nExecStart={words} ", 1)
+    reload_line = f"\nExecReload={default} "
+    assert template.count(reload_line) == 1, "the template's ExecReload= starts with its default"
+    text = template.replace(line, f"\nExecStart={words} ", 1)
+    return text.replace(reload_line, f"\nExecReload={unit_word(program, program=True)} ", 1)
 
 
 def require_root(target: Target, euid: int) -> None:
@@ -416,7 +423,7 @@ class _Installer:
         self.report.next_steps += [
             "sudo systemctl enable --now meshnode",
             "sudo usermod -aG meshnode $USER   # then log in again, to use the node without sudo",
-            f"meshnode --socket {SYSTEM_SOCKET} status   # or set MESHNODE_SOCKET={SYSTEM_SOCKET}",
+            "meshnode status   # with no node of your own, the CLI finds the system node",
             "journalctl -u meshnode -f   # its log",
         ]
 
