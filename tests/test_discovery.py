@@ -394,6 +394,40 @@ def test_a_node_of_another_network_is_never_connected(tmp_path: Path) -> None:
 
 
 @NETNS
+def test_nodes_that_join_another_network_while_running_find_each_other_on_it(
+    tmp_path: Path,
+) -> None:
+    """A reload with a new key: sessions of the old network close, discovery re-advertises."""
+    require_netns()
+    key = encode_network_key(bytes(range(32)))
+    with Lan.create(hosts=2) as lan:
+        configs = [tmp_path / f"{host.name}.toml" for host in lan.hosts]
+        for config in configs:
+            config.write_text("")
+        daemons = [
+            NsDaemon(host, tmp_path, "--config", str(config))
+            for host, config in zip(lan.hosts, configs, strict=True)
+        ]
+        wait_for(lambda: all(d.peers() == 1 for d in daemons), FORM_TIMEOUT, "first met", daemons)
+        [before] = daemons[0].call("peers")  # type: ignore[misc]
+        for daemon, config in zip(daemons, configs, strict=True):
+            config.write_text(f'network_key = "{key}"\n')
+            assert daemon.call("reload") == {"changed": ["network_key"], "restart_needed": []}
+
+        def met_again() -> bool:
+            peers = daemons[0].call("peers")
+            return len(peers) == 1 and peers[0]["since_ms"] != before["since_ms"]  # type: ignore[index]
+
+        wait_for(met_again, FORM_TIMEOUT, "met again on the new network", daemons)
+        assert "left this network" in daemons[0].log() + daemons[1].log()
+
+        def advertised_anew() -> bool:  # each hears the other's service under the new key
+            return all(d.call("status")["discovery"]["services"] >= 1 for d in daemons)  # type: ignore[index]
+
+        wait_for(advertised_anew, FORM_TIMEOUT, "services of the new network seen", daemons)
+
+
+@NETNS
 def test_an_interface_plugged_into_a_running_node_is_used_within_5_s(tmp_path: Path) -> None:
     require_netns()
     with Lan.create(hosts=1) as lan:
