@@ -225,6 +225,18 @@ def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
 
 
+def test_a_daemon_on_another_socket_is_named_not_started_again(daemon: Daemon) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "status", "--data-dir", str(daemon.data_dir)],
+        capture_output=True,
+        text=True,
+        env=env_without_xdg(),
+        check=False,
+    )
+    assert result.returncode == 3
+    assert "is running on" in result.stderr and "give the --socket" in result.stderr
+
+
 def test_the_data_dir_and_socket_follow_xdg(tmp_path: Path) -> None:
     env = {"HOME": "/home/ada", "XDG_DATA_HOME": str(tmp_path / "data")}
     home = paths.data_dir(None, env)

@@ -158,7 +158,7 @@ def test_join_without_a_daemon_stores_the_key_for_the_next_start(node: Node) -> 
 
 def test_join_refuses_when_the_environment_would_override_the_file(node: Node) -> None:
     result = node.run("network", "join", INVITE, MESHNODE_NETWORK_KEY=OTHER_INVITE)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "MESHNODE_NETWORK_KEY" in result.stderr and "--force" in result.stderr
     assert not node.conf.exists()
     forced = node.run("network", "join", "--force", INVITE, MESHNODE_NETWORK_KEY=OTHER_INVITE)
@@ -191,7 +191,7 @@ def test_join_refuses_when_the_running_daemon_takes_its_key_from_a_flag(node: No
     }
     with FakeDaemon(answers(shown)) as fake:
         result = node.run("network", "join", INVITE, MESHNODE_SOCKET=str(fake.socket))
-    assert result.returncode == 1 and "flag --network-key" in result.stderr
+    assert result.returncode == 2 and "flag --network-key" in result.stderr
     assert not node.conf.exists()
 
 

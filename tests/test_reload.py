@@ -117,6 +117,9 @@ def test_store_quotas_apply_to_the_next_record(nodes: Callable[[str], Node]) -> 
     # Once B has received both (its session counts them), it has stored only one.
     wait_until(lambda: b.peers()[0]["records_in"] >= 2)
     assert len(b.daemon.call("query", author=author)["records"]) == 1
+    status = b.daemon.call("status")
+    assert status["records_refused"] >= 1 and status["sync"]["refused"] >= 1  # said, not hidden
+    assert "event=records_refused" in b.daemon.log()
 
 
 def test_hooks_are_replaced_by_a_reload(nodes: Callable[[str], Node], tmp_path: Path) -> None:

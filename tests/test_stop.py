@@ -107,7 +107,7 @@ def test_a_second_signal_while_the_stop_winds_down_exits_at_once(tmp_path: Path)
     pid_file = tmp_path / "hook.pid"
     hook = ["sh", "-c", f"echo $$ > {pid_file}; trap '' TERM; sleep 30"]
     config = tmp_path / "node.toml"
-    config.write_text(f"[[hooks]]\nexec = {json.dumps(hook)}\ntimeout = \"60s\"\n")
+    config.write_text(f'[[hooks]]\nexec = {json.dumps(hook)}\ntimeout = "60s"\n')
     node = Daemon(tmp_path / "node")
     try:
         node.start("--config", str(config))

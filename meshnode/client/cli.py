@@ -484,6 +484,20 @@ def fail(code: int, message: str) -> NoReturn:
     raise SystemExit(code)
 
 
+def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> None:
+    """A daemon that holds the data dir but not this socket: say so, not "start one"."""
+    from meshnode.system.datadir import DataDirLock  # the error path only: it costs a crypto import
+
+    home = paths.data_dir(args.data_dir, os.environ)
+    pid = DataDirLock.holder(home)
+    if pid is not None:
+        fail(
+            EXIT_NO_DAEMON,
+            f"a meshnode daemon (pid {pid}) is running on {home}, but not at {socket_path};"
+            " give the --socket it was started with",
+        )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, letting ``publish KEY --ttl 3h VALUE`` put its value after an option.
 
@@ -516,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except paths.PathError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     except DaemonNotRunning as exc:
+        _fail_if_held_elsewhere(args, exc.socket_path)
         start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
         fail(
             EXIT_NO_DAEMON,

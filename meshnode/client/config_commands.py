@@ -363,7 +363,7 @@ def _check_not_overridden(shown: dict[str, Any] | None, force: bool) -> None:
         return
     if not force:
         raise CommandFailed(
-            EXIT_FAILED,
+            EXIT_BAD_INPUT,  # nothing was stored
             f"{who}, which overrides the file: remove it, or store the key anyway with --force",
         )
     print(f"meshnode: warning: {who}, which overrides the file", file=sys.stderr)

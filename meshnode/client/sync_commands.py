@@ -113,7 +113,13 @@ def sync_line(summary: dict[str, Any]) -> str:
         return line
     synced = summary["peers_synced"]
     if synced == peers:
-        return f"in sync with {_peers(peers)}"
+        refused = summary.get("refused", 0)
+        held_back = (
+            f" ({refused:,} records refused by this node's store quotas: store_max_*)"
+            if refused
+            else ""
+        )
+        return f"in sync with {_peers(peers)}{held_back}"
     if reconciling:
         return f"reconciling with {_peers(reconciling)}; in sync with {synced} of {peers}"
     return (

@@ -68,8 +68,12 @@ def record_view(record: Record) -> dict[str, Any]:
     }
 
 
-def sync_summary(peers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The catch-up over all open sessions (``peer_list`` entries), for ``status`` and ``sync``."""
+def sync_summary(peers: list[dict[str, Any]], refused: int = 0) -> dict[str, Any]:
+    """The catch-up over all open sessions (``peer_list`` entries), for ``status`` and ``sync``.
+
+    ``refused``: valid records from peers the store did not take since the start (quotas),
+    which the node will not hold however long it syncs.
+    """
     open_ = [p for p in peers if p["state"] == "open"]
     to_fetch = sum(p["to_fetch"] for p in open_)
     rate = round(sum(p["rate"] for p in open_), 1)
@@ -87,6 +91,7 @@ def sync_summary(peers: list[dict[str, Any]]) -> dict[str, Any]:
         "peers_fetching": sum(1 for p in open_ if p["to_fetch"]),
         "peers_synced": sum(1 for p in open_ if p["synced"]),
         "peers": len(open_),
+        "refused": refused,
     }
 
 
@@ -240,11 +245,12 @@ class Api:
             "clients": self.clients,
             "watches": len(self.hub),
             "peers": self.peers.sessions,
+            "records_refused": self.peers.refused,
             "listening": list(self.peers.listening),
             "discovery": self._discovery_view(),
             "overlay": await self.peers.overlay(),
             "clock_set": self.wall_clock_ms() >= CLOCK_FLOOR_MS,
-            "sync": sync_summary(await self.peers.peer_list()),
+            "sync": sync_summary(await self.peers.peer_list(), self.peers.refused),
         }
 
     def _discovery_view(self) -> dict[str, Any]:
@@ -296,7 +302,7 @@ class Api:
         if start:
             await self.peers.step(SyncNow())
         sessions = [p for p in await self.peers.peer_list() if p["state"] == "open"]
-        return {**sync_summary(sessions), "sessions": sessions}
+        return {**sync_summary(sessions, self.peers.refused), "sessions": sessions}
 
     async def address_list(self, args: Args) -> list[dict[str, Any]]:
         args.done()

@@ -86,7 +86,7 @@ def run(config: DaemonConfig) -> None:
     """Run the daemon until SIGINT or SIGTERM; raise ``StartupError`` if it cannot start."""
     setup_logging(config.log_level)
     for warning in config.effective.warnings if config.effective else ():
-        log.warning("event=config_warning: %s", warning)
+        log.warning("event=config_warning message=%r", warning)
     notifier = Notifier.from_environ()  # read before any child could inherit it
     os.umask(0o077)  # every file the node creates is private to its user
     try:
@@ -295,7 +295,7 @@ class _Daemon:
         self.key = key
         if self.discovery_scope is not None:
             self.discovery_scope.cancel()
-        log.info("event=network_switched: sessions of the old network closed")
+        log.info("event=network_switched sessions=closed discovery=restarting")
 
     async def _status_line(self) -> str:
         peers = self.peers.sessions

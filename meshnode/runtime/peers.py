@@ -58,6 +58,7 @@ from meshnode.engine.admission import (
     Refusal,
     source_of,
 )
+from meshnode.engine.dissemination import Fate
 from meshnode.engine.events import (
     Congested,
     DialFailed,
@@ -196,6 +197,9 @@ class PeerService:
         self._stopping = False  # saying goodbye: no new connections
         self._ahead_of_clock = 0  # records refused as created in the future, since last said
         self._ahead_logged = -math.inf
+        self.refused = 0  # valid records from peers the store did not take, since the start
+        self._refused_unsaid = 0
+        self._refused_logged = -math.inf
         self._admission = Admission(
             Limits(
                 connections=MAX_CONNECTIONS,
@@ -245,8 +249,11 @@ class PeerService:
                 case Dial(address) if not self._stopping:
                     assert self._nursery is not None, "dials are asked for only while running"
                     self._nursery.start_soon(self._dial, address)
-                case Ingested() if action.stored:
-                    self.hub.publish(action.stored)
+                case Ingested():
+                    if action.stored:
+                        self.hub.publish(action.stored)
+                    if action.conn is not None:
+                        self._note_refused(action, now)
                 case AheadOfClock(count):
                     self._note_ahead_of_clock(count, now)
                 case Banned(node, ban):
@@ -256,6 +263,28 @@ class PeerService:
                         ban.seconds_left(now),
                         ban.reason,
                     )
+
+    def _note_refused(self, ingested: Ingested, now: float) -> None:
+        """Count valid records from peers the store would not take, and say so now and then.
+
+        Past an author's quota (10,000 records, 8 MiB) or the store's total, a
+        catching-up node would otherwise just seem to hold less than its peers.
+        """
+        refused = sum(1 for a in ingested.arrivals if a.fate is Fate.REJECTED)
+        if not refused:
+            return
+        self.refused += refused
+        self._refused_unsaid += refused
+        if now < self._refused_logged + AHEAD_LOG_INTERVAL:
+            return
+        log.warning(
+            "event=records_refused count=%d total=%d: valid records from peers that this"
+            " node's store did not take (an author over its quota, the store full, expired, or"
+            " created ahead of this node's clock); see store_max_* in the configuration",
+            self._refused_unsaid,
+            self.refused,
+        )
+        self._refused_unsaid, self._refused_logged = 0, now
 
     def _close(self, connection: Connection, why: SessionClosed) -> None:
         connection.closing = True

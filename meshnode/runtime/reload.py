@@ -106,7 +106,7 @@ class Reloader:
         )
         if waiting:
             log.warning(
-                "event=reload_restart_needed keys=%s: these take effect at the next start",
+                "event=reload_restart_needed keys=%s when=next_start",
                 ",".join(waiting),
             )
         return Reloaded(now_in_force, waiting)

@@ -54,6 +54,24 @@ class DataDirLock:
         self.path = home / LOCK_FILE
         self._file: IO[str] | None = None
 
+    @staticmethod
+    def holder(home: Path) -> str | None:
+        """The pid of the daemon holding ``home``'s lock (``"unknown"`` if unsaid), or None.
+
+        Looks without taking the lock or writing a byte.
+        """
+        try:
+            handle = open(home / LOCK_FILE, encoding="ascii")  # noqa: SIM115 - closed below
+        except OSError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return handle.read().strip() or "unknown"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+
     def acquire(self) -> None:
         try:
             handle = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 - held until release

@@ -420,6 +420,12 @@ class _Installer:
         unit_changed = self._write(t.unit_path, unit, 0o644)
         self._reload(unit_changed)
         self.report.warnings += reachability(t.command, t.root, lookup_user(SERVICE_USER, t.root))
+        if t.root is not None:  # an image: the steps are the image's, not this host's
+            self.report.next_steps += [
+                f"sudo systemctl --root {t.root} enable meshnode   # started at the image's boot",
+                "on the running system: sudo usermod -aG meshnode <user>, to use it without sudo",
+            ]
+            return
         self.report.next_steps += [
             "sudo systemctl enable --now meshnode",
             "sudo usermod -aG meshnode $USER   # then log in again, to use the node without sudo",
@@ -709,7 +715,7 @@ def reachability(
     return [
         f"the service will not start: {'; '.join(problems)}. Install meshnode where every"
         " user can reach it and run the installer from there: sudo python3 -m venv"
-        " /opt/meshnode && sudo /opt/meshnode/bin/pip install meshnode &&"
+        " /opt/meshnode && sudo /opt/meshnode/bin/pip install <the meshnode checkout> &&"
         " sudo /opt/meshnode/bin/meshnode service install"
     ]
 
