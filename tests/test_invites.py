@@ -234,7 +234,7 @@ def test_config_show_without_a_daemon_says_what_run_would_use(node: Node) -> Non
     assert lines["log_level"].split()[1:] == ["debug", "env", "MESHNODE_LOG_LEVEL"]
     assert lines["max_peers"].split()[1:] == ["128", "default"]
     assert (
-        f"private {config.network_id(KEY)} (the key: meshnode network show --reveal)"
+        f"private {config.network_id(KEY)} (network show --reveal)"
         in (lines["network_key"])
     )
     assert INVITE not in result.stdout

@@ -197,8 +197,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def _shown_values(row: dict[str, Any]) -> list[tuple[str, str]]:
     """A row as lines of (key, value) for people: hooks one per line, the network by its id."""
     key, value = row["key"], row["value"]
-    if key == "network_key":
-        return [(key, f"{value} (the key: meshnode network show --reveal)")]
+    if key == "network_key":  # the public key hides nothing; a private one is never shown
+        return [(key, value if value == "public" else f"{value} (network show --reveal)")]
     if key == "hooks":
         return [(f"hooks[{n}]", _json(hook)) for n, hook in enumerate(value, 1)] or [
             (key, "(none)")
