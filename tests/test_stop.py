@@ -122,8 +122,18 @@ def test_a_second_signal_while_the_stop_winds_down_exits_at_once(tmp_path: Path)
         assert node.process.wait(timeout=5) == 130
         assert time.monotonic() - started < 1.0
         assert "event=stop_cut_short signal=SIGTERM" in node.log()
+        hook_group = int(pid_file.read_text())
+        wait_until(lambda: not _alive(hook_group), timeout=2.0)  # the hook went with it
     finally:
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
         node.cleanup()
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -248,6 +248,7 @@ class _Daemon:
                     " committed record",
                     name,
                 )
+                self.hooks.kill_all()  # they run in sessions of their own: none outlives the node
                 logging.shutdown()
                 os._exit(EXIT_CUT_SHORT)
             else:

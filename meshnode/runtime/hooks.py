@@ -95,6 +95,7 @@ class HookRunner:
         self._output_cap = output_cap
         self._drops = DropTally(DROP_LOG_INTERVAL_S)
         self._running = False  # listening to the hub, between run's start and end
+        self._groups: set[int] = set()  # process groups of the runs under way
         self._start_errors: set[tuple[HookConfig, str]] = set()  # said once until a reload
         self._hooks: tuple[HookConfig, ...] = ()
         self.replace(hooks)
@@ -123,6 +124,11 @@ class HookRunner:
                 )
         if self._running:
             self._listen()
+
+    def kill_all(self) -> None:
+        """SIGKILL every run under way, at once: for a stop that cannot wait (a second signal)."""
+        for group in list(self._groups):
+            signal_group(group, signal.SIGKILL)
 
     def _listen(self) -> None:
         if self._hooks:
@@ -174,6 +180,7 @@ class HookRunner:
                 self._env,
                 output_cap=self._output_cap,
                 report=self._report,
+                running=self._groups,
             )
         except Exception:  # a failing hook is logged, never fatal, whatever went wrong
             log.exception("event=hook_error command=%s", job.hook.command[0])
@@ -213,6 +220,7 @@ async def run_hook(
     *,
     output_cap: int,
     report: Callable[[HookOutcome, HookConfig], None],
+    running: set[int] | None = None,
 ) -> None:
     """Run ``hook`` once for a record, within its timeout, and ``report`` how it ended.
 
@@ -237,6 +245,8 @@ async def run_hook(
         report(replace(outcome, start_error=start_error(exc)), hook)
         return
     stdout, stderr = Capture(output_cap), Capture(output_cap)
+    groups = set() if running is None else running  # so a stop cut short can kill it
+    groups.add(process.pid)
 
     def ended(timed_out: bool = False, stopped: bool = False) -> HookOutcome:
         code = process.returncode  # None: it outlived even SIGKILL (D state), and was let go
@@ -266,6 +276,8 @@ async def run_hook(
             await _close_pipes(process)
         report(ended(stopped=True), hook)
         raise
+    finally:
+        groups.discard(process.pid)
     await _close_pipes(process)
     report(ended(timed_out=limit.cancelled_caught), hook)
 
