@@ -26,6 +26,8 @@ import sys
 import time
 
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
+from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
 
@@ -41,10 +43,6 @@ if TYPE_CHECKING:
     from meshnode.store.base import StoreLimits
     from meshnode.system.offline import OfflineNode
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NO_DAEMON = 3
 EXPORT_PAGE = 5000  # records per ``export`` call
 # Per ``import`` call: the daemon takes requests of at most 1 MiB.
 IMPORT_RECORDS = 2048
@@ -162,7 +160,7 @@ def _export(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 3),
     }
     if args.json:
-        sys.stderr.write(_dumps(summary) + "\n")
+        sys.stderr.write(dumps(summary) + "\n")
     else:
         sys.stderr.write(
             f"exported {writer.count:,} records ({writer.size:,} bytes) from {where} to {target}\n"
@@ -489,7 +487,7 @@ def _unreadable(args: argparse.Namespace, tally: _Tally, exc: BundleError) -> in
     """The file is no bundle this meshnode reads: nothing was done."""
     tally.fault = exc
     if args.json:
-        sys.stdout.write(_dumps(tally.view(complete=False)) + "\n")
+        sys.stdout.write(dumps(tally.view(complete=False)) + "\n")
     sys.stderr.write(f"meshnode: {tally.name}: {exc}\n")
     return EXIT_BAD_INPUT
 
@@ -497,7 +495,7 @@ def _unreadable(args: argparse.Namespace, tally: _Tally, exc: BundleError) -> in
 def _report(args: argparse.Namespace, tally: _Tally, reader: BundleReader) -> int:
     complete = reader.complete and tally.fault is None and tally.stopped is None
     if args.json:
-        sys.stdout.write(_dumps(tally.view(complete)) + "\n")
+        sys.stdout.write(dumps(tally.view(complete)) + "\n")
     else:
         counts = ", ".join(f"{_WORDS[v]} {tally.counts.get(v, 0):,}" for v in _ACCEPTED)
         sys.stdout.write(
@@ -526,9 +524,3 @@ def _report(args: argparse.Namespace, tally: _Tally, reader: BundleReader) -> in
 def _warn(warnings: list[str]) -> None:
     for warning in warnings:
         sys.stderr.write(f"meshnode: {warning}\n")
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)

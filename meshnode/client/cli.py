@@ -20,9 +20,11 @@ from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
 from meshnode.client.bundle_commands import add_commands as add_bundle_commands
 from meshnode.client.doctor import diagnose
+from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
 from meshnode.client.service_commands import add_commands as add_service_commands
 from meshnode.client.sync_commands import add_commands as add_sync_commands
 from meshnode.client.sync_commands import sync_line
+from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
 
@@ -31,10 +33,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_NO_DAEMON = 3
 
 _INPUT_ERRORS = {"invalid-params", "unknown-method", "bad-request"}
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -67,25 +65,6 @@ def check_author(text: str | None) -> str | None:
         except NodeIdError as exc:
             raise BadInput(str(exc)) from None
     return text
-
-
-def to_json(value: Any) -> Any:
-    """JSON has no bytes: a msgpack bin value is shown as ``{"$bin": "<base64>"}``."""
-    if isinstance(value, bytes):
-        import base64
-
-        return {"$bin": base64.b64encode(value).decode()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    return value
-
-
-def dumps(value: Any) -> str:
-    import json  # only --json and structured values need it
-
-    return json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
 
 
 def show_value(value: Any) -> str:

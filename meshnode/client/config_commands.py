@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
+from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
+from meshnode.core.jsonview import dumps
 from meshnode.core.netkey import (
     NETWORK_KEY_SIZE,
     NetworkKeyError,
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from meshnode.system.config import Effective, Inputs
 
 # The exit codes of meshnode.client.cli, which imports this module.
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_DAEMON = 0, 1, 2, 3
 _INPUT_ERRORS = {"invalid-params", "unknown-method", "bad-request", "config-error"}
 LOG_LEVELS = ("debug", "info", "warning", "error")  # as meshnode.system.config.LOG_LEVELS
 
@@ -156,12 +157,6 @@ def _row(shown: dict[str, Any], key: str) -> dict[str, Any]:
     return next(row for row in shown["settings"] if row["key"] == key)
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
 def _no_daemon_note(args: argparse.Namespace) -> None:
     socket = paths.client_socket(args.data_dir, args.socket, os.environ)
     print(
@@ -180,7 +175,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         _no_daemon_note(args)
         shown = _local_config(args)
     if args.json:
-        print(_json({**shown, "running": running}))
+        print(dumps({**shown, "running": running}))
         return EXIT_OK
     read = shown["file"] in shown["files"]
     print(f"file: {shown['file']}{'' if read else ' (not there: defaults)'}")
@@ -200,14 +195,14 @@ def _shown_values(row: dict[str, Any]) -> list[tuple[str, str]]:
     if key == "network_key":  # the public key hides nothing; a private one is never shown
         return [(key, value if value == "public" else f"{value} (network show --reveal)")]
     if key == "hooks":
-        return [(f"hooks[{n}]", _json(hook)) for n, hook in enumerate(value, 1)] or [
+        return [(f"hooks[{n}]", dumps(hook)) for n, hook in enumerate(value, 1)] or [
             (key, "(none)")
         ]
     if value is None:
         return [(key, "(the default rule)")]
     if isinstance(value, bool):
         return [(key, "true" if value else "false")]
-    return [(key, str(value) if isinstance(value, str | int) else _json(value))]
+    return [(key, str(value) if isinstance(value, str | int) else dumps(value))]
 
 
 def cmd_config_reload(args: argparse.Namespace) -> int:
@@ -221,7 +216,7 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
             f"no meshnode daemon is running at {exc.socket_path}; start one with: {start}",
         ) from None
     if args.json:
-        print(_json(answer))
+        print(dumps(answer))
         return EXIT_OK
     changed, restart = answer["changed"], answer["restart_needed"]
     print(f"reloaded: {', '.join(changed)} changed" if changed else "reloaded: nothing changed")
@@ -390,7 +385,7 @@ def cmd_network_show(args: argparse.Namespace) -> int:
     if args.reveal and key is not None:
         result["invite"] = encode_network_key(key)
     if args.json:
-        print(_json(result))
+        print(dumps(result))
         return EXIT_OK
     label = "public (anyone running meshnode can join)" if public else "private"
     print(f"network: {label}, id {row['network_id']}")

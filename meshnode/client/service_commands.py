@@ -12,13 +12,11 @@ import argparse
 import os
 import sys
 
+from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from meshnode.system.service import Report, Step
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def add_commands(

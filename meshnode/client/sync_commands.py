@@ -17,6 +17,9 @@ import argparse
 import sys
 import time
 
+from meshnode.client.exits import EXIT_FAILED, EXIT_OK
+from meshnode.core.jsonview import dumps
+
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,8 +31,6 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the daemon
 RESTART_EVERY = 1.0  # seconds between two asks to reconcile, while not caught up
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def add_commands(
@@ -84,7 +85,7 @@ def cmd_sync(client: Client, args: argparse.Namespace) -> int:
     if not (args.wait or args.timeout is not None or args.peers):
         state = client.call("sync")
         if args.json:
-            _out(_dumps(state))
+            _out(dumps(state))
             return EXIT_OK
         _out(sync_line(state))
         for session in state["sessions"]:
@@ -216,7 +217,7 @@ def _show(
 
 
 def _done(args: argparse.Namespace, state: dict[str, Any], line: str) -> int:
-    _out(_dumps({**state, "caught_up": True}) if args.json else line)
+    _out(dumps({**state, "caught_up": True}) if args.json else line)
     return EXIT_OK
 
 
@@ -224,7 +225,7 @@ def _timed_out(
     args: argparse.Namespace, state: dict[str, Any], behind: list[dict[str, Any]], waited: float
 ) -> int:
     if args.json:
-        _out(_dumps({**state, "caught_up": False}))
+        _out(dumps({**state, "caught_up": False}))
     missing = []
     if len(state["sessions"]) < args.peers:
         missing.append(f"{len(state['sessions'])} of {_peers(args.peers)} connected")
@@ -245,9 +246,3 @@ def _out(line: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     stream.write(line + "\n")
     stream.flush()
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)

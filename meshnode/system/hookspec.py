@@ -16,9 +16,7 @@ Nothing here starts a process; the runners do (and share ``signal_group``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import re
 import shlex
@@ -26,6 +24,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from meshnode.core.jsonview import dumps
 
 DEFAULT_HOOK_TIMEOUT_S = 10.0
 DEFAULT_HOOK_CONCURRENCY = 4
@@ -216,22 +216,6 @@ def hook_environment(
     return env
 
 
-def to_json(value: Any) -> Any:
-    """JSON has no bytes: a msgpack bin value is ``{"$bin": "<base64>"}``, as in the CLI."""
-    if isinstance(value, bytes):
-        return {"$bin": base64.b64encode(value).decode()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    return value
-
-
-def dumps(value: Any) -> str:
-    """One line of JSON, as ``meshnode watch --json`` and ``get`` print it."""
-    return json.dumps(to_json(value), ensure_ascii=False, sort_keys=True)
-
-
 @dataclass(frozen=True)
 class Captured:
     """The first bytes of one output stream of a run, and how many more were discarded."""
@@ -330,7 +314,7 @@ def field_text(value: object) -> str:
     text = str(value)
     if text and all(c.isalnum() or c in "._-/:@+" for c in text) and text.isascii():
         return text
-    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = dumps(text)
     # JSON leaves U+2028, U+0085 and the like alone; a log reader may not.
     return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in quoted)
 

@@ -1,0 +1,6 @@
+"""The ``meshnode`` command's exit statuses, the same for every command."""
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation failed (not found, a daemon error)
+EXIT_BAD_INPUT = 2  # bad input: nothing was stored
+EXIT_NO_DAEMON = 3  # no daemon is running
