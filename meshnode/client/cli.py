@@ -316,16 +316,20 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
 
 def _watch_exec(client: Client, args: argparse.Namespace) -> int:
     """``watch --exec CMD``: run CMD for each record (``meshnode.client.hooks``)."""
-    from meshnode.client.hooks import MAX_CONCURRENCY, hook_from_args, watch_and_run
-    from meshnode.system.hookspec import DEFAULT_HOOK_CONCURRENCY, HookSpecError
+    from meshnode.client.hooks import hook_from_args, watch_and_run
+    from meshnode.system.hookspec import (
+        DEFAULT_HOOK_CONCURRENCY,
+        MAX_HOOK_CONCURRENCY,
+        HookSpecError,
+    )
 
     if args.json:
         raise BadInput("--json does not go with --exec: the command gets each record as JSON")
     concurrency = args.exec_concurrency
     if concurrency is None:
         concurrency = DEFAULT_HOOK_CONCURRENCY
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise BadInput(f"--exec-concurrency is 1 to {MAX_CONCURRENCY}")
+    if not 1 <= concurrency <= MAX_HOOK_CONCURRENCY:
+        raise BadInput(f"--exec-concurrency is 1 to {MAX_HOOK_CONCURRENCY}")
     try:
         hook = hook_from_args(args.exec, args.exec_timeout)
     except HookSpecError as exc:

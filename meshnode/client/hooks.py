@@ -54,7 +54,6 @@ from meshnode.system.hookspec import (
 )
 
 OUTPUT_CAP = 64 * 1024  # bytes kept of each of a run's stdout and stderr
-MAX_CONCURRENCY = 64
 STOP_WAIT_S = 1.0  # what running hooks get to finish when the watch ends
 READ_CHUNK = 65536
 

@@ -79,6 +79,7 @@ from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system.hookspec import (
     DEFAULT_HOOK_CONCURRENCY,
     DEFAULT_HOOK_TIMEOUT_S,
+    MAX_HOOK_CONCURRENCY,
     HookConfig,
     HookSpecError,
     parse_command,
@@ -90,7 +91,6 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.toml"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_STORE_BYTES = 17 * 1024  # one record: meshnode.core.record.MAX_RECORD_BYTES
-MAX_HOOK_CONCURRENCY = 64
 MAX_PEERS_LIMIT = 128  # meshnode.runtime.peers.MAX_CONNECTIONS: more could never connect
 
 

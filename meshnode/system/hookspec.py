@@ -29,6 +29,7 @@ from meshnode.core.jsonview import dumps
 
 DEFAULT_HOOK_TIMEOUT_S = 10.0
 DEFAULT_HOOK_CONCURRENCY = 4
+MAX_HOOK_CONCURRENCY = 64  # runs at once, from the CLI or the configuration
 KILL_GRACE_S = 1.0  # from SIGTERM to SIGKILL for a hook past its timeout
 # Records waiting for a free slot, at most. A record view is at most ~24 KB in
 # memory, so a full backlog stays under ~25 MB; past it, records are dropped and
