@@ -22,7 +22,6 @@ import os
 import random
 import signal
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +46,9 @@ from meshnode.runtime.reload import Appliers, Reloader, ReloadError
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.store.base import StoreError
-from meshnode.store.sqlite import SQLiteStore
 from meshnode.system import datadir
 from meshnode.system.config import Effective, Inputs
+from meshnode.system.home import open_node
 from meshnode.system.hookspec import DEFAULT_HOOK_CONCURRENCY
 from meshnode.system.notify import Notifier
 
@@ -89,38 +88,23 @@ def run(config: DaemonConfig) -> None:
         log.warning("event=config_warning message=%r", warning)
     notifier = Notifier.from_environ()  # read before any child could inherit it
     os.umask(0o077)  # every file the node creates is private to its user
-    try:
-        datadir.prepare(config.data_dir)
-        lock = datadir.DataDirLock(config.data_dir)
-        lock.acquire()
-    except datadir.DataDirError as exc:
-        raise StartupError(str(exc)) from None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(notifier.close)
         try:
-            identity, created = datadir.load_or_create_identity(config.data_dir, os.urandom(32))
-            store = SQLiteStore(
-                config.data_dir / datadir.STORE_FILE, identity.public_key, config.settings.store
-            )
+            datadir.prepare(config.data_dir)
+            opened = stack.enter_context(open_node(config.data_dir, config.settings.store))
         except (datadir.DataDirError, StoreError) as exc:
             raise StartupError(str(exc)) from None
-        try:  # from here on the store is closed whatever happens, ^C included
-            if created:
-                log.info(
-                    "event=identity_created node=%s fingerprint=%s",
-                    identity.node_id,
-                    identity.fingerprint,
-                )
-            for warning in store.warnings:
-                log.error("%s", warning)
-            # Verification runs on both cores when peers send many records at once.
-            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify") as verifiers:
-                node = Node(identity, store, parallel_map=verifiers.map)
-                trio.run(_Daemon(config, node, notifier).main)
-        finally:
-            store.close()
-    finally:
-        lock.release()
-        notifier.close()
+        identity = opened.node.identity
+        if opened.created:
+            log.info(
+                "event=identity_created node=%s fingerprint=%s",
+                identity.node_id,
+                identity.fingerprint,
+            )
+        for warning in opened.warnings:
+            log.error("%s", warning)
+        trio.run(_Daemon(config, opened.node, notifier).main)
 
 
 class _Daemon:

@@ -16,20 +16,17 @@ newcomers (``source`` None), so their authors are established at once.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
 from meshnode.engine.mesh import verdicts
 from meshnode.engine.node import Node
 from meshnode.store.base import StoreError, StoreLimits
-from meshnode.store.sqlite import SQLiteStore
 from meshnode.system import datadir
+from meshnode.system.home import open_node
 
-VERIFY_THREADS = 2
 EXPORT_PAGE = 5000  # records per read of the store
 
 
@@ -83,29 +80,14 @@ class OfflineNode:
                 f"no node lives in {home} (it has no {datadir.KEY_FILE}); start it once"
                 " with meshnode run, or name its data dir with --data-dir"
             )
-        lock = datadir.DataDirLock(home)
         try:
-            lock.acquire()
+            opened = self._stack.enter_context(open_node(home, self.limits))
         except datadir.AlreadyRunning as exc:
             raise Busy(f"{exc}; its control socket did not answer (is --socket right?)") from None
-        except datadir.DataDirError as exc:
-            raise OfflineError(str(exc)) from None
-        self._stack.callback(lock.release)
-        try:
-            identity, _ = datadir.load_or_create_identity(home, os.urandom(32))
-            mask = os.umask(0o077)  # as the daemon: the store's files are the user's alone
-            try:
-                store = SQLiteStore(home / datadir.STORE_FILE, identity.public_key, self.limits)
-            finally:
-                os.umask(mask)
         except (datadir.DataDirError, StoreError) as exc:
             raise OfflineError(str(exc)) from None
-        self._stack.callback(store.close)
-        self.warnings = list(store.warnings)
-        verifiers = self._stack.enter_context(
-            ThreadPoolExecutor(max_workers=VERIFY_THREADS, thread_name_prefix="verify")
-        )
-        self._node = Node(identity, store, parallel_map=verifiers.map)
+        self.warnings = list(opened.warnings)
+        self._node = opened.node
 
     @property
     def node(self) -> Node:
