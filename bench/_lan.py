@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,15 @@ from tests.netns import Lan, skip_reason  # noqa: E402
 
 FORM_TIMEOUT_S = 30.0
 
-__all__ = ["Lan", "peer_count", "require_namespaces", "start_daemons", "wait_formed", "warm_up"]
+__all__ = [
+    "Lan",
+    "daemon_import_s",
+    "peer_count",
+    "require_namespaces",
+    "start_daemons",
+    "wait_formed",
+    "warm_up",
+]
 
 
 def require_namespaces() -> None:
@@ -54,6 +63,20 @@ def warm_up() -> None:
     _daemon_env()
 
 
+def daemon_import_s(runs: int = 5) -> float:
+    """Median wall time of a Python that imports what a daemon imports, then exits."""
+    env = _daemon_env()
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", _DAEMON_IMPORTS], env=env, check=True, timeout=60)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+_DAEMON_IMPORTS = "import meshnode.runtime.daemon, meshnode.client.cli"
+
+
 @functools.cache
 def _daemon_env() -> dict[str, str]:
     cache = Path(tempfile.mkdtemp(prefix="mn-bench-pyc-"))
@@ -61,8 +84,9 @@ def _daemon_env() -> dict[str, str]:
     env = child_env(cache)
     # With a cache prefix, every module's bytecode (the standard library's, trio's) is
     # looked for there: importing what a daemon imports fills it with all of them.
-    warm = "import meshnode.runtime.daemon, meshnode.client.cli"
-    subprocess.run([sys.executable, "-c", warm], env=env, check=True, timeout=120, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", _DAEMON_IMPORTS], env=env, check=True, timeout=120, cwd=ROOT
+    )
     return env
 
 

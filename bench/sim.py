@@ -10,7 +10,10 @@ Runs, each a ``meshnode.sim.scenario.Scenario`` on one core:
 - ``faults``: N = 100, 10 % crashed at once, a partition of 30 s, 20 % churn;
   the time from the end of faults to convergence.
 
-    python bench/sim.py speed|baseline|faults [--nodes N] [--records R] [--seed K]
+    python bench/sim.py speed|baseline|faults [--nodes N] [--records R] [--seed K] [--profile]
+
+``--profile`` runs under cProfile and prints, on stderr, the time by layer and the top
+functions: what dominates a run (it slows the run about twofold; quote the unprofiled wall).
 
 Prints one JSON line per run, last on stdout.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 
 from _common import emit, log
+from _profile import format_table, profiled
 
 from meshnode.sim.scenario import Scenario, run
 
@@ -32,6 +36,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int)
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="time by layer, on stderr")
     args = parser.parse_args()
     if args.what == "speed":
         scenarios = [Scenario(args.nodes or 1000, args.records, 60.0, seed=args.seed)]
@@ -52,7 +57,15 @@ def main() -> None:
         ]
     for scenario in scenarios:
         log(f"simulating {scenario.nodes} nodes, {scenario.records} records")
-        figures = {"bench": f"sim-{args.what}", **run(scenario).as_json()}
+        if args.profile:
+            report, layers, functions = profiled(lambda s=scenario: run(s))
+            log(format_table(layers, "own time by layer (cProfile):"))
+            log(format_table(functions, "top functions by own time:"))
+        else:
+            report, layers = run(scenario), []
+        figures = {"bench": f"sim-{args.what}", **report.as_json()}
+        if layers:
+            figures["profile_layers"] = layers
         goal = GOAL_WALL_S.get(scenario.records) if args.what == "speed" else None
         if goal is not None:
             figures["goal_wall_s"] = goal
