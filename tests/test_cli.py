@@ -213,26 +213,25 @@ def test_a_daemon_with_no_room_is_named_as_the_cause_not_a_broken_pipe() -> None
     assert "Broken pipe" not in result.stderr
 
 
-def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "meshnode", "status", "--data-dir", str(tmp_path / "none")],
+def status_of(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``meshnode status --data-dir DATA_DIR``, with no XDG directories of the test runner's."""
+    return subprocess.run(
+        [sys.executable, "-m", "meshnode", "status", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         env=env_without_xdg(),
         check=False,
     )
+
+
+def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
+    result = status_of(tmp_path / "none")
     assert result.returncode == 3
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
 
 
 def test_a_daemon_on_another_socket_is_named_not_started_again(daemon: Daemon) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "meshnode", "status", "--data-dir", str(daemon.data_dir)],
-        capture_output=True,
-        text=True,
-        env=env_without_xdg(),
-        check=False,
-    )
+    result = status_of(daemon.data_dir)
     assert result.returncode == 3
     assert "is running on" in result.stderr and "give the --socket" in result.stderr
 
