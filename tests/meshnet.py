@@ -9,9 +9,10 @@ reads the actions that ``Mesh.handle`` returns.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Sequence
+
+from msgspec import structs
 
 from meshnode.core import messages as m
 from meshnode.core.canonical import Value
@@ -42,7 +43,7 @@ def network(
     link = LinkModel(latency=latency, jitter=0.0, bandwidth=float("inf"))
     settings = settings or Settings()
     if limits is not None:
-        settings = dataclasses.replace(settings, store=limits)
+        settings = structs.replace(settings, store=limits)
     net = Network(random.Random(seed), link=link, settings=settings)
     for _ in range(n_nodes):
         net.add_node()

@@ -233,10 +233,7 @@ def test_config_show_without_a_daemon_says_what_run_would_use(node: Node) -> Non
     assert '["192.0.2.1:7744", "192.0.2.2:1"]' in lines["peers"]
     assert lines["log_level"].split()[1:] == ["debug", "env", "MESHNODE_LOG_LEVEL"]
     assert lines["max_peers"].split()[1:] == ["128", "default"]
-    assert (
-        f"private {config.network_id(KEY)} (network show --reveal)"
-        in (lines["network_key"])
-    )
+    assert f"private {config.network_id(KEY)} (network show --reveal)" in (lines["network_key"])
     assert INVITE not in result.stdout
     as_json = json.loads(node.run("config", "show", "--json").stdout)
     assert as_json["file"] == str(node.conf) and as_json["files"] == [str(node.conf)]

@@ -689,7 +689,7 @@ def test_module_stays_pure() -> None:
         "hmac",
         "struct",
         "collections",
-        "dataclasses",
+        "msgspec",
         "typing",
         "cryptography",
     }

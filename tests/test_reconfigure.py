@@ -7,8 +7,9 @@ with goodbye 0, "left this network"; nothing else is closed.
 
 from __future__ import annotations
 
-import dataclasses
 import random
+
+from msgspec import structs
 
 from meshnode.core import messages as m
 from meshnode.engine.actions import Close, Dial
@@ -65,7 +66,7 @@ def test_a_dropped_static_peers_session_goes_on_until_it_ends() -> None:
 def test_store_quotas_change_at_once() -> None:
     mesh = engine()
     limits = StoreLimits(max_total_bytes=1024)
-    mesh.handle(Reconfigure(dataclasses.replace(Settings(), store=limits)), at(0))
+    mesh.handle(Reconfigure(structs.replace(Settings(), store=limits)), at(0))
     assert mesh.node.store.limits == limits
 
 

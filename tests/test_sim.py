@@ -25,7 +25,6 @@ fault ends.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec import structs
 
 from meshnode.core.identity import Identity
 from meshnode.core.record import decode_record, sign_record
@@ -219,7 +219,7 @@ def test_a_partition_that_never_heals_fails_converged() -> None:
 
 
 def test_a_graph_in_parts_fails_converged() -> None:
-    report = run(dataclasses.replace(SMALL, degree=1))  # pairs of nodes, nothing between them
+    report = run(structs.replace(SMALL, degree=1))  # pairs of nodes, nothing between them
     assert report.components > 1
     assert not report.invariants["converged"]
     assert report.delivered_fraction < 1.0
@@ -251,7 +251,7 @@ def test_a_store_past_its_byte_limit_fails_bounded() -> None:
     def shrink(run_: Run) -> None:
         store = run_.net.nodes[0].store
         assert store.total_bytes > 0
-        store.limits = dataclasses.replace(store.limits, max_total_bytes=store.total_bytes // 2)
+        store.limits = structs.replace(store.limits, max_total_bytes=store.total_bytes // 2)
 
     _, report = run_with(SMALL, {SMALL.seconds - 0.5: shrink})
     assert report.invariants == {
@@ -306,7 +306,7 @@ def test_the_same_seed_gives_the_same_run_event_for_event() -> None:
 
 
 def test_different_seeds_give_different_runs() -> None:
-    digests = {run(dataclasses.replace(SMALL, seed=seed)).trace_digest for seed in range(4)}
+    digests = {run(structs.replace(SMALL, seed=seed)).trace_digest for seed in range(4)}
     assert len(digests) == 4
 
 

@@ -7,6 +7,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from msgspec import structs
 
 from meshnode.core.record import Record
 from meshnode.store import Outcome, Store, StoreError, StoreLimits
@@ -298,7 +299,7 @@ def test_a_database_from_a_newer_meshnode_is_refused(tmp_path: Path) -> None:
 
 def test_a_failed_batch_is_rolled_back_whole(tmp_path: Path) -> None:
     bad = record(ALICE, "b")
-    object.__setattr__(bad, "raw", None)  # makes the INSERT fail halfway through the batch
+    structs.force_setattr(bad, "raw", None)  # makes the INSERT fail halfway through the batch
     with closing(SQLiteStore(tmp_path / "s.db", OWNER.public_key)) as store:
         with pytest.raises((StoreError, TypeError, AttributeError)):
             store.ingest([record(ALICE, "a"), bad], NOW)

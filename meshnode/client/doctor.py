@@ -9,22 +9,22 @@ exactly like no one being there.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, structs
 
 AVAHI_SOCKET = Path("/run/avahi-daemon/socket")
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Struct, frozen=True):
     check: str
     ok: bool
     verdict: str
     hint: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return structs.asdict(self)
 
 
 def diagnose(status: dict[str, Any], *, avahi: bool | None = None) -> list[Check]:

@@ -33,8 +33,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import IO, Any
+
+from msgspec import structs
 
 from meshnode.system.hookspec import (
     DEFAULT_HOOK_TIMEOUT_S,
@@ -265,7 +266,7 @@ def run_hook(
             start_new_session=True,
         )
     except OSError as exc:
-        return replace(outcome, start_error=start_error(exc))
+        return structs.replace(outcome, start_error=start_error(exc))
     pipes = _Pipes(process, given.stdin, output_cap, wake_fd)
     deadline = started + hook.timeout_s
     ended = pipes.exchange(lambda: _earliest(deadline, stop_time()))
@@ -284,7 +285,7 @@ def run_hook(
         pipes.exchange(lambda: kill_end)
     pipes.close()
     code = process.wait()
-    return replace(
+    return structs.replace(
         outcome,
         duration_s=time.monotonic() - started,
         exit_code=code if code >= 0 else None,

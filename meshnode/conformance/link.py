@@ -11,10 +11,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from msgspec import Struct
 
 from meshnode.core import messages as m
 from meshnode.core.channel import ChannelError, SecureChannel
@@ -28,8 +28,7 @@ class Failure(Exception):
     """The node under test did not do what the spec says; the message says what it did."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct, frozen=True):
     host: str
     port: int
     network_key: bytes

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from msgspec import Struct
 
 from meshnode.conformance.link import Failure, Link, Target, fresh_identity
 from meshnode.conformance.record_vectors import invalid_records
@@ -34,8 +34,7 @@ HELLO_EXCHANGE = m.Hello(
 )
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(Struct, frozen=True):
     name: str
     run: Callable[[Target], str | None]  # None: passed; a string: skipped, and why
     slow: bool = False

@@ -20,7 +20,8 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from meshnode.core.addresses import format_address
 
@@ -68,8 +69,7 @@ def network_tag(network_key: bytes) -> str:
     return _base32(hmac.new(network_key, _NETWORK_CONTEXT, hashlib.sha256).digest()[:TAG_BYTES])
 
 
-@dataclass(frozen=True, slots=True)
-class Advert:
+class Advert(Struct, frozen=True):
     """This node's advertisement, ready for a DNS-SD registration."""
 
     label: str  # the instance label; also the host label of the SRV target
@@ -95,8 +95,7 @@ def advert_for(network_key: bytes, random_bytes: bytes, port: int) -> Advert:
     return Advert(instance_label(random_bytes), port, txt)
 
 
-@dataclass(frozen=True, slots=True)
-class Sighting:
+class Sighting(Struct, frozen=True):
     """A service of this node's network, seen on the link: where it may be dialled."""
 
     label: str
@@ -115,8 +114,7 @@ def label_of(instance: str) -> str:
     return label
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(Struct, frozen=True):
     """A service as the resolver gave it, before it is judged."""
 
     instance: str  # the full service instance name

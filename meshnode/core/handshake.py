@@ -24,10 +24,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from msgspec import Struct
 
 from meshnode.core.channel import FrameDecoder, SecureChannel, frame
 from meshnode.core.identity import Identity, verify_signature
@@ -48,8 +47,7 @@ class HandshakeError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Established:
+class Established(Struct, frozen=True):
     """A finished handshake: who the peer is, and the channel to talk to it."""
 
     remote_node: bytes  # the peer's Ed25519 public key
@@ -80,7 +78,7 @@ def binding(identity: Identity, static_public: bytes) -> bytes:
 
 
 def public_bytes(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_key().public_bytes_raw()
 
 
 class PeerHandshake:

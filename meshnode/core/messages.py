@@ -28,10 +28,10 @@ once, without allocating them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from msgspec import Struct
 
 from meshnode.core.msgscan import ScanError, ValueStream
 from meshnode.core.record import ID_SIZE
@@ -117,8 +117,7 @@ class GoodbyeCode(enum.IntEnum):
     BANNED = 7  # the peer is not welcome for a while; retry_after says how long
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
+class Hello(Struct, frozen=True):
     version: int
     features: tuple[str, ...]
     listen: tuple[str, ...]
@@ -133,53 +132,44 @@ class Role(enum.IntEnum):
     CONTINUE = 2  # a later message from the round's initiator
 
 
-@dataclass(frozen=True, slots=True)
-class Reconcile:
+class Reconcile(Struct, frozen=True):
     role: Role
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Records:
+class Records(Struct, frozen=True):
     raws: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Want:
+class Want(Struct, frozen=True):
     ids: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Have:
+class Have(Struct, frozen=True):
     ids: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Ping:
+class Ping(Struct, frozen=True):
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
-class Pong:
+class Pong(Struct, frozen=True):
     nonce: int
 
 
-@dataclass(frozen=True, slots=True)
-class Goodbye:
+class Goodbye(Struct, frozen=True):
     code: int
     reason: str
     retry_after: int | None = None  # seconds; sent only to peers with the retry-after feature
 
 
-@dataclass(frozen=True, slots=True)
-class Peers:
+class Peers(Struct, frozen=True):
     """Addresses where other nodes accepted this sender's dial (the ``peer-exchange`` feature)."""
 
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
+class Deferred(Struct, frozen=True):
     """A message of a feature's type, undecoded: only a session knows if the feature is in force.
 
     ``parse_deferred`` decodes it where it is; where it is not, it is ignored

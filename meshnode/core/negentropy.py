@@ -53,9 +53,10 @@ import enum
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Final, NamedTuple, Protocol, TypeAlias
+
+from msgspec import Struct
 
 PROTOCOL_VERSION: Final = 0x61
 ID_SIZE: Final = 32
@@ -112,8 +113,7 @@ class Item(NamedTuple):
     id: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Bound:
+class Bound(Struct, frozen=True):
     """An exclusive range end: a timestamp and an id prefix whose missing bytes are zeros."""
 
     timestamp: int
@@ -131,23 +131,20 @@ class Bound:
         return (self.timestamp, self.id_prefix.ljust(ID_SIZE, b"\0"))
 
 
-@dataclass(frozen=True, slots=True)
-class SkipRange:
+class SkipRange(Struct, frozen=True):
     """The sender has nothing to say about this range: it is settled or not its business."""
 
     upper: Bound
 
 
-@dataclass(frozen=True, slots=True)
-class FingerprintRange:
+class FingerprintRange(Struct, frozen=True):
     """The sender's ids in the range, summarised; equal fingerprints settle the range."""
 
     upper: Bound
     fingerprint: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class IdListRange:
+class IdListRange(Struct, frozen=True):
     """Every id the sender has in the range, sent when that is cheaper than splitting."""
 
     upper: Bound
@@ -254,8 +251,7 @@ def _checked_item(timestamp: int, item_id: bytes) -> Item:
     return Item(timestamp, item_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Strategy:
+class Strategy(Struct, frozen=True):
     """The choices the spec leaves to the sender: the opening message and how to split.
 
     A mismatched range of at least ``id_list_below`` items becomes ``buckets`` fingerprinted
@@ -404,8 +400,7 @@ def _minimal_bound(previous: Item, current: Item) -> Bound:
     return Bound(current.timestamp, current.id[: shared + 1])
 
 
-@dataclass(frozen=True, slots=True)
-class InitiatorStep:
+class InitiatorStep(Struct, frozen=True):
     """What one reply taught the initiator, and what to send next (None once done)."""
 
     message: bytes | None

@@ -33,12 +33,12 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from msgspec import Struct
 
 DHLEN = 32
 HASHLEN = 32
@@ -285,8 +285,7 @@ class SymmetricState:
 # --- Handshake patterns (sections 7, 8 and 9) -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HandshakePattern:
+class HandshakePattern(Struct, frozen=True):
     """A handshake pattern as in section 7.1: pre-messages, then alternating messages.
 
     ``message_patterns[0]`` is sent by the initiator, ``[1]`` by the
@@ -351,8 +350,7 @@ def apply_psk_modifiers(pattern: HandshakePattern, modifiers: Sequence[str]) -> 
     )
 
 
-@dataclass(frozen=True)
-class NoiseProtocol:
+class NoiseProtocol(Struct, frozen=True):
     """A parsed protocol name (section 8); ``name`` is what InitializeSymmetric hashes."""
 
     name: str
@@ -400,8 +398,7 @@ def parse_protocol_name(name: str) -> NoiseProtocol:
 # --- HandshakeState (section 5.3) -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HandshakeResult:
+class HandshakeResult(Struct, frozen=True):
     """What a finished handshake hands to the transport, from this side's point of view.
 
     ``send``/``receive`` are the Split() CipherStates: the initiator sends

@@ -20,9 +20,9 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import msgpack
+from msgspec import Struct
 
 from meshnode.core import canonical
 from meshnode.core.canonical import Value
@@ -67,8 +67,7 @@ class RecordError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Record:
+class Record(Struct, frozen=True, eq=False):
     """A verified, immutable record. Build with ``sign_record`` or ``decode_record``."""
 
     author: bytes
@@ -78,8 +77,8 @@ class Record:
     created_ms: int
     expires_ms: int | None
     signature: bytes
-    raw: bytes = field(repr=False)
-    id: bytes = field(repr=False)
+    raw: bytes
+    id: bytes
 
     @property
     def is_tombstone(self) -> bool:
@@ -116,6 +115,14 @@ class Record:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    def __repr__(self) -> str:
+        # Without ``raw`` and ``id``: both follow from the rest, and ``raw`` would drown it.
+        return (
+            f"Record(author={self.author!r}, seq={self.seq!r}, key={self.key!r},"
+            f" value={self.value!r}, created_ms={self.created_ms!r},"
+            f" expires_ms={self.expires_ms!r}, signature={self.signature!r})"
+        )
 
 
 def _check_fields(

@@ -29,8 +29,9 @@ import enum
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
+
+from msgspec import Struct, field, structs
 
 from meshnode.core import messages as m
 from meshnode.core.channel import ChannelError
@@ -85,8 +86,7 @@ class Channel(Protocol):
     def open(self, data: bytes) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
+class SessionConfig(Struct, frozen=True):
     # A side pings after 5 s of sending nothing, so a peer that hears nothing for 20 s
     # is gone (unplugged, asleep, out of range) and is replaced within seconds. A node
     # of 0.5.0 or before pings only after 15 s, which still fits under the 20.
@@ -97,41 +97,34 @@ class SessionConfig:
     max_outbox: int = 8 * 1024 * 1024  # unsent bytes before live pushes are dropped
 
 
-@dataclass(frozen=True, slots=True)
-class HelloReceived:
+class HelloReceived(Struct, frozen=True):
     hello: m.Hello
 
 
-@dataclass(frozen=True, slots=True)
-class RecordsReceived:
+class RecordsReceived(Struct, frozen=True):
     raws: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordsWanted:
+class RecordsWanted(Struct, frozen=True):
     ids: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class HaveAnnounced:
+class HaveAnnounced(Struct, frozen=True):
     ids: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PeersOffered:
+class PeersOffered(Struct, frozen=True):
     """The peer shared addresses of other nodes: hints, never trusted (peer-exchange)."""
 
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ReconcileFinished:
+class ReconcileFinished(Struct, frozen=True):
     have: int
     need: int
 
 
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
+class SessionClosed(Struct, frozen=True):
     code: int
     reason: str
     by_peer: bool
@@ -155,8 +148,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(slots=True)
-class SessionStats:
+class SessionStats(Struct):
     bytes_in: int = 0
     bytes_out: int = 0
     records_in: int = 0
@@ -169,12 +161,11 @@ class SessionStats:
     last_reconcile: tuple[int, int] = field(default=(0, 0))  # (have, need) of the last round
 
     def snapshot(self) -> SessionStats:
-        """A copy, for readers outside the engine (``copy.copy`` is slow on slots)."""
-        return SessionStats(*[getattr(self, name) for name in self.__slots__])
+        """A copy, for readers outside the engine."""
+        return structs.replace(self)
 
 
-@dataclass(frozen=True, slots=True)
-class FetchView:
+class FetchView(Struct, frozen=True):
     """A session's catch-up as it stands, for readers outside the engine.
 
     ``to_fetch``: records wanted from the peer, not yet received; ``fetched``: those

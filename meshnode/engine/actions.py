@@ -7,7 +7,7 @@ connects or fails, a connection that ends) reaches the engine as a new event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from meshnode.core.record import Record, RecordError
 from meshnode.core.session import SessionClosed
@@ -16,33 +16,28 @@ from meshnode.engine.dissemination import Arrival, Fate
 from meshnode.engine.node import NodeError
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(Struct, frozen=True):
     conn: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(Struct, frozen=True):
     """Send what is queued, then close; ``why`` says how the session ended, for the log."""
 
     conn: int
     why: SessionClosed
 
 
-@dataclass(frozen=True, slots=True)
-class Dial:
+class Dial(Struct, frozen=True):
     address: str
 
 
-@dataclass(frozen=True, slots=True)
-class Banned:
+class Banned(Struct, frozen=True):
     node: bytes
     ban: Ban
 
 
-@dataclass(frozen=True, slots=True)
-class Ingested:
+class Ingested(Struct, frozen=True):
     """What became of a batch of records, and the connection it came from (None: local)."""
 
     conn: int | None
@@ -54,22 +49,19 @@ class Ingested:
         return [a.record for a in self.arrivals if a.fate is Fate.NEW]
 
 
-@dataclass(frozen=True, slots=True)
-class AheadOfClock:
+class AheadOfClock(Struct, frozen=True):
     """Valid records not stored: created too far ahead of this node's clock."""
 
     count: int
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
+class Published(Struct, frozen=True):
     """The answer to ``Publish`` (one result per publication) or ``Delete`` (one result)."""
 
     results: tuple[Record | NodeError | RecordError, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Imported:
+class Imported(Struct, frozen=True):
     """The answer to ``Ingest``: one verdict per record given, in order (``mesh.verdicts``).
 
     ``Ingested`` still carries the records themselves, to peers and watchers.
@@ -78,13 +70,11 @@ class Imported:
     verdicts: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Purged:
+class Purged(Struct, frozen=True):
     freed_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Unbanned:
+class Unbanned(Struct, frozen=True):
     node: bytes
     lifted: bool  # False: there was no ban
 

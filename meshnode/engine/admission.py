@@ -32,7 +32,8 @@ import ipaddress
 import itertools
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 
 def source_of(host: str) -> str:
@@ -48,8 +49,7 @@ def source_of(host: str) -> str:
     return str(ip)
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Struct, frozen=True):
     connections: int  # peer connections at once, either direction, handshaking or not
     half_open: int  # inbound connections still handshaking
     half_open_per_source: int
@@ -72,19 +72,16 @@ class Refusal(enum.StrEnum):
 EVICTED = "evicted for a newer connection"
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(Struct, frozen=True):
     ticket: int
     evicted: int | None  # the half-open connection to close to make room, if any
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(Struct, frozen=True):
     why: Refusal
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(Struct):
     source: str | None  # None for a connection this node dialled: never evicted
     since: float
     stage: Stage

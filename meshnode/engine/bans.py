@@ -12,7 +12,8 @@ seconds left, so its operator learns why; ``meshnode unban`` lifts a ban by hand
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from meshnode.core.messages import GoodbyeCode
 
@@ -21,8 +22,7 @@ BAN_SECONDS: dict[int, float] = {GoodbyeCode.INVALID_RECORD: 600.0}
 MAX_BANS = 4096  # a Sybil swarm of identities cannot grow the list past this
 
 
-@dataclass(frozen=True, slots=True)
-class Ban:
+class Ban(Struct, frozen=True):
     node: bytes
     code: int
     reason: str

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from msgspec import Struct
 
 from meshnode.core.record import Record
 
@@ -27,8 +28,7 @@ class Fate(enum.Enum):
     REJECTED = "rejected"  # not stored: dead, over a quota, or from the future
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(Struct, frozen=True):
     record: Record
     fate: Fate
 

@@ -10,23 +10,22 @@ learns of a connection only once its handshake has finished.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from meshnode.core.session import Channel
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Instant:
+class Instant(Struct, frozen=True):
     """One reading of the clock: ``mono`` for timers (seconds), ``wall_ms`` for records."""
 
     mono: float
     wall_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Opened:
+class Opened(Struct, frozen=True):
     """A connection finished its handshake with ``remote``.
 
     ``address`` is where it was dialled (``initiator``) or where it came from;
@@ -42,35 +41,30 @@ class Opened:
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
+class Received(Struct, frozen=True):
     conn: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Congested:
+class Congested(Struct, frozen=True):
     """The connection holds more unsent bytes than it should: send it nothing more for now."""
 
     conn: int
 
 
-@dataclass(frozen=True, slots=True)
-class Drained:
+class Drained(Struct, frozen=True):
     """A congested connection has sent what it held: it may take bytes again."""
 
     conn: int
 
 
-@dataclass(frozen=True, slots=True)
-class Lost:
+class Lost(Struct, frozen=True):
     """The connection is gone, whoever ended it."""
 
     conn: int
 
 
-@dataclass(frozen=True, slots=True)
-class DialFailed:
+class DialFailed(Struct, frozen=True):
     """A ``Dial`` came to nothing: unreachable, refused, or a handshake that failed.
 
     ``is_self``: the handshake found this node itself at the address.
@@ -80,8 +74,7 @@ class DialFailed:
     is_self: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Hint:
+class Hint(Struct, frozen=True):
     """Discovery (or an operator) says a node may accept peers at ``address``."""
 
     address: str
@@ -89,55 +82,46 @@ class Hint:
     group: str | None = None  # addresses of one node, as the source knows it: dialled in turn
 
 
-@dataclass(frozen=True, slots=True)
-class Withdrawn:
+class Withdrawn(Struct, frozen=True):
     """The source of a hint takes it back (an mDNS service went away): forget it unless in use."""
 
     address: str
     source: str
 
 
-@dataclass(frozen=True, slots=True)
-class Listening:
+class Listening(Struct, frozen=True):
     """Where this node accepts peers, announced in every hello from now on."""
 
     addresses: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
+class Publish(Struct, frozen=True):
     publications: Sequence[Publication]
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(Struct, frozen=True):
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ingest:
+class Ingest(Struct, frozen=True):
     """Records from outside any session (a bundle, a test)."""
 
     raws: Sequence[bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class Purge:
+class Purge(Struct, frozen=True):
     """Time to drop expired records and old tombstones."""
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
+class Tick(Struct, frozen=True):
     """A timer may be due (``Mesh.next_timer`` said when)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Unban:
+class Unban(Struct, frozen=True):
     node: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Reconfigure:
+class Reconfigure(Struct, frozen=True):
     """The operator changed the settings (a reload): what can change at run time does.
 
     Limits, quotas and static peers apply at once; session settings to sessions
@@ -148,8 +132,7 @@ class Reconfigure:
     settings: Settings
 
 
-@dataclass(frozen=True, slots=True)
-class SyncNow:
+class SyncNow(Struct, frozen=True):
     """Someone waits to be caught up (``meshnode sync --wait``): reconcile with each peer now.
 
     A session that began a round in the last few seconds, or whose last round's
@@ -157,8 +140,7 @@ class SyncNow:
     """
 
 
-@dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(Struct, frozen=True):
     """The node is leaving: say goodbye to every peer."""
 
 

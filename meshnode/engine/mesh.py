@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from meshnode.core import messages as m
 from meshnode.core.negentropy import ItemIndex, SortedItems
@@ -67,8 +68,7 @@ _FATES = {
 }
 
 
-@dataclass(slots=True)
-class _Peer:
+class _Peer(Struct):
     conn: int
     node: bytes
     session: PeerSession
@@ -83,8 +83,7 @@ class _Peer:
     timer: float = 0.0  # the session's next timer, as of the last event it saw
 
 
-@dataclass(frozen=True, slots=True)
-class PeerView:
+class PeerView(Struct, frozen=True):
     """One session as it stands, for ``meshnode peers`` and the simulator."""
 
     conn: int

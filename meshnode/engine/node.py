@@ -18,7 +18,8 @@ restore from before a clock that went back), the store adopts it and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from meshnode.core.canonical import Value
 from meshnode.core.identity import Identity
@@ -64,15 +65,13 @@ class ClockUnset(NodeError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
+class Publication(Struct, frozen=True):
     key: str
     value: Value
     ttl_ms: int | None = None
 
 
-@dataclass(slots=True)
-class IngestReport:
+class IngestReport(Struct):
     result: IngestResult
     rejected: list[RecordError] = field(default_factory=list)
 

@@ -36,8 +36,9 @@ import enum
 import ipaddress
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from meshnode.core.addresses import AddressError, format_address, parse_address
 
@@ -66,8 +67,7 @@ class State(enum.Enum):
     SELF = "self"  # this node itself: never dialled again
 
 
-@dataclass(slots=True)
-class Known:
+class Known(Struct):
     address: str
     origin: str  # STATIC, or who hinted it
     delay: float  # the backoff the next failure waits
@@ -86,8 +86,7 @@ class Known:
         return self.origin == STATIC
 
 
-@dataclass(frozen=True, slots=True)
-class AddressView:
+class AddressView(Struct, frozen=True):
     """One known address, as readers outside the policy see it (tests, for now)."""
 
     address: str

@@ -9,7 +9,7 @@ runs with when nothing says otherwise. Pure data: importing it costs nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.core.session import SessionConfig
@@ -22,8 +22,7 @@ class SettingsError(ValueError):
     """Settings that contradict each other; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class PeerSettings:
+class PeerSettings(Struct, frozen=True):
     """Whom the node talks to and how patiently."""
 
     network_key: bytes = PUBLIC_NETWORK_KEY
@@ -65,16 +64,14 @@ class PeerSettings:
             )
 
 
-@dataclass(frozen=True)
-class DiscoverySettings:
+class DiscoverySettings(Struct, frozen=True):
     """How the node finds peers without being told (``protocol/discovery.md``)."""
 
     mdns: bool = True  # announce and browse on the local link
     interfaces: tuple[str, ...] | None = None  # names or patterns; None: the default rule
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(Struct, frozen=True):
     peers: PeerSettings = field(default_factory=PeerSettings)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     store: StoreLimits = field(default_factory=StoreLimits)

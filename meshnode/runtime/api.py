@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
+from msgspec import Struct
 
 from meshnode import __version__
 from meshnode.core.nodeid import NodeIdError, decode_node_id, encode_node_id
@@ -95,8 +95,7 @@ def sync_summary(peers: list[dict[str, Any]], refused: int = 0) -> dict[str, Any
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(Struct, frozen=True):
     data_dir: str
     socket: str
 

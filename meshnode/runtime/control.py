@@ -31,11 +31,11 @@ import os
 import socket as stdlib_socket
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
+from msgspec import Struct
 
 from meshnode.core.rpc import (
     Message,
@@ -63,8 +63,7 @@ FAREWELL_TIMEOUT = 1.0
 EVICTION_GRACE = 1.0  # the reserved connection is not evicted sooner after its last answer
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Struct, frozen=True):
     """How many clients may connect, and how long one may idle or take nothing."""
 
     max_clients: int = MAX_CLIENTS

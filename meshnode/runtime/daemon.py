@@ -22,10 +22,10 @@ import os
 import random
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+from msgspec import Struct, field
 
 from meshnode import __version__
 from meshnode.core.addresses import parse_address
@@ -64,8 +64,7 @@ class StartupError(Exception):
     """The daemon cannot start; the message is meant for the user as it is."""
 
 
-@dataclass(frozen=True)
-class DaemonConfig:
+class DaemonConfig(Struct, frozen=True):
     """Where the node lives, and its settings, whole (``meshnode.engine.settings``).
 
     ``inputs`` and ``effective`` are the configuration as loaded and what it was

@@ -33,10 +33,10 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
+from msgspec import Struct, structs
 
 from meshnode.core.record import Record
 from meshnode.runtime.api import record_view
@@ -63,8 +63,7 @@ DROP_LOG_INTERVAL_S = 10.0
 READ_CHUNK = 65536
 
 
-@dataclass(frozen=True, eq=False)
-class _Job:
+class _Job(Struct, frozen=True, eq=False):
     """One run waiting for a slot (compared by identity: it borrows the limiter's token)."""
 
     hook: HookConfig
@@ -242,7 +241,7 @@ async def run_hook(
             start_new_session=True,
         )
     except OSError as exc:
-        report(replace(outcome, start_error=start_error(exc)), hook)
+        report(structs.replace(outcome, start_error=start_error(exc)), hook)
         return
     stdout, stderr = Capture(output_cap), Capture(output_cap)
     groups = set() if running is None else running  # so a stop cut short can kill it
@@ -250,7 +249,7 @@ async def run_hook(
 
     def ended(timed_out: bool = False, stopped: bool = False) -> HookOutcome:
         code = process.returncode  # None: it outlived even SIGKILL (D state), and was let go
-        return replace(
+        return structs.replace(
             outcome,
             duration_s=trio.current_time() - started,
             exit_code=code if code is not None and code >= 0 else None,

@@ -31,10 +31,10 @@ import logging
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import trio
+from msgspec import Struct, field
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
@@ -70,8 +70,7 @@ TTL = 120  # seconds, every record: a node gone without goodbye is forgotten aft
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
 
-@dataclass(frozen=True, slots=True)
-class _Gone:
+class _Gone(Struct, frozen=True):
     instance: str
 
 
@@ -79,8 +78,7 @@ Message = Resolved | _Gone
 Channel = trio.MemorySendChannel[Message]
 
 
-@dataclass
-class DiscoveryState:
+class DiscoveryState(Struct):
     """What ``status`` and ``doctor`` show of discovery."""
 
     running: bool = False

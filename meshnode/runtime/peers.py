@@ -26,12 +26,12 @@ import itertools
 import logging
 import math
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from msgspec import Struct, field
 
 from meshnode.core.addresses import format_address, parse_address
 from meshnode.core.handshake import Established, HandshakeError, PeerHandshake, ReplayCache
@@ -115,8 +115,7 @@ class Doorbell:
         await self._receive.receive()
 
 
-@dataclass(eq=False)
-class Connection:
+class Connection(Struct, eq=False):
     """A peer connection's trio side: the bytes waiting for its writer.
 
     Once a ``Send`` leaves more than ``SEND_BUFFER_LIMIT`` unsent, the connection
@@ -143,8 +142,7 @@ class Connection:
     why: str | None = None  # why the session ended, for the line that says it did
 
 
-@dataclass(eq=False)
-class HalfOpen:
+class HalfOpen(Struct, eq=False):
     """An inbound connection still handshaking: what it takes to evict it and say so."""
 
     address: str
@@ -154,8 +152,7 @@ class HalfOpen:
     evicted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Shaken:
+class Shaken(Struct, frozen=True):
     """A finished handshake, and the bytes it took (for ``meshnode peers``)."""
 
     established: Established

@@ -10,9 +10,9 @@ to peers in one store-thread call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import trio
+from msgspec import Struct, field
 
 from meshnode.core.record import Record, RecordError
 from meshnode.engine.actions import Published
@@ -24,8 +24,7 @@ from meshnode.store.base import StoreError
 MAX_BATCH = 1024
 
 
-@dataclass(eq=False)
-class Ticket:
+class Ticket(Struct, eq=False):
     """A queued publish; ``wait`` gives its record or raises what refused it."""
 
     publication: Publication

@@ -10,12 +10,11 @@ configuration that does not load changes nothing: the node goes on as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import trio
+from msgspec import Struct, structs
 
 from meshnode.engine.settings import Settings
 from meshnode.system import config
@@ -32,14 +31,12 @@ class ReloadError(Exception):
     """The configuration did not load; the one in force is kept. The message says why."""
 
 
-@dataclass(frozen=True)
-class Reloaded:
+class Reloaded(Struct, frozen=True):
     changed: tuple[str, ...]  # keys whose new value is in force
     restart_needed: tuple[str, ...]  # keys that changed but wait for a restart
 
 
-@dataclass(frozen=True)
-class Appliers:
+class Appliers(Struct, frozen=True):
     """What a reload changes, each part by its owner."""
 
     settings: Callable[[Settings], Awaitable[None]]  # the engine and the peer edge
@@ -86,7 +83,7 @@ class Reloader:
         old = self.effective
         changed = config.differences(old, new)
         waiting = tuple(k for k in changed if k in RESTART_KEYS)
-        applied = dataclasses.replace(new, settings=_runtime_part(new.settings, old.settings))
+        applied = structs.replace(new, settings=_runtime_part(new.settings, old.settings))
         if applied.log_level != old.log_level:
             logging.getLogger().setLevel(applied.log_level.upper())
         if applied.settings != old.settings:
@@ -114,7 +111,5 @@ class Reloader:
 
 def _runtime_part(new: Settings, old: Settings) -> Settings:
     """``new``, but with what needs a restart as it is now."""
-    peers = dataclasses.replace(
-        new.peers, listen=old.peers.listen, dial_sources=old.peers.dial_sources
-    )
-    return dataclasses.replace(new, peers=peers, discovery=old.discovery)
+    peers = structs.replace(new.peers, listen=old.peers.listen, dial_sources=old.peers.dial_sources)
+    return structs.replace(new, peers=peers, discovery=old.discovery)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import trio
+from msgspec import Struct, field
 
 from meshnode.core.record import Record
 
@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 WATCH_BUFFER = 4096
 
 
-@dataclass(eq=False)
-class Subscription:
+class Subscription(Struct, eq=False):
     id: int
     prefix: str
     author: bytes | None

@@ -28,7 +28,6 @@ handshaking connections, handshake deadlines, write timeouts) is not simulated.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -36,10 +35,10 @@ import math
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from msgspec import Struct, field, structs
 
 from meshnode.core.addresses import format_address, parse_address
 from meshnode.core.handshake import HandshakeError, PeerHandshake, ReplayCache
@@ -60,8 +59,7 @@ PORT = 7744
 _DELIVER, _TICK, _CALL = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
-class LinkModel:
+class LinkModel(Struct, frozen=True):
     latency: float = 0.010  # seconds, one way
     jitter: float = 0.002  # up to this much more, drawn per delivery
     bandwidth: float = 10e6  # bytes a second, each direction
@@ -100,8 +98,7 @@ class Verifier:
         return good, bad
 
 
-@dataclass(eq=False, slots=True)
-class End:
+class End(Struct, eq=False):
     """One end of a connection: the conn id its node knows it by, and its half of the link."""
 
     conn: int
@@ -118,8 +115,7 @@ class End:
     congested: bool = False
 
 
-@dataclass(eq=False)
-class SimNode:
+class SimNode(Struct, eq=False):
     index: int
     identity: Identity
     static_key: X25519PrivateKey
@@ -204,8 +200,8 @@ class Network:
         assert not node.up and not node.gone
         peers = tuple(parse_address(p) for p in node.peers)
         static = tuple((host, port) for host, port in peers if host is not None)
-        settings = dataclasses.replace(
-            self.settings, peers=dataclasses.replace(self.settings.peers, peers=static)
+        settings = structs.replace(
+            self.settings, peers=structs.replace(self.settings.peers, peers=static)
         )
         core = Node(node.identity, node.store, decode=self.verify)
         node.mesh = Mesh(

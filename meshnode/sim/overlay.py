@@ -10,12 +10,12 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from msgspec import Struct
 
-@dataclass(frozen=True)
-class Shape:
+
+class Shape(Struct, frozen=True):
     nodes: int
     degree_min: int
     degree_median: float

@@ -24,7 +24,6 @@ run goes on to its end, and the invariants are checked:
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
 import random
@@ -32,9 +31,10 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
+
+from msgspec import Struct, field, structs
 
 from meshnode.core.addresses import format_address
 from meshnode.core.record import Record
@@ -58,8 +58,7 @@ ROOM_HEARD = 0.2  # seconds: in a room, each node has heard every service by the
 VALUE_BYTES = 64
 
 
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(Struct, frozen=True):
     nodes: int
     records: int
     seconds: float
@@ -91,14 +90,14 @@ class Scenario:
         if self.room:
             # As the daemon with mDNS on: what discovery finds and what peers exchange.
             sources = frozenset({"mdns", "exchange"})
-            peers = dataclasses.replace(self.settings.peers, dial_sources=sources)
-            object.__setattr__(self, "settings", dataclasses.replace(self.settings, peers=peers))
+            peers = structs.replace(self.settings.peers, dial_sources=sources)
+            structs.force_setattr(self, "settings", structs.replace(self.settings, peers=peers))
         elif self.nodes > 1 and self.degree < 1:
             raise ScenarioError(
                 "degree must be at least 1: a node without neighbours hears nothing"
             )
         # More neighbours than there are other nodes: every pair is linked, and the report says so.
-        object.__setattr__(self, "degree", min(self.degree, self.nodes - 1))
+        structs.force_setattr(self, "degree", min(self.degree, self.nodes - 1))
         if self.crash and self.seconds / 5 + CRASH_DOWNTIME >= self.seconds:
             raise ScenarioError(
                 f"a crash at a fifth of the run, {CRASH_DOWNTIME:g} s long, needs a run"
@@ -115,8 +114,7 @@ class ScenarioError(ValueError):
     """A scenario that cannot run as asked; the message says why."""
 
 
-@dataclass
-class Report:
+class Report(Struct):
     scenario: Scenario
     delivered_fraction: float
     copies_per_node: float
@@ -184,8 +182,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@dataclass
-class _Published:
+class _Published(Struct):
     record: Record
     at: float
 

@@ -29,7 +29,8 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from meshnode.core.record import CLOCK_FLOOR_MS, Record
 from meshnode.store.standing import HOUR_MS, NEWCOMER_SHARE, Standing, Standings
@@ -54,8 +55,7 @@ class StoreError(Exception):
     """The store cannot be opened or used (corrupt file, disk full, closed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreLimits:
+class StoreLimits(Struct, frozen=True):
     max_total_bytes: int = 256 * MIB
     max_author_records: int = 10_000
     max_author_bytes: int = 8 * MIB
@@ -86,8 +86,7 @@ class IngestResult:
         return Counter(outcome for _, outcome in self.each)
 
 
-@dataclass(frozen=True, slots=True)
-class StoreStats:
+class StoreStats(Struct, frozen=True):
     records: int
     tombstones: int
     authors: int
@@ -95,8 +94,7 @@ class StoreStats:
     record_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Current:
+class Current(Struct, frozen=True):
     """What a store knows of the stored version of one (author, key)."""
 
     id: bytes

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from meshnode.core.record import CLOCK_FLOOR_MS
 
@@ -35,8 +36,7 @@ HOUR_MS = 3600 * 1000
 NEWCOMER_SHARE = 8  # newcomers may take up to 1/8 of the store from established authors
 
 
-@dataclass(frozen=True, slots=True)
-class Standing:
+class Standing(Struct, frozen=True):
     """What the node knows of a foreign author: since when, and from which sources."""
 
     first_seen_ms: int

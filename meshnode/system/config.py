@@ -69,9 +69,10 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from msgspec import Struct, field, structs
 
 from meshnode.core.addresses import DEFAULT_PORT, AddressError, format_address, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
@@ -98,8 +99,7 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key, the file and the line."""
 
 
-@dataclass(frozen=True)
-class Inputs:
+class Inputs(Struct, frozen=True):
     """What the command line and the environment give; the daemon keeps it to reload."""
 
     data_dir: Path
@@ -112,8 +112,7 @@ class Inputs:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Effective:
+class Effective(Struct, frozen=True):
     """The configuration in force, and where each value came from."""
 
     settings: Settings  # meshnode.engine.settings.Settings, whole
@@ -158,8 +157,7 @@ class _Bad(Exception):
     """A value that does not fit its key; the caller adds where it came from."""
 
 
-@dataclass(frozen=True)
-class _Kind:
+class _Kind(Struct, frozen=True):
     parse: Callable[[Any], Any]  # a TOML value (or what from_env made) -> the value used
     show: Callable[[Any], Any]  # the value used -> TOML, for ``config show``
     from_env: Callable[[str], Any]  # an environment variable's text -> a TOML value
@@ -369,8 +367,7 @@ def _assignment(key: str) -> re.Pattern[str]:
     return re.compile(rf"\s*(?:{name}|\"{name}\"|'{name}')\s*[=.]")
 
 
-@dataclass(frozen=True)
-class _File:
+class _File(Struct, frozen=True):
     """One configuration file read: its table, its lines (to say where a key is), its mode."""
 
     path: Path
@@ -612,7 +609,6 @@ def _merge(layers: Sequence[Mapping[str, tuple[Any, str]]]) -> dict[str, tuple[A
 
 
 def _settings(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
-    import dataclasses
 
     from meshnode.engine.settings import DiscoverySettings, PeerSettings, Settings, SettingsError
     from meshnode.store.base import StoreLimits
@@ -633,7 +629,7 @@ def _settings(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings
         involved = [k for k in _KEYS if re.search(rf"\b{k}\b", str(exc))]
         where = "; ".join(f"{k} from {sources[k]}" for k in involved if sources[k] != "default")
         raise ConfigError(f"{exc} ({where})" if where else str(exc)) from None
-    store = dataclasses.replace(
+    store = structs.replace(
         StoreLimits(),
         max_total_bytes=values["store_max_bytes"],
         max_author_bytes=values["store_max_author_bytes"],

@@ -15,10 +15,8 @@ import stat
 from pathlib import Path
 from typing import IO
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from meshnode.core.identity import Identity
+from meshnode.system.keyfile import KeyFileError, decode_key, encode_key
 
 KEY_FILE = "identity.key"
 LOCK_FILE = "daemon.lock"
@@ -124,24 +122,17 @@ def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool
             f" node. Fix it with: chmod 600 {path}"
         )
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+        seed = decode_key(path.read_bytes())
+    except KeyFileError as exc:
+        raise DataDirError(f"the identity key {path} is {exc}") from exc
+    except OSError as exc:
         raise DataDirError(f"the identity key {path} is unreadable or damaged: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise DataDirError(f"the identity key {path} is not an Ed25519 key")
-    seed = key.private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-    )
     return Identity(seed), False
 
 
 def _write_key(path: Path, identity: Identity) -> None:
     """Write the key atomically, mode 0600 from the first byte."""
-    pem = Ed25519PrivateKey.from_private_bytes(identity.seed()).private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    pem = encode_key(identity.seed())
     tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()

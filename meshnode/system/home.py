@@ -11,8 +11,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from meshnode.engine.node import Node
 from meshnode.store.base import StoreLimits
@@ -23,8 +24,7 @@ from meshnode.system import datadir
 VERIFY_THREADS = 2
 
 
-@dataclass(frozen=True)
-class OpenNode:
+class OpenNode(Struct, frozen=True):
     node: Node
     created: bool  # the identity was made just now: a first start
     warnings: tuple[str, ...]  # damage found when the store was opened, and set aside

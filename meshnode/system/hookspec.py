@@ -22,8 +22,9 @@ import re
 import shlex
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshnode.core.jsonview import dumps
 
@@ -75,8 +76,7 @@ class HookSpecError(ValueError):
     """A hook's command that cannot be used (empty, or quotes left open)."""
 
 
-@dataclass(frozen=True)
-class HookConfig:
+class HookConfig(Struct, frozen=True):
     """One hook: records whose key starts with ``prefix`` (and by ``author``) run ``command``.
 
     ``command`` is an argument vector, run without a shell; a user who wants one
@@ -155,8 +155,7 @@ def _refuse_unquoted_record_variables(command: str) -> None:
                 )
 
 
-@dataclass(frozen=True)
-class HookInput:
+class HookInput(Struct, frozen=True):
     """What one run of a hook is given: variables to add, and the bytes of its stdin."""
 
     variables: dict[str, str]
@@ -217,8 +216,7 @@ def hook_environment(
     return env
 
 
-@dataclass(frozen=True)
-class Captured:
+class Captured(Struct, frozen=True):
     """The first bytes of one output stream of a run, and how many more were discarded."""
 
     data: bytes = b""
@@ -242,8 +240,7 @@ class Capture:
         return Captured(bytes(self._data), self._discarded)
 
 
-@dataclass(frozen=True)
-class HookOutcome:
+class HookOutcome(Struct, frozen=True):
     """How one run of a hook ended: exit status, or signal, timeout, or why it did not start."""
 
     command: tuple[str, ...]

@@ -14,10 +14,10 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import ifaddr
+from msgspec import Struct
 
 SYS_NET = Path("/sys/class/net")
 # /proc/self/net: the same file, and still visible under the unit's ProcSubset=pid.
@@ -53,8 +53,7 @@ SKIPPED_BY_DEFAULT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Interface:
+class Interface(Struct, frozen=True):
     name: str
     index: int
     ipv4: tuple[str, ...]
@@ -66,8 +65,7 @@ class Interface:
     networks: tuple[str, ...] = ()  # the on-link prefixes of its addresses, as CIDR
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(Struct, frozen=True):
     """The interfaces discovery uses, and why each other one is left out."""
 
     used: tuple[Interface, ...]

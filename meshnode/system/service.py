@@ -32,8 +32,9 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from msgspec import Struct, field
 
 SERVICE_USER = "meshnode"
 SYSTEM_EXECUTABLE = "/usr/local/bin/meshnode"  # the first word of ExecStart= in SYSTEM_UNIT
@@ -227,8 +228,7 @@ def _run(argv: Sequence[str]) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(Struct, frozen=True):
     """What the installer asks of the machine, so tests can stand in for it."""
 
     euid: int
@@ -247,8 +247,7 @@ class Host:
         )
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct, frozen=True):
     """One request: which unit, with which command, where, and whether to act."""
 
     command: tuple[str, ...]  # what runs ``meshnode``: a path, or python -m meshnode
@@ -272,16 +271,14 @@ class Target:
         return (user_config_home(self.env) / "meshnode" if self.user else CONFIG_DIR) / CONFIG_NAME
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Struct, frozen=True):
     """One thing the installer did, would do (dry run), found done, or left alone."""
 
     text: str
     changed: bool
 
 
-@dataclass
-class Report:
+class Report(Struct):
     steps: list[Step] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
