@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
 from meshnode.client.bundle_commands import add_commands as add_bundle_commands
-from meshnode.client.doctor import diagnose
 from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
 from meshnode.client.service_commands import add_commands as add_service_commands
 from meshnode.client.sync_commands import add_commands as add_sync_commands
@@ -204,6 +203,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
+    from meshnode.client.doctor import diagnose
+
     checks = diagnose(client.status())
     for check in checks:
         if args.json:

