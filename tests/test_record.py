@@ -102,7 +102,9 @@ def test_every_rejection_reason_has_a_vector() -> None:
 def test_a_record_reads_back_equal() -> None:
     original = record(identity(1), key="stats/load", value={"cpu": 0.4}, expires_ms=T0 + 1)
     decoded = decode_record(original.raw)
-    assert decoded == original
+    assert decoded == original and not decoded != original  # noqa: SIM202 - both operators
+    assert hash(decoded) == hash(original)
+    assert decoded != record(identity(1), key="stats/load", value={"cpu": 0.5})
     assert (decoded.key, decoded.value, decoded.expires_ms) == ("stats/load", {"cpu": 0.4}, T0 + 1)
 
 

@@ -113,6 +113,9 @@ class Record(Struct, frozen=True, eq=False):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Record) and other.id == self.id
 
+    def __ne__(self, other: object) -> bool:  # eq=False: msgspec's own would compare identity
+        return not self == other
+
     def __hash__(self) -> int:
         return hash(self.id)
 
