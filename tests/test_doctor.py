@@ -62,6 +62,24 @@ def test_no_interface_names_what_was_skipped_and_what_to_do() -> None:
     assert "docker0: a bridge" in found["interfaces"] and "mdns_interfaces" in found["interfaces"]
 
 
+def test_failing_dials_are_named_with_why_the_ones_given_by_hand_first() -> None:
+    addresses = [
+        {"address": f"10.0.0.{i}:7744", "source": "mdns", "failures": 2, "last_failure": "timeout"}
+        for i in range(4)
+    ]
+    addresses.append(
+        {"address": "192.0.2.10:7744", "source": "static", "failures": 1, "last_failure": "refused"}
+    )
+    addresses.append({"address": "10.0.0.9:7744", "source": "mdns", "failures": 0})
+    [peers] = [c for c in diagnose(status(peers=0), addresses, avahi=False) if c.check == "peers"]
+    assert not peers.ok
+    assert peers.verdict == (
+        "no peer is connected; dials fail (192.0.2.10:7744: refused; 10.0.0.0:7744: timeout;"
+        " 10.0.0.1:7744: timeout; 2 more)"
+    )
+    assert "--network-key" in peers.hint
+
+
 def test_seen_but_not_connected_points_at_the_firewall() -> None:
     assert "firewall" in problems(status(peers=0))["peers"]
 

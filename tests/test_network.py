@@ -121,8 +121,26 @@ def test_nodes_with_different_network_keys_never_connect(daemon_factory: MakeDae
     time.sleep(1.5)
     assert peer_count(inside) == peer_count(outsider) == 0
     assert "network-key" in inside.log()
+    # The outsider is told nothing, yet its operator is: the dial and doctor say it plainly.
+    [known] = outsider.call("addresses")
+    assert known["failures"] and "another network key" in known["last_failure"]
+    doctor = outsider.cli("doctor").stdout
+    assert f"{inside.peer_address}: closed during the handshake" in doctor
+    assert "--network-key" in doctor
     friend = daemon_factory("friend").start("--network-key", key, "--peer", inside.peer_address)
     wait_for(lambda: peer_count(inside) == 1 and peer_count(friend) == 1, what="the friend")
+
+
+def test_a_static_peer_that_refuses_says_why_in_peers_and_doctor(
+    daemon_factory: MakeDaemon,
+) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    node = daemon_factory().start("--peer", address)
+    wait_for(lambda: node.call("addresses")[0]["failures"] > 0, what="a failed dial")
+    assert node.call("addresses")[0]["last_failure"] == "connection refused"
+    peers = node.cli("peers", "--all").stdout
+    assert f"{address}" in peers and "failed: connection refused" in peers
+    assert f"dials fail ({address}: connection refused)" in node.cli("doctor").stdout
 
 
 def test_an_outsider_gets_no_reply_at_all(daemon: Daemon) -> None:

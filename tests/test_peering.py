@@ -433,6 +433,18 @@ def test_delays_are_capped_at_backoff_max_and_reset_by_a_session() -> None:
     assert 0.8 <= p.next_due() - now <= 1.2
 
 
+def test_why_the_last_dial_failed_is_kept_until_a_session_opens() -> None:
+    (a,) = STATICS[:1]
+    p = policy(peers=static(a))
+    assert p.due(0.0) == [a]
+    p.failed(a, now=0.0, why="connection refused")
+    assert (view(p, a).failures, view(p, a).last_failure) == (1, "connection refused")
+    now = p.next_due()
+    assert p.due(now) == [a]
+    p.opened(NODES[0], a, initiator=True, now=now)
+    assert (view(p, a).failures, view(p, a).last_failure) == (0, "")
+
+
 def test_with_no_dial_sources_hints_are_recorded_but_never_dialled() -> None:
     p = policy(peers=static(STATICS[0]))
     assert p.due(0.0) == [STATICS[0]]

@@ -117,7 +117,9 @@ def _address_line(known: dict[str, Any]) -> str:
     wait = known["next_dial_s"]
     when = "" if wait is None else ("  dial now" if wait == 0 else f"  next dial in {wait:g} s")
     failures = f"  {known['failures']} failed" if known["failures"] else ""
-    return f"  {known['address']:<32} {known['source']:<8} {known['state']:<10}{failures}{when}"
+    why = f": {known['last_failure']}" if failures and known.get("last_failure") else ""
+    line = f"  {known['address']:<32} {known['source']:<8} {known['state']:<10}{failures}{why}"
+    return line + when
 
 
 def _rows(
@@ -205,7 +207,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
     from meshnode.client.doctor import diagnose
 
-    checks = diagnose(client.status())
+    checks = diagnose(client.status(), client.call("addresses"))
     for check in checks:
         if args.json:
             print(dumps(check.as_json()))

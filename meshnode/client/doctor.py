@@ -1,7 +1,8 @@
 """``meshnode doctor``: why this node sees no peers, or that all is well, in plain words.
 
-Each check reads the daemon's ``status`` and gives a one-line verdict and,
-where something is off, the one thing to try. The usual mistake at events
+Each check reads the daemon's ``status`` (and its ``addresses``, for why dials
+fail) and gives a one-line verdict and, where something is off, the one thing
+to try. The usual mistake at events
 comes first in mind: a different network key, which looks from the room
 exactly like no one being there.
 """
@@ -9,12 +10,14 @@ exactly like no one being there.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from msgspec import Struct, structs
 
 AVAHI_SOCKET = Path("/run/avahi-daemon/socket")
+SHOWN_FAILURES = 3  # failing addresses named in the verdict; peers --all has them all
 
 
 class Check(Struct, frozen=True):
@@ -27,14 +30,23 @@ class Check(Struct, frozen=True):
         return structs.asdict(self)
 
 
-def diagnose(status: dict[str, Any], *, avahi: bool | None = None) -> list[Check]:
-    """The checks, in the order a person would look; ``avahi``: whether avahi-daemon runs."""
+def diagnose(
+    status: dict[str, Any],
+    addresses: Sequence[dict[str, Any]] = (),
+    *,
+    avahi: bool | None = None,
+) -> list[Check]:
+    """The checks, in the order a person would look.
+
+    ``addresses``: what the ``addresses`` method answers, for why dials fail;
+    ``avahi``: whether avahi-daemon runs.
+    """
     discovery = status.get("discovery", {})
     checks = [
         _interfaces(discovery),
         _mdns(discovery, AVAHI_SOCKET.exists() if avahi is None else avahi),
         _services(discovery),
-        _peers(status, discovery),
+        _peers(status, discovery, addresses),
         _listening(status),
         _clock(status),
     ]
@@ -96,10 +108,26 @@ def _services(discovery: dict[str, Any]) -> Check | None:
     )
 
 
-def _peers(status: dict[str, Any], discovery: dict[str, Any]) -> Check:
+def _peers(
+    status: dict[str, Any], discovery: dict[str, Any], addresses: Sequence[dict[str, Any]]
+) -> Check:
     count = status.get("peers", 0)
     if count:
         return Check("peers", True, f"{_count(count, 'peer')} connected")
+    failing = sorted(
+        (a for a in addresses if a.get("failures") and a.get("last_failure")),
+        key=lambda a: a.get("source") != "static",  # the ones given by hand first
+    )
+    if failing:
+        said = "; ".join(f"{a['address']}: {a['last_failure']}" for a in failing[:SHOWN_FAILURES])
+        more = len(failing) - SHOWN_FAILURES
+        return Check(
+            "peers",
+            False,
+            f"no peer is connected; dials fail ({said}{f'; {more} more' if more > 0 else ''})",
+            "check the address and that meshnode runs there; a node of another network hangs"
+            " up during the handshake: start with the event's invite (--network-key mesh1...)",
+        )
     if discovery.get("services"):
         return Check(
             "peers",

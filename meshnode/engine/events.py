@@ -67,11 +67,13 @@ class Lost(Struct, frozen=True):
 class DialFailed(Struct, frozen=True):
     """A ``Dial`` came to nothing: unreachable, refused, or a handshake that failed.
 
-    ``is_self``: the handshake found this node itself at the address.
+    ``is_self``: the handshake found this node itself at the address. ``why``: what the
+    driver saw, in words for the operator (``connection refused``); the engine only keeps it.
     """
 
     address: str
     is_self: bool = False
+    why: str = ""
 
 
 class Hint(Struct, frozen=True):

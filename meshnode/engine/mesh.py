@@ -153,8 +153,8 @@ class Mesh:
                 if (peer := self._peers.get(conn)) is not None:
                     peer.congested = False
                     self._dirty[conn] = None
-            case e.DialFailed(address, is_self):
-                self._policy.failed(address, now=now.mono, is_self=is_self)
+            case e.DialFailed(address, is_self, why):
+                self._policy.failed(address, now=now.mono, is_self=is_self, why=why)
             case e.Hint() | e.Withdrawn():
                 self._heard_of(event)
             case e.Listening(addresses):
@@ -320,7 +320,7 @@ class Mesh:
         if peer.counted:
             self._policy.ended(peer.node, peer.address, initiator=peer.initiator, now=now)
         elif peer.initiator:  # a dial that reached a node refused at once: it came to nothing
-            self._policy.failed(peer.address, now=now, node=peer.node)
+            self._policy.failed(peer.address, now=now, node=peer.node, why=_refusal(peer.why))
 
     def _close(self, peer: _Peer, code: int, reason: str) -> None:
         closed = peer.session.close(code, reason)
@@ -551,3 +551,11 @@ def origin_of(source: str) -> bytes:
     identities counts as one source (``meshnode.store.standing``).
     """
     return hashlib.sha256(b"meshnode/source/" + source.encode()).digest()
+
+
+def _refusal(closed: SessionClosed | None) -> str:
+    """Why a node this one dialled ended the session before it counted, for ``peers --all``."""
+    if closed is None or not closed.by_peer:
+        return "the session ended before it began"
+    said = f": {closed.reason}" if closed.reason else ""
+    return f"the node refused the session (goodbye {closed.code}{said})"

@@ -77,6 +77,7 @@ class Known(Struct):
     node: bytes | None = None  # the node last found here
     group: str | None = None  # addresses the hint's source says are one node's
     failures: int = 0  # dials that came to nothing since the last session here
+    last_failure: str = ""  # why the last of them did, as the driver said
     withdrawn: bool = False  # its source took it back while in use: forgotten once idle
     verified: bool = False  # a dial here completed a handshake: it may be shared
     host: str | None = None  # the IP of a hint, for the per-host bound on what peers tell
@@ -95,6 +96,7 @@ class AddressView(Struct, frozen=True):
     node: bytes | None
     next_dial: float
     failures: int
+    last_failure: str
 
 
 class PeerPolicy:
@@ -272,6 +274,7 @@ class PeerPolicy:
             known.verified = True
             known.delay = self._settings.backoff_initial
             known.failures = 0
+            known.last_failure = ""
             for sibling in self._known.values():  # the other addresses of its service
                 if sibling.group is not None and sibling.group == known.group:
                     sibling.node = node
@@ -304,7 +307,13 @@ class PeerPolicy:
                     self._back_off(other, now)
 
     def failed(
-        self, address: str, *, now: float, is_self: bool = False, node: bytes | None = None
+        self,
+        address: str,
+        *,
+        now: float,
+        is_self: bool = False,
+        node: bytes | None = None,
+        why: str = "",
     ) -> None:
         """A dial of ``address`` came to nothing (``node``: it reached that node, refused)."""
         self._next_due = None
@@ -319,6 +328,7 @@ class PeerPolicy:
             known.state = State.COVERED  # its node dialled in while this dial was failing
         else:
             known.failures += 1
+            known.last_failure = why
             self._back_off(known, now)
 
     def hint(
@@ -501,7 +511,9 @@ class PeerPolicy:
 
     def addresses(self) -> list[AddressView]:
         return [
-            AddressView(k.address, k.origin, k.state.value, k.node, k.next_dial, k.failures)
+            AddressView(
+                k.address, k.origin, k.state.value, k.node, k.next_dial, k.failures, k.last_failure
+            )
             for k in self._known.values()
         ]
 

@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +96,14 @@ MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
 MAX_SESSIONS_PER_SOURCE = 16  # established inbound sessions from one source
 MAX_TICKS_PER_S = 100  # a bound on engine ticks, whatever the engine asks for
 LOG_INTERVAL = 10.0  # seconds between two lines of one kind about refusals or failed handshakes
+# Why a dial came to nothing, for ``peers --all`` and ``doctor``, by what the connection ended in.
+# Noise XXpsk0 mixes the network key into message 1: a node with another key cannot read it and
+# hangs up without answering, which a dialler sees only as a connection closed mid-handshake.
+_DIAL_OUTCOMES = {
+    "lost": "closed during the handshake: most likely the node has another network key",
+    "refused": "refused here: too many sessions with that address's source",
+    "self": "this node itself",
+}
 
 
 class ListenError(Exception):
@@ -432,6 +441,7 @@ class PeerService:
                 "source": known.origin,
                 "state": known.state,
                 "failures": known.failures,
+                "last_failure": known.last_failure or None,
                 "next_dial_s": (
                     round(max(known.next_dial - now, 0.0), 1) if known.state == "idle" else None
                 ),
@@ -583,20 +593,23 @@ class PeerService:
         host, port = parse_address(address)
         assert host is not None, "the engine dials only addresses with a host"
         stream: trio.SocketStream | None = None
+        why = f"no answer within {self.config.connect_timeout:g} s"
         with trio.move_on_after(self.config.connect_timeout):
             try:
                 stream = await trio.open_tcp_stream(host, port)
             except OSError as exc:
                 log.debug("cannot reach %s: %s", address, exc)
+                why = _unreachable(exc)
         if stream is None:
-            await self.step(DialFailed(address))
+            await self.step(DialFailed(address, why=why))
             return
         ticket = self._admission.dial(trio.current_time())
         outcome = await self._guarded(stream, True, address, source_of(host), ticket)
         if outcome == "self":
             log.info("event=dialled_self address=%s: not dialling it again", address)
         if outcome != "session":
-            await self.step(DialFailed(address, is_self=outcome == "self"))
+            why = _DIAL_OUTCOMES.get(outcome, outcome)
+            await self.step(DialFailed(address, is_self=outcome == "self", why=why))
 
     async def _guarded(
         self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
@@ -728,7 +741,7 @@ class PeerService:
                         await stream.send_all(answer)
             except HandshakeError as exc:
                 self._note_failure(source, address, exc.reason, f"failed: {exc}")
-                return "self" if exc.reason == "self" else "handshake"
+                return "self" if exc.reason == "self" else f"the handshake failed: {exc}"
         if handshake.established is not None:
             return Shaken(handshake.established, handshake_bytes)
         if half_open is not None and half_open.evicted:
@@ -737,7 +750,7 @@ class PeerService:
             self._note_failure(source, address, "no message 1", "timed out before message 1")
         else:
             self._note_failure(source, address, "timeout", "timed out")
-        return "handshake"
+        return f"the handshake timed out after {self.config.handshake_timeout:g} s"
 
     async def _reader(self, conn: int, connection: Connection) -> None:
         while not connection.closing:
@@ -789,6 +802,19 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await stream.send_eof()
         while await stream.receive_some(RECEIVE_SIZE):
             pass
+
+
+def _unreachable(exc: OSError) -> str:
+    """``connection refused``, ``no route to host``: what the system said, in its words.
+
+    trio's ``open_tcp_stream`` says only that all attempts failed, with each attempt's
+    error in an exception group as its cause: the first of those says why.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and isinstance(cause.exceptions[0], OSError):
+        exc = cause.exceptions[0]
+    said = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+    return said[:1].lower() + said[1:]
 
 
 def _peer_host_and_address(stream: trio.SocketStream) -> tuple[str, str]:
