@@ -3,12 +3,14 @@
 From the moment all 8 ``meshnode run`` processes are started (no --peer) to the moment every
 node has a peer and a record published on the first node (as soon as its control socket
 answers) is stored on all 8: the median of 3 runs. Goal: <= 1.0 s. Needs root and network
-namespaces (tests/netns.py). The daemons' start-up is included: eight Pythons starting at once
-on two cores; the time from the last daemon answering its socket is printed beside it, and
-so is what one daemon's imports cost on this machine today (``daemon_import_s``, one process
-alone): eight of them on two cores are the floor under the figure. ``trio_import_s`` (trio's
-imports alone, none of meshnode's code) is the yardstick when the machine's speed varies from
-day to day.
+namespaces (tests/netns.py).
+
+The daemons' start-up is included: eight Pythons starting at once on two cores. Printed
+beside the figure: the time from the last daemon answering its socket; the CPU the daemons had
+used when the mesh formed (``median_daemon_cpu_s``, per daemon), whose total over the
+machine's cores is the part of the figure no network could shorten; what one daemon's imports
+cost alone (``daemon_import_s``); and trio's imports alone (``trio_import_s``, none of
+meshnode's code), the yardstick when the machine's speed varies from day to day.
 
     sudo python bench/mesh_formation.py [--nodes 8] [--runs 3]
 """
@@ -16,10 +18,12 @@ day to day.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from _common import emit, log
 from _lan import (
@@ -37,8 +41,14 @@ GOAL_S = 1.0
 TIMEOUT_S = 20.0
 
 
-def once(nodes: int) -> tuple[float, float]:
-    """(seconds to formed, seconds to every daemon answering), both from the start.
+class Run(NamedTuple):
+    formed_s: float  # from the start to every node having a peer and the record
+    all_up_s: float  # from the start to every daemon answering its control socket
+    cpu_s: float  # CPU the daemons had used by then, all together
+
+
+def once(nodes: int) -> Run:
+    """One formation, timed from the moment the daemons are started.
 
     A daemon found ready is not asked again until all are, then all are asked once more:
     asking every daemon twice every 10 ms would take the CPU the last ones need to start.
@@ -64,9 +74,16 @@ def once(nodes: int) -> tuple[float, float]:
                     ready = {sock for sock in sockets if _ready(sock, author)}
                     if len(ready) == nodes:
                         formed = time.monotonic() - started
-                        return formed, formed if all_up is None else all_up
+                        cpu = sum(_cpu_s(p.pid) for host in lan.hosts for p in host.processes)
+                        return Run(formed, formed if all_up is None else all_up, cpu)
             time.sleep(0.01)
         raise SystemExit(f"the mesh did not form within {TIMEOUT_S} s")
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (Linux: /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _answers(sock: Path) -> bool:
@@ -109,12 +126,17 @@ def main() -> None:
     warm_up()
     imports, trio_alone = daemon_import_s(), trio_import_s()
     log(f"one daemon's imports alone: {imports:.3f} s; trio's alone: {trio_alone:.3f} s")
-    times, after_ready = [], []
-    for run in range(args.runs):
-        formed, all_up = once(args.nodes)
-        times.append(formed)
-        after_ready.append(formed - all_up)
-        log(f"run {run + 1}: {formed:.3f} s, {formed - all_up:.3f} s after all answered")
+    cores = os.cpu_count() or 1
+    runs = []
+    for number in range(args.runs):
+        run = once(args.nodes)
+        runs.append(run)
+        log(
+            f"run {number + 1}: {run.formed_s:.3f} s, {run.formed_s - run.all_up_s:.3f} s after"
+            f" all answered; the daemons had used {run.cpu_s:.2f} CPU-s by then,"
+            f" {run.cpu_s / cores:.2f} s of this machine's {cores} cores"
+        )
+    times = [run.formed_s for run in runs]
     median = statistics.median(times)
     emit(
         {
@@ -122,7 +144,13 @@ def main() -> None:
             "nodes": args.nodes,
             "runs_s": [round(t, 3) for t in times],
             "median_s": round(median, 3),
-            "median_after_all_answer_s": round(statistics.median(after_ready), 3),
+            "median_after_all_answer_s": round(
+                statistics.median(run.formed_s - run.all_up_s for run in runs), 3
+            ),
+            "median_daemon_cpu_s": round(
+                statistics.median(run.cpu_s for run in runs) / args.nodes, 3
+            ),
+            "cores": cores,
             "daemon_import_s": round(imports, 3),
             "trio_import_s": round(trio_alone, 3),
             "goal_s": GOAL_S,
