@@ -23,7 +23,7 @@ from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import Established, PeerHandshake
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
-from meshnode.runtime.peers import MAX_CONNECTIONS
+from meshnode.runtime.peers import MAX_CONNECTIONS, _unreachable
 from tests.helpers import Daemon, identity, record
 
 pytestmark = pytest.mark.slow
@@ -141,6 +141,21 @@ def test_a_static_peer_that_refuses_says_why_in_peers_and_doctor(
     peers = node.cli("peers", "--all").stdout
     assert f"{address}" in peers and "failed: connection refused" in peers
     assert f"dials fail ({address}: connection refused)" in node.cli("doctor").stdout
+
+
+def test_an_address_heard_in_a_hello_is_kept_but_never_due(daemon_factory: MakeDaemon) -> None:
+    a = daemon_factory("a").start()
+    b = daemon_factory("b").start("--peer", a.peer_address)
+    wait_for(lambda: peer_count(a) == 1, what="b dialling in")
+    wait_for(lambda: any(k["source"] == "hello" for k in a.call("addresses")), what="b's hello")
+    [heard] = [k for k in a.call("addresses") if k["source"] == "hello"]
+    assert heard["address"] == b.peer_address and heard["next_dial_s"] is None
+    assert "dial" not in a.cli("peers", "--all").stdout.split("known addresses:")[1]
+
+
+def test_an_unresolvable_host_is_said_in_the_resolver_s_words() -> None:
+    error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert _unreachable(error) == "cannot resolve the host: Name or service not known"
 
 
 def test_an_outsider_gets_no_reply_at_all(daemon: Daemon) -> None:

@@ -416,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--all",
         action="store_true",
-        help="also every known address: its source (mdns, static, hello), state, failures",
+        help="also every known address: its source (static, mdns, exchange, hello), state,"
+        " failures and why the last one failed",
     )
     p = command("unban", cmd_unban, "lift a ban on a node now")
     p.add_argument("node_id", metavar="ID", help="the banned node's id")

@@ -55,7 +55,8 @@ def diagnose(
 
 def _interfaces(discovery: dict[str, Any]) -> Check:
     if not discovery.get("mdns"):
-        return Check("interfaces", True, "mDNS is off: peers come only from --peer and peers")
+        verdict = "mDNS is off: peers come only from --peer and the peers setting"
+        return Check("interfaces", True, verdict)
     used = discovery.get("interfaces", [])
     if used:
         return Check("interfaces", True, f"mDNS uses {', '.join(used)}")
@@ -97,7 +98,7 @@ def _services(discovery: dict[str, Any]) -> Check | None:
             "services",
             False,
             f"{_count(other, 'node')} seen, all of another network: a different network key",
-            "ask for the event's invite and start with --network-key mesh1... (or the same key)",
+            "start with the same invite as the other nodes: --network-key mesh1...",
         )
     return Check(
         "services",
@@ -125,8 +126,8 @@ def _peers(
             "peers",
             False,
             f"no peer is connected; dials fail ({said}{f'; {more} more' if more > 0 else ''})",
-            "check the address and that meshnode runs there; a node of another network hangs"
-            " up during the handshake: start with the event's invite (--network-key mesh1...)",
+            "check each address and that meshnode runs there; a node that hangs up during the"
+            " handshake is most likely of another network: use its invite (--network-key)",
         )
     if discovery.get("services"):
         return Check(
@@ -136,7 +137,11 @@ def _peers(
             "a firewall may block their peer port (7744/tcp); meshnode peers --all shows"
             " the dials and their failures",
         )
-    return Check("peers", False, "no peer is connected", "see the checks above")
+    if not discovery.get("mdns"):
+        hint = "mDNS is off: give a peer with --peer HOST:PORT, or start without --no-mdns"
+    else:
+        hint = "see the interfaces, mdns and services checks"
+    return Check("peers", False, "no peer is connected", hint)
 
 
 def _listening(status: dict[str, Any]) -> Check:

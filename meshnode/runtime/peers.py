@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,6 +77,7 @@ from meshnode.engine.events import (
     Unban,
 )
 from meshnode.engine.mesh import Mesh
+from meshnode.engine.peering import STATIC
 from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
@@ -443,12 +445,18 @@ class PeerService:
                 "failures": known.failures,
                 "last_failure": known.last_failure or None,
                 "next_dial_s": (
-                    round(max(known.next_dial - now, 0.0), 1) if known.state == "idle" else None
+                    round(max(known.next_dial - now, 0.0), 1)
+                    if known.state == "idle" and self._dialled(known.origin)
+                    else None
                 ),
                 "node_id": encode_node_id(known.node) if known.node else None,
             }
             for known in await self.store_thread.run(self.mesh.addresses)
         ]
+
+    def _dialled(self, origin: str) -> bool:
+        """Whether addresses of this source are ever dialled (``hello`` ones are not)."""
+        return origin == STATIC or origin in self.config.dial_sources
 
     async def goodbye(self) -> None:
         """Tell every peer we are leaving, best effort, before the daemon exits.
@@ -810,6 +818,8 @@ def _unreachable(exc: OSError) -> str:
     trio's ``open_tcp_stream`` says only that all attempts failed, with each attempt's
     error in an exception group as its cause: the first of those says why.
     """
+    if isinstance(exc, socket.gaierror):  # its errno is the resolver's, not the kernel's
+        return f"cannot resolve the host: {exc.strerror or exc}"
     cause = exc.__cause__
     if isinstance(cause, BaseExceptionGroup) and isinstance(cause.exceptions[0], OSError):
         exc = cause.exceptions[0]
