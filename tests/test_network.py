@@ -141,6 +141,7 @@ def test_a_static_peer_that_refuses_says_why_in_peers_and_doctor(
     peers = node.cli("peers", "--all").stdout
     assert f"{address}" in peers and "failed: connection refused" in peers
     assert f"dials fail ({address}: connection refused)" in node.cli("doctor").stdout
+    assert f"event=dial_failed address={address} why='connection refused'" in node.log()
 
 
 def test_an_address_heard_in_a_hello_is_kept_but_never_due(daemon_factory: MakeDaemon) -> None:
@@ -156,6 +157,21 @@ def test_an_address_heard_in_a_hello_is_kept_but_never_due(daemon_factory: MakeD
 def test_an_unresolvable_host_is_said_in_the_resolver_s_words() -> None:
     error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     assert _unreachable(error) == "cannot resolve the host: Name or service not known"
+
+
+def test_get_of_a_key_only_another_node_wrote_says_how_to_get_it(
+    daemon_factory: MakeDaemon,
+) -> None:
+    a = daemon_factory("a").start()
+    b = daemon_factory("b").start("--peer", a.peer_address)
+    a.call("publish", key="profile/name", value="Alice")
+    wait_for(lambda: bool(b.call("query", prefix="profile/")["records"]), what="the record at b")
+    text = b.cli("get", "profile/name")
+    assert text.returncode == 1
+    author = a.call("id")["node_id"]
+    assert f"another node has it: meshnode get profile/name --author {author}" in text.stderr
+    assert b.cli("get", "profile/name", "--author", author).stdout == "Alice\n"
+    assert "another node" not in b.cli("get", "profile/nobody").stderr
 
 
 def test_an_outsider_gets_no_reply_at_all(daemon: Daemon) -> None:

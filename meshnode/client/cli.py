@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 
 _INPUT_ERRORS = {"invalid-params", "unknown-method", "bad-request"}
+OTHERS_LOOKED_AT = 100  # records under a key's prefix looked at to say who else has the key
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
@@ -266,9 +267,31 @@ def cmd_publish(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    record = client.get(args.key, author=check_author(args.author))
+    author = check_author(args.author)
+    try:
+        record = client.get(args.key, author=author)
+    except RemoteError as exc:
+        if exc.code != "not-found" or author is not None:
+            raise
+        # "query lists it, get says not found": get reads this node's own records by default.
+        raise RemoteError(exc.code, exc.message + _held_by_others(client, args.key)) from None
     print(dumps(record) if args.json else show_value(record["value"]))
     return EXIT_OK
+
+
+def _held_by_others(client: Client, key: str) -> str:
+    """Where another author's ``key`` is stored here, how to get it; else nothing."""
+    import shlex  # the error path only
+
+    found = client.query(prefix=key, limit=OTHERS_LOOKED_AT)["records"]
+    authors = [r["author"] for r in found if r["key"] == key]
+    if not authors:
+        return ""
+    count = f"{len(authors)} other nodes have it" if len(authors) > 1 else "another node has it"
+    return (
+        f" among this node's own records; {count}:"
+        f" meshnode get {shlex.quote(key)} --author {authors[0]}"
+    )
 
 
 def cmd_query(client: Client, args: argparse.Namespace) -> int:

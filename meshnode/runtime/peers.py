@@ -14,7 +14,7 @@ Inbound connections are admitted by ``meshnode.engine.admission`` (``protocol/pe
 §5.8): each handshaking one runs in a cancel scope of its own, which eviction
 cancels and whose deadline is short until message 1 has verified, so that a
 flood of connections that never finish cannot keep peers with the network key
-out. Refusals, evictions and failed handshakes are logged through
+out. Refusals, evictions, failed handshakes and dials that reach no one are logged through
 ``LogThrottle``: the first in full, then at most one summing-up line per kind
 every ``LOG_INTERVAL`` seconds, so a flood cannot flood the log either.
 """
@@ -221,6 +221,7 @@ class PeerService:
         self._half_open: dict[int, HalfOpen] = {}  # by admission ticket
         self._refusals = LogThrottle("peer connections refused or evicted", LOG_INTERVAL)
         self._failures = LogThrottle("peer handshakes failed or timed out", LOG_INTERVAL)
+        self._unreached = LogThrottle("peer dials that reached no one", LOG_INTERVAL)
         self.listening: list[str] = []
 
     # -- the engine ---------------------------------------------------------------
@@ -586,7 +587,11 @@ class PeerService:
 
     async def _log_summaries(self) -> None:
         """Log the lines that sum up refusals and failed handshakes, each when it is due."""
-        throttles = ((self._refusals, logging.WARNING), (self._failures, logging.INFO))
+        throttles = (
+            (self._refusals, logging.WARNING),
+            (self._failures, logging.INFO),
+            (self._unreached, logging.INFO),
+        )
         while True:
             now = trio.current_time()
             for throttle, level in throttles:
@@ -606,9 +611,15 @@ class PeerService:
             try:
                 stream = await trio.open_tcp_stream(host, port)
             except OSError as exc:
-                log.debug("cannot reach %s: %s", address, exc)
                 why = _unreachable(exc)
         if stream is None:
+            if self._unreached.note(host, why, trio.current_time()):
+                log.info(
+                    "event=dial_failed address=%s why=%r (more are summed up every %.0f s)",
+                    address,
+                    why,
+                    LOG_INTERVAL,
+                )
             await self.step(DialFailed(address, why=why))
             return
         ticket = self._admission.dial(trio.current_time())
