@@ -230,6 +230,23 @@ def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
 
 
+def test_a_data_dir_that_is_a_file_is_said_to_be_one(tmp_path: Path) -> None:
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a node")
+    for command in (["status"], ["run", "--no-mdns", "--listen", "127.0.0.1:0"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "meshnode", *command, "--data-dir", str(afile)],
+            capture_output=True,
+            text=True,
+            env=env_without_xdg(),
+            check=False,
+            timeout=30,
+        )
+        assert result.returncode == 2
+        assert f"the data dir {afile} is a file, not a directory" in result.stderr
+    assert afile.read_text() == "not a node"
+
+
 def test_a_daemon_on_another_socket_is_named_not_started_again(daemon: Daemon) -> None:
     result = status_of(daemon.data_dir)
     assert result.returncode == 3

@@ -53,6 +53,11 @@ def test_bad_addresses_say_why(text: str) -> None:
         parse_address(text)
 
 
+def test_an_address_written_as_a_url_is_told_to_drop_the_scheme() -> None:
+    with pytest.raises(AddressError, match="no scheme"):
+        parse_address("http://127.0.0.1:7744")
+
+
 # -- helpers ----------------------------------------------------------------------------
 
 

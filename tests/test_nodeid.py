@@ -39,9 +39,10 @@ def test_any_single_typo_is_rejected(position: int) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("", "separator"),
+        ("", "does not start with node1"),
+        ("nonsense", "does not start with node1"),
         ("node1", "separator"),
-        ("mesh1qwss00lnecgtu8tsm5vwwj7qn9n7f43snwjs6hcamjrxgyj4xxuqsrve55", "prefix"),
+        ("mesh1qwss00lnecgtu8tsm5vwwj7qn9n7f43snwjs6hcamjrxgyj4xxuqsrve55", "start with node1"),
         ("Node1qwss00lnecgtu8tsm5vwwj7qn9n7f43snwjs6hcamjrxgyj4xxuqsrve55", "mixed"),
         ("node1qwss00lnecgtu8tsm5vwwj7qn9n7f43snwjs6hcamjrxgyj4xxuqsrve5b", "character"),
         ("node1" + "q" * 100, "too long"),

@@ -30,6 +30,7 @@ from meshnode.system import paths
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, NoReturn
 
 
@@ -80,6 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     inputs = config_commands.inputs_from_args(args)
     home = inputs.data_dir
+    if home.exists() and not home.is_dir():
+        print(f"meshnode: {_not_a_directory(home)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         effective = config.load(inputs)
     except config.ConfigError as exc:
@@ -494,6 +498,16 @@ def fail(code: int, message: str) -> NoReturn:
     raise SystemExit(code)
 
 
+def _not_a_directory(home: Path) -> str:
+    return f"the data dir {home} is a file, not a directory; give --data-dir a directory"
+
+
+def _fail_if_not_a_directory(args: argparse.Namespace) -> None:
+    home = paths.data_dir(args.data_dir, os.environ)
+    if home.exists() and not home.is_dir():
+        fail(EXIT_BAD_INPUT, _not_a_directory(home))
+
+
 def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> None:
     """A daemon that holds the data dir but not this socket: say so, not "start one"."""
     from meshnode.system.datadir import DataDirLock  # the error path only: it costs a crypto import
@@ -540,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except paths.PathError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     except DaemonNotRunning as exc:
+        _fail_if_not_a_directory(args)
         _fail_if_held_elsewhere(args, exc.socket_path)
         start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
         fail(
@@ -549,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteError as exc:
         fail(EXIT_BAD_INPUT if exc.code in _INPUT_ERRORS else EXIT_FAILED, exc.message)
     except ClientError as exc:
+        _fail_if_not_a_directory(args)  # its socket cannot be reached through a file
         fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,8 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> tuple[str |
     text = text.strip()
     if not text:
         raise AddressError("an address is host:port, e.g. 192.0.2.10:7744")
+    if "://" in text:
+        raise AddressError(f"invalid address {text!r}: write host:port, with no scheme before it")
     if text.startswith("["):
         end = text.find("]")
         if end < 0:

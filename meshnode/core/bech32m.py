@@ -73,8 +73,10 @@ def decode(hrp: str, text: str) -> bytes:
     if text.lower() != text and text.upper() != text:
         raise Bech32Error("mixed upper and lower case")
     text = text.lower()
+    if not text.startswith(hrp + "1"):  # the likeliest mistake: something else entirely
+        raise Bech32Error(f"it does not start with {hrp}1")
     sep = text.rfind("1")
-    if sep < 1 or sep + 7 > len(text):
+    if sep + 7 > len(text):
         raise Bech32Error("missing separator or checksum")
     if text[:sep] != hrp:
         raise Bech32Error(f"expected prefix {hrp!r}, got {text[:sep]!r}")
