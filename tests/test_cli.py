@@ -230,6 +230,22 @@ def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [("publis", "did you mean 'publish'?"), ("frobnicate", "meshnode --help lists them")],
+)
+def test_an_unknown_command_is_answered_with_the_one_meant(typed: str, said: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", typed, "x"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"meshnode: error: unknown command {typed!r}; {said}"
+
+
 def test_a_data_dir_that_is_a_file_is_said_to_be_one(tmp_path: Path) -> None:
     afile = tmp_path / "notes.txt"
     afile.write_text("not a node")

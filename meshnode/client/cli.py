@@ -388,6 +388,22 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=max(width - 2, 40))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, saying which command was meant when the one typed is unknown."""
+
+    commands: Sequence[str] = ()  # the top-level parser's, set once they are all added
+
+    def error(self, message: str) -> NoReturn:
+        typed = re.search(r"invalid choice: '([^']*)'", message)
+        if typed is not None and self.commands:
+            import difflib  # the error path only
+
+            close = difflib.get_close_matches(typed[1], self.commands, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"{self.prog} --help lists them"
+            message = f"unknown command {typed[1]!r}; {hint}"
+        super().error(message)
+
+
 def _node_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument(
         "--data-dir",
@@ -411,14 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     reading = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     reading.add_argument("--json", action="store_true", help="print JSON, one object per line")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="meshnode",
         description="A serverless, local-first mesh node.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"meshnode {__version__}")
     _node_options(parser, None)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
 
     run = sub.add_parser(
         "run",
@@ -472,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync_commands(sub, [common, reading], _Formatter)
     add_bundle_commands(sub, [common, reading], _Formatter)
     add_service_commands(sub, [], _Formatter)  # service install|uninstall: no node options
+    parser.commands = tuple(sub.choices)
     return parser
 
 
