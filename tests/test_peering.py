@@ -327,6 +327,8 @@ class PolicyMachine(RuleBasedStateMachine):
         if past is not None:  # its backoff, node and ban come back with it
             fresh.delay, fresh.earliest, fresh.node = past.delay, past.earliest, past.node
             fresh.unbanned = past.unbanned
+            if fresh.node is not None and model.connected(fresh.node):
+                fresh.state = "covered"  # its node came back by another address meanwhile
         model.addresses[expected] = fresh
 
     @rule(node=st.sampled_from(NODES), seconds=st.floats(0, 300))
