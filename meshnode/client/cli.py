@@ -81,9 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     inputs = config_commands.inputs_from_args(args)
     home = inputs.data_dir
-    if home.exists() and not home.is_dir():
-        print(f"meshnode: {_not_a_directory(home)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    _fail_if_not_a_directory(home)
     try:
         effective = config.load(inputs)
     except config.ConfigError as exc:
@@ -517,14 +515,10 @@ def fail(code: int, message: str) -> NoReturn:
     raise SystemExit(code)
 
 
-def _not_a_directory(home: Path) -> str:
-    return f"the data dir {home} is a file, not a directory; give --data-dir a directory"
-
-
-def _fail_if_not_a_directory(args: argparse.Namespace) -> None:
-    home = paths.data_dir(args.data_dir, os.environ)
+def _fail_if_not_a_directory(home: Path) -> None:
     if home.exists() and not home.is_dir():
-        fail(EXIT_BAD_INPUT, _not_a_directory(home))
+        said = f"the data dir {home} is a file, not a directory; give --data-dir a directory"
+        fail(EXIT_BAD_INPUT, said)
 
 
 def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> None:
@@ -573,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except paths.PathError as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     except DaemonNotRunning as exc:
-        _fail_if_not_a_directory(args)
+        _fail_if_not_a_directory(paths.data_dir(args.data_dir, os.environ))
         _fail_if_held_elsewhere(args, exc.socket_path)
         start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
         fail(
@@ -583,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RemoteError as exc:
         fail(EXIT_BAD_INPUT if exc.code in _INPUT_ERRORS else EXIT_FAILED, exc.message)
     except ClientError as exc:
-        _fail_if_not_a_directory(args)  # its socket cannot be reached through a file
+        _fail_if_not_a_directory(paths.data_dir(args.data_dir, os.environ))  # a socket in a file
         fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
         return 130

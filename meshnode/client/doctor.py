@@ -2,9 +2,8 @@
 
 Each check reads the daemon's ``status`` (and its ``addresses``, for why dials
 fail) and gives a one-line verdict and, where something is off, the one thing
-to try. The usual mistake at events
-comes first in mind: a different network key, which looks from the room
-exactly like no one being there.
+to try. The usual mistake at events comes first in mind: a different network
+key, which looks from the room exactly like no one being there.
 """
 
 from __future__ import annotations

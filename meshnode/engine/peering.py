@@ -97,6 +97,7 @@ class AddressView(Struct, frozen=True):
     next_dial: float
     failures: int
     last_failure: str
+    dialled: bool  # its source's addresses are dialled (static, or one of dial_sources)
 
 
 class PeerPolicy:
@@ -512,7 +513,14 @@ class PeerPolicy:
     def addresses(self) -> list[AddressView]:
         return [
             AddressView(
-                k.address, k.origin, k.state.value, k.node, k.next_dial, k.failures, k.last_failure
+                k.address,
+                k.origin,
+                k.state.value,
+                k.node,
+                k.next_dial,
+                k.failures,
+                k.last_failure,
+                self._dials(k),
             )
             for k in self._known.values()
         ]

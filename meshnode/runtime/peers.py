@@ -77,7 +77,6 @@ from meshnode.engine.events import (
     Unban,
 )
 from meshnode.engine.mesh import Mesh
-from meshnode.engine.peering import STATIC
 from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.runtime.clock import WallClock
 from meshnode.runtime.storethread import StoreThread
@@ -447,17 +446,13 @@ class PeerService:
                 "last_failure": known.last_failure or None,
                 "next_dial_s": (
                     round(max(known.next_dial - now, 0.0), 1)
-                    if known.state == "idle" and self._dialled(known.origin)
+                    if known.state == "idle" and known.dialled
                     else None
                 ),
                 "node_id": encode_node_id(known.node) if known.node else None,
             }
             for known in await self.store_thread.run(self.mesh.addresses)
         ]
-
-    def _dialled(self, origin: str) -> bool:
-        """Whether addresses of this source are ever dialled (``hello`` ones are not)."""
-        return origin == STATIC or origin in self.config.dial_sources
 
     async def goodbye(self) -> None:
         """Tell every peer we are leaving, best effort, before the daemon exits.

@@ -609,7 +609,6 @@ def _merge(layers: Sequence[Mapping[str, tuple[Any, str]]]) -> dict[str, tuple[A
 
 
 def _settings(values: Mapping[str, Any], sources: Mapping[str, str]) -> Settings:
-
     from meshnode.engine.settings import DiscoverySettings, PeerSettings, Settings, SettingsError
     from meshnode.store.base import StoreLimits
 
