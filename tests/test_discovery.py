@@ -55,12 +55,21 @@ def interface(name: str, **changes: object) -> Interface:
 
 
 @pytest.mark.parametrize(
-    "name", ["docker0", "br-3f2a", "virbr0", "cni0", "podman1", "veth9a1b", "tun0", "wg0"]
+    "name",
+    [
+        *("lo", "docker0", "br-3f2a", "virbr0", "cni0", "podman1", "veth9a1b", "tun0", "wg0"),
+        *("tailscale0", "zt5u4y", "nordlynx"),
+    ],
 )
 def test_container_bridges_veths_and_tunnels_are_left_out_by_default(name: str) -> None:
     choice = choose([IFACE, interface(name)])
     assert [i.name for i in choice.used] == ["eth0"]
     assert dict(choice.skipped)[name].startswith("a container bridge, veth or tunnel")
+
+
+@pytest.mark.parametrize("name", ["wlan0", "enp3s0", "lo0", "brx", "bridge0", "wlp2s0"])
+def test_other_names_are_used_by_default(name: str) -> None:
+    assert [i.name for i in choose([interface(name)]).used] == [name]
 
 
 @pytest.mark.parametrize(

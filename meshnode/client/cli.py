@@ -76,8 +76,18 @@ def show_value(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from meshnode.runtime.daemon import DaemonConfig, StartupError, run
-    from meshnode.system import config
+    import gc
+
+    # The daemon's imports make some 60,000 objects that live as long as it does. Left
+    # on, the collector walks them again and again while they are made: a tenth of the
+    # start-up. Frozen, they are out of every later collection too.
+    gc.disable()
+    try:
+        from meshnode.runtime.daemon import DaemonConfig, StartupError, run
+        from meshnode.system import config
+    finally:
+        gc.freeze()
+        gc.enable()
 
     inputs = config_commands.inputs_from_args(args)
     home = inputs.data_dir
@@ -417,7 +427,23 @@ def _node_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = (
+    *("run", "config", "network", "id", "peers", "unban", "status", "doctor"),
+    *("publish", "get", "query", "delete", "watch", "sync", "export", "import", "service"),
+)  # in the order ``meshnode --help`` lists them
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, a parser that knows that command alone.
+
+    A command line parsed by the parser of the one command it names comes out the same
+    (``tests/test_cli_parser.py``), and building every other command's parser would be a
+    sixth of a CLI call's start.
+    """
+
+    def wanted(*names: str) -> bool:
+        return only is None or only in names
+
     # --data-dir and --socket may come before or after the command; SUPPRESS keeps a
     # command's unset option from overwriting one given before the command.
     common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
@@ -436,15 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
 
-    run = sub.add_parser(
-        "run",
-        parents=[common],
-        help="run the node daemon in the foreground",
-        formatter_class=_Formatter,
-    )
-    config_commands.add_run_options(run)  # --config, --log-level, --listen, --peer, ...
-    run.set_defaults(handler=None)
-    config_commands.add_commands(sub, [common], _Formatter)  # config ..., network ...
+    if wanted("run"):
+        run = sub.add_parser(
+            "run",
+            parents=[common],
+            help="run the node daemon in the foreground",
+            formatter_class=_Formatter,
+        )
+        config_commands.add_run_options(run)  # --config, --log-level, --listen, --peer, ...
+        run.set_defaults(handler=None)
+    if wanted("config", "network"):
+        config_commands.add_commands(sub, [common], _Formatter)
 
     def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(
@@ -453,43 +481,70 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    command("id", cmd_id, "print this node's id")
-    p = command("peers", cmd_peers, "list connected peers")
-    p.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="also every known address: its source (static, mdns, exchange, hello), state,"
-        " failures and why the last one failed",
-    )
-    p = command("unban", cmd_unban, "lift a ban on a node now")
-    p.add_argument("node_id", metavar="ID", help="the banned node's id")
-    command("status", cmd_status, "show the node's state")
-    command("doctor", cmd_doctor, "explain why this node sees no peers, or say all is well")
-    p = command("publish", cmd_publish, "sign and store a record")
-    p.add_argument("key", help="the record's key, such as profile/name")
-    p.add_argument("value", nargs="?", help="the value as a string; - reads it from stdin")
-    p.add_argument("--json-value", metavar="JSON", help="a structured value, as JSON")
-    p.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (45s, 30m, 3h, 2d)")
-    p = command("get", cmd_get, "print a record's value")
-    p.add_argument("key")
-    p.add_argument("--author", metavar="ID", help="another node's record (default: this node's)")
-    p = command("query", cmd_query, "list records")
-    p.add_argument("--prefix", default="", help="only keys starting with this")
-    p.add_argument("--author", metavar="ID", help="only this node's records")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 1000)")
-    p.add_argument("--deleted", action="store_true", help="include deletions")
-    p.add_argument("--since-seq", type=int, metavar="SEQ", help="only records with seq >= SEQ")
-    p = command("delete", cmd_delete, "delete one of this node's records (signed tombstone)")
-    p.add_argument("key")
-    _watch_options(
-        command("watch", cmd_watch, "print records as they are stored, until interrupted")
-    )
-    add_sync_commands(sub, [common, reading], _Formatter)
-    add_bundle_commands(sub, [common, reading], _Formatter)
-    add_service_commands(sub, [], _Formatter)  # service install|uninstall: no node options
-    parser.commands = tuple(sub.choices)
+    _add_node_commands(command, wanted)
+    _add_record_commands(command, wanted)
+    if wanted("sync"):
+        add_sync_commands(sub, [common, reading], _Formatter)
+    if wanted("export", "import"):
+        add_bundle_commands(sub, [common, reading], _Formatter)
+    if wanted("service"):
+        add_service_commands(sub, [], _Formatter)  # service install|uninstall: no node options
+    parser.commands = COMMANDS
     return parser
+
+
+def _add_node_commands(
+    command: Callable[..., argparse.ArgumentParser], wanted: Callable[..., bool]
+) -> None:
+    if wanted("id"):
+        command("id", cmd_id, "print this node's id")
+    if wanted("peers"):
+        p = command("peers", cmd_peers, "list connected peers")
+        p.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
+        p.add_argument(
+            "--all",
+            action="store_true",
+            help="also every known address: its source (static, mdns, exchange, hello), state,"
+            " failures and why the last one failed",
+        )
+    if wanted("unban"):
+        p = command("unban", cmd_unban, "lift a ban on a node now")
+        p.add_argument("node_id", metavar="ID", help="the banned node's id")
+    if wanted("status"):
+        command("status", cmd_status, "show the node's state")
+    if wanted("doctor"):
+        command("doctor", cmd_doctor, "explain why this node sees no peers, or say all is well")
+
+
+def _add_record_commands(
+    command: Callable[..., argparse.ArgumentParser], wanted: Callable[..., bool]
+) -> None:
+    if wanted("publish"):
+        p = command("publish", cmd_publish, "sign and store a record")
+        p.add_argument("key", help="the record's key, such as profile/name")
+        p.add_argument("value", nargs="?", help="the value as a string; - reads it from stdin")
+        p.add_argument("--json-value", metavar="JSON", help="a structured value, as JSON")
+        p.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (45s, 30m, 3h, 2d)")
+    if wanted("get"):
+        p = command("get", cmd_get, "print a record's value")
+        p.add_argument("key")
+        p.add_argument(
+            "--author", metavar="ID", help="another node's record (default: this node's)"
+        )
+    if wanted("query"):
+        p = command("query", cmd_query, "list records")
+        p.add_argument("--prefix", default="", help="only keys starting with this")
+        p.add_argument("--author", metavar="ID", help="only this node's records")
+        p.add_argument("--limit", type=int, metavar="N", help="at most N records (default 1000)")
+        p.add_argument("--deleted", action="store_true", help="include deletions")
+        p.add_argument("--since-seq", type=int, metavar="SEQ", help="only records with seq >= SEQ")
+    if wanted("delete"):
+        p = command("delete", cmd_delete, "delete one of this node's records (signed tombstone)")
+        p.add_argument("key")
+    if wanted("watch"):
+        _watch_options(
+            command("watch", cmd_watch, "print records as they are stored, until interrupted")
+        )
 
 
 def _watch_options(p: argparse.ArgumentParser) -> None:
@@ -535,14 +590,30 @@ def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> No
         )
 
 
+_NODE_OPTIONS = ("--data-dir", "--socket")  # the options that may come before the command
+
+
+def _named_command(words: Sequence[str]) -> str | None:
+    """The command a command line names, if it names a known one past nothing but node
+    options; else None, and the whole parser explains what it makes of the line."""
+    rest = iter(words)
+    for word in rest:
+        if word in _NODE_OPTIONS:
+            next(rest, None)
+        elif not word.startswith(tuple(f"{option}=" for option in _NODE_OPTIONS)):
+            return word if word in COMMANDS else None
+    return None
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, letting ``publish KEY --ttl 3h VALUE`` put its value after an option.
 
     argparse fills an optional positional before it sees later words, so a
     value given after ``--ttl`` comes back unrecognised; it is the value.
     """
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_named_command(words))
+    args, extras = parser.parse_known_args(words)
     if args.command == "publish" and args.value is None and len(extras) == 1:
         args.value = extras.pop()
     if extras:

@@ -15,6 +15,7 @@ what every command needs anyway; the configuration module, ``secrets``,
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -448,6 +449,7 @@ def _decoded(text: object) -> bytes | None:
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A handler whose failures are one line on stderr and an exit code, as the CLI's are."""
 
+    @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)

@@ -67,7 +67,6 @@ import hashlib
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -422,6 +421,8 @@ def _read(path: Path) -> _File | None:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     lines = tuple(text.splitlines())
+    import tomllib  # here, not at the top: most nodes have no file, and it is 2 % of a start
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -739,6 +740,8 @@ def set_network_key(path: Path, invite: str) -> None:
         old, status = "", None
     except UnicodeDecodeError:
         raise ConfigError(f"{target}: not UTF-8 text; fix it before storing a key") from None
+    import tomllib  # as in ``_read``
+
     try:
         tomllib.loads(old)
     except tomllib.TOMLDecodeError as exc:
