@@ -18,11 +18,7 @@ from collections.abc import Callable, Sequence
 
 from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
-from meshnode.client.bundle_commands import add_commands as add_bundle_commands
 from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
-from meshnode.client.service_commands import add_commands as add_service_commands
-from meshnode.client.sync_commands import add_commands as add_sync_commands
-from meshnode.client.sync_commands import sync_line
 from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -184,6 +180,8 @@ def cmd_id(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    from meshnode.client.sync_commands import sync_line
+
     info = client.status()
     if args.json:
         print(dumps(info))
@@ -483,12 +481,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     _add_node_commands(command, wanted)
     _add_record_commands(command, wanted)
+    # Each command module is imported only by a line that may name one of its commands.
     if wanted("sync"):
-        add_sync_commands(sub, [common, reading], _Formatter)
+        from meshnode.client import sync_commands
+
+        sync_commands.add_commands(sub, [common, reading], _Formatter)
     if wanted("export", "import"):
-        add_bundle_commands(sub, [common, reading], _Formatter)
+        from meshnode.client import bundle_commands
+
+        bundle_commands.add_commands(sub, [common, reading], _Formatter)
     if wanted("service"):
-        add_service_commands(sub, [], _Formatter)  # service install|uninstall: no node options
+        from meshnode.client import service_commands
+
+        service_commands.add_commands(sub, [], _Formatter)  # install|uninstall: no node options
     parser.commands = COMMANDS
     return parser
 
