@@ -19,8 +19,8 @@ Flow: both sides send ``hello`` first. The side that dialed then runs a
 Negentropy round at once and every ``reconcile_interval`` after; either side
 runs one when it had to drop live pushes because the peer was slow. From each
 round's have/need ids the initiator pushes what the peer lacks and wants what
-it lacks. Live records are pushed as they are stored. Idle sessions ping; a
-session that hears nothing for ``idle_timeout`` closes.
+it lacks and will take (``takes``). Live records are pushed as they are stored.
+Idle sessions ping; a session that hears nothing for ``idle_timeout`` closes.
 """
 
 from __future__ import annotations
@@ -322,7 +322,10 @@ class PeerSession:
         now: float,
         nonce: Callable[[], int],
         config: SessionConfig | None = None,
+        takes: Callable[[Sequence[bytes]], Sequence[bytes]] = tuple,
     ) -> None:
+        """``takes``: of the ids a round finds missing, those to want (not ones the node
+        refused lately, which it would refuse again); by default all of them."""
         self.initiator = initiator
         self.config = config or SessionConfig()
         self.state = State.AWAITING_HELLO
@@ -331,6 +334,7 @@ class PeerSession:
         self.peer_hello: m.Hello | None = None
         self._channel = channel
         self._items = items
+        self._takes = takes
         self._nonce = nonce
         self._decoder = m.MessageDecoder()
         self._outbox = bytearray()
@@ -657,8 +661,9 @@ class PeerSession:
         self._round_found[0] += len(step.have_ids)
         self._round_found[1] += len(step.need_ids)
         events: list[Event] = []
-        if step.need_ids:
-            self.want(step.need_ids)
+        wanted = self._takes(step.need_ids) if step.need_ids else ()
+        if wanted:
+            self.want(wanted)
         if step.have_ids:
             events.append(RecordsWanted(step.have_ids))
         if step.message is not None:

@@ -46,6 +46,7 @@ from meshnode.engine import actions as a
 from meshnode.engine import events as e
 from meshnode.engine import exchange
 from meshnode.engine.bans import Ban, BanList
+from meshnode.engine.declined import Declined
 from meshnode.engine.dissemination import Arrival, Dissemination, EagerPush, Fate
 from meshnode.engine.node import IngestReport, Node, NodeError
 from meshnode.engine.peering import EXCHANGE, HELLO, AddressView, PeerPolicy
@@ -66,6 +67,8 @@ _FATES = {
     Outcome.DUPLICATE: Fate.DUPLICATE,
     Outcome.STALE: Fate.SUPERSEDED,
 }
+# What the store would refuse again for a while: such records are not fetched again meanwhile.
+_REFUSED = frozenset({Outcome.STALE, Outcome.DEAD, Outcome.QUOTA, Outcome.FUTURE})
 
 
 class _Peer(Struct):
@@ -117,6 +120,7 @@ class Mesh:
         self._dissemination = dissemination or EagerPush()
         self._policy = PeerPolicy(self.settings.peers, rng, now=now)
         self._bans = BanList()
+        self._declined = Declined()  # records refused lately: not fetched again meanwhile
         self._peers: dict[int, _Peer] = {}
         self._items: SortedItems | None = None
         self._now = e.Instant(now, 0)  # the time of the event being handled
@@ -254,6 +258,7 @@ class Mesh:
             now=now.mono,
             nonce=lambda: self._rng.getrandbits(63),
             config=self.settings.session,
+            takes=lambda ids: self._declined.without(ids, self._now.mono),
         )
         origin = origin_of(event.source)
         peer = _Peer(
@@ -377,7 +382,7 @@ class Mesh:
                     budget -= sum(len(raw) for raw in raws)
                     peer.session.send_records(raws)
                 case HaveAnnounced(ids):
-                    wanted = store.missing(ids)
+                    wanted = self._declined.without(store.missing(ids), self._now.mono)
                     if wanted:
                         peer.session.want(wanted)
                 case HelloReceived(hello):
@@ -405,6 +410,9 @@ class Mesh:
         report = self.node.ingest(raws, now_ms=self._now.wall_ms, source=peer.origin)
         each = report.result.each
         self._fetched(peer, [record.id for record, _ in each])
+        refused = [record.id for record, outcome in each if outcome in _REFUSED]
+        if refused:
+            self._declined.add(refused, self._now.mono)
         self._arrived(self._arrivals(each), peer.conn)
         ahead = sum(1 for _, outcome in each if outcome is Outcome.FUTURE)
         if ahead:
