@@ -16,8 +16,13 @@ class AddressError(ValueError):
     """A string that is not a usable ``host:port``."""
 
 
-def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> tuple[str | None, int]:
-    """(host, port); host None means every interface (for listening)."""
+def parse_address(
+    text: str, *, default_port: int = DEFAULT_PORT, min_port: int = 0
+) -> tuple[str | None, int]:
+    """(host, port); host None means every interface (for listening).
+
+    ``min_port``: 1 for an address to dial; port 0 only says "any free port" to a listener.
+    """
     text = text.strip()
     if not text:
         raise AddressError("an address is host:port, e.g. 192.0.2.10:7744")
@@ -42,10 +47,10 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> tuple[str |
         host, _, port_text = text.partition(":")
     if not port_text:
         port = default_port
-    elif port_text.isascii() and port_text.isdigit() and 0 <= int(port_text) <= 65535:
+    elif port_text.isascii() and port_text.isdigit() and min_port <= int(port_text) <= 65535:
         port = int(port_text)
     else:
-        raise AddressError(f"invalid address {text!r}: port must be 0 to 65535")
+        raise AddressError(f"invalid address {text!r}: port must be {min_port} to 65535")
     return (host or None), port
 
 

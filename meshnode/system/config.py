@@ -189,7 +189,7 @@ def _addresses(needs_host: bool) -> Callable[[Any], Any]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _Bad('is a list of "host:port" strings, e.g. ["192.0.2.10:7744"]')
         try:
-            chosen = tuple(parse_address(v) for v in value)
+            chosen = tuple(parse_address(v, min_port=1 if needs_host else 0) for v in value)
         except AddressError as exc:
             raise _Bad(f"contains a bad address ({exc})") from None
         for host, port in chosen:
