@@ -32,6 +32,7 @@ __all__ = [
     "peer_count",
     "require_namespaces",
     "start_daemons",
+    "trio_floor_s",
     "trio_import_s",
     "wait_formed",
     "warm_up",
@@ -79,6 +80,22 @@ def trio_import_s(runs: int = 5) -> float:
     """Median wall time of a Python that imports trio alone: how fast the machine is today,
     with none of meshnode's own code in it."""
     return _python_s("import trio", runs)
+
+
+def trio_floor_s(processes: int) -> float:
+    """Wall time of ``processes`` Pythons started at once that import trio and exit.
+
+    A daemon is a trio program, so this is the floor under a figure that starts that many
+    daemons at once on this machine today: none of meshnode's work is in it.
+    """
+    env = _daemon_env()
+    started = time.monotonic()
+    children = [
+        subprocess.Popen([sys.executable, "-c", "import trio"], env=env) for _ in range(processes)
+    ]
+    for child in children:
+        child.wait(timeout=60)
+    return time.monotonic() - started
 
 
 def _python_s(code: str, runs: int) -> float:

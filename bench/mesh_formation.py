@@ -9,8 +9,10 @@ The daemons' start-up is included: eight Pythons starting at once on two cores. 
 beside the figure: the time from the last daemon answering its socket; the CPU the daemons had
 used when the mesh formed (``median_daemon_cpu_s``, per daemon), whose total over the
 machine's cores is the part of the figure no network could shorten; what one daemon's imports
-cost alone (``daemon_import_s``); and trio's imports alone (``trio_import_s``, none of
-meshnode's code), the yardstick when the machine's speed varies from day to day.
+cost alone (``daemon_import_s``); trio's imports alone (``trio_import_s``, none of
+meshnode's code), the yardstick when the machine's speed varies from day to day; and,
+just before each run, as many Pythons importing trio alone started at once
+(``median_trio_floor_s``): the floor under the figure on this machine that day.
 
     sudo python bench/mesh_formation.py [--nodes 8] [--runs 3]
 """
@@ -31,6 +33,7 @@ from _lan import (
     daemon_import_s,
     require_namespaces,
     start_daemons,
+    trio_floor_s,
     trio_import_s,
     warm_up,
 )
@@ -45,6 +48,7 @@ class Run(NamedTuple):
     formed_s: float  # from the start to every node having a peer and the record
     all_up_s: float  # from the start to every daemon answering its control socket
     cpu_s: float  # CPU the daemons had used by then, all together
+    floor_s: float  # as many Pythons importing trio alone, started at once just before
 
 
 def once(nodes: int) -> Run:
@@ -53,6 +57,7 @@ def once(nodes: int) -> Run:
     A daemon found ready is not asked again until all are, then all are asked once more:
     asking every daemon twice every 10 ms would take the CPU the last ones need to start.
     """
+    floor = trio_floor_s(nodes)
     with tempfile.TemporaryDirectory() as tmp, Lan.create(hosts=nodes) as lan:
         started = time.monotonic()
         sockets = start_daemons(lan, tmp)
@@ -75,7 +80,7 @@ def once(nodes: int) -> Run:
                     if len(ready) == nodes:
                         formed = time.monotonic() - started
                         cpu = sum(_cpu_s(p.pid) for host in lan.hosts for p in host.processes)
-                        return Run(formed, formed if all_up is None else all_up, cpu)
+                        return Run(formed, formed if all_up is None else all_up, cpu, floor)
             time.sleep(0.01)
         raise SystemExit(f"the mesh did not form within {TIMEOUT_S} s")
 
@@ -134,7 +139,8 @@ def main() -> None:
         log(
             f"run {number + 1}: {run.formed_s:.3f} s, {run.formed_s - run.all_up_s:.3f} s after"
             f" all answered; the daemons had used {run.cpu_s:.2f} CPU-s by then,"
-            f" {run.cpu_s / cores:.2f} s of this machine's {cores} cores"
+            f" {run.cpu_s / cores:.2f} s of this machine's {cores} cores; {args.nodes}"
+            f" Pythons importing trio alone took {run.floor_s:.3f} s just before"
         )
     times = [run.formed_s for run in runs]
     median = statistics.median(times)
@@ -153,6 +159,7 @@ def main() -> None:
             "cores": cores,
             "daemon_import_s": round(imports, 3),
             "trio_import_s": round(trio_alone, 3),
+            "median_trio_floor_s": round(statistics.median(run.floor_s for run in runs), 3),
             "goal_s": GOAL_S,
             "meets_goal": median <= GOAL_S,
         }
