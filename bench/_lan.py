@@ -93,8 +93,14 @@ def trio_floor_s(processes: int) -> float:
     children = [
         subprocess.Popen([sys.executable, "-c", "import trio"], env=env) for _ in range(processes)
     ]
-    for child in children:
-        child.wait(timeout=60)
+    try:
+        for child in children:
+            child.wait(timeout=60)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     return time.monotonic() - started
 
 

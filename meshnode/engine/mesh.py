@@ -195,6 +195,7 @@ class Mesh:
             case e.Reconfigure(settings):
                 self._reconfigure(settings)
             case e.SyncNow():
+                self._declined.clear()  # asked for everything now: what was refused is asked again
                 self._sync_now()
             case e.Stop():
                 for peer in self._peers.values():
@@ -297,6 +298,8 @@ class Mesh:
 
     def _reconfigure(self, settings: Settings) -> None:
         left = settings.peers.network_key != self.settings.peers.network_key
+        if settings.store != self.settings.store:
+            self._declined.clear()  # new quotas may have room for what was refused
         self.settings = settings
         self.node.store.limits = settings.store
         self._policy.reconfigure(settings.peers, now=self._now.mono)
