@@ -6,7 +6,6 @@ The key is injected (a 32-byte seed), never generated or read from disk here:
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import CryptoError
 
@@ -19,20 +18,19 @@ SIGNATURE_SIZE = 64
 class Identity:
     """An Ed25519 key pair with the node id derived from it."""
 
-    __slots__ = ("_private", "_secret", "fingerprint", "node_id", "public_key")
+    __slots__ = ("_secret", "fingerprint", "node_id", "public_key")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != SEED_SIZE:
             raise ValueError(f"an Ed25519 seed is {SEED_SIZE} bytes, got {len(seed)}")
-        self._private = Ed25519PrivateKey.from_private_bytes(seed)
-        self.public_key: bytes = self._private.public_key().public_bytes_raw()
-        self._secret = crypto_sign_seed_keypair(seed)[1]  # libsodium's form of the same key
+        public_key, self._secret = crypto_sign_seed_keypair(seed)  # secret: seed || public key
+        self.public_key: bytes = bytes(public_key)
         self.node_id: str = encode_node_id(self.public_key)
         self.fingerprint: str = fingerprint(self.public_key)
 
     def seed(self) -> bytes:
         """The private seed, for ``meshnode.system.datadir`` to persist."""
-        return self._private.private_bytes_raw()
+        return bytes(self._secret[:SEED_SIZE])
 
     def sign(self, message: bytes) -> bytes:
         """Ed25519 (deterministic, so libsodium and OpenSSL give the same bytes).
