@@ -399,16 +399,14 @@ class _Formatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, saying which command was meant when the one typed is unknown."""
-
-    commands: Sequence[str] = ()  # the top-level parser's, set once they are all added
+    """The top-level parser, saying which command was meant when the one typed is unknown."""
 
     def error(self, message: str) -> NoReturn:
         typed = re.search(r"invalid choice: '([^']*)'", message)
-        if typed is not None and self.commands:
+        if typed is not None:
             import difflib  # the error path only
 
-            close = difflib.get_close_matches(typed[1], self.commands, n=1)
+            close = difflib.get_close_matches(typed[1], COMMANDS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"{self.prog} --help lists them"
             message = f"unknown command {typed[1]!r}; {hint}"
         super().error(message)
@@ -498,7 +496,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         from meshnode.client import service_commands
 
         service_commands.add_commands(sub, [], _Formatter)  # install|uninstall: no node options
-    parser.commands = COMMANDS
     return parser
 
 
@@ -600,6 +597,7 @@ def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> No
 
 
 _NODE_OPTIONS = ("--data-dir", "--socket")  # the options that may come before the command
+_NODE_OPTIONS_JOINED = tuple(f"{option}=" for option in _NODE_OPTIONS)  # --socket=PATH
 
 
 def _named_command(words: Sequence[str]) -> str | None:
@@ -609,7 +607,7 @@ def _named_command(words: Sequence[str]) -> str | None:
     for word in rest:
         if word in _NODE_OPTIONS:
             next(rest, None)
-        elif not word.startswith(tuple(f"{option}=" for option in _NODE_OPTIONS)):
+        elif not word.startswith(_NODE_OPTIONS_JOINED):
             return word if word in COMMANDS else None
     return None
 

@@ -259,7 +259,7 @@ class Mesh:
             now=now.mono,
             nonce=lambda: self._rng.getrandbits(63),
             config=self.settings.session,
-            takes=lambda ids: self._declined.without(ids, self._now.mono),
+            takes=self._takes,
         )
         origin = origin_of(event.source)
         peer = _Peer(
@@ -385,7 +385,7 @@ class Mesh:
                     budget -= sum(len(raw) for raw in raws)
                     peer.session.send_records(raws)
                 case HaveAnnounced(ids):
-                    wanted = self._declined.without(store.missing(ids), self._now.mono)
+                    wanted = self._takes(store.missing(ids))
                     if wanted:
                         peer.session.want(wanted)
                 case HelloReceived(hello):
@@ -404,6 +404,10 @@ class Mesh:
                     banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED
                     if banned_us and closed.retry_after is not None:
                         self._policy.held_off(peer.node, self._now.mono + closed.retry_after)
+
+    def _takes(self, ids: Sequence[bytes]) -> list[bytes]:
+        """Of ``ids`` this node lacks, those to want: not the ones it refused lately."""
+        return self._declined.without(ids, self._now.mono)
 
     def _ingest_from(self, peer: _Peer, raws: list[bytes]) -> bool:
         """Verify and store, in one batch, everything one chunk of bytes brought.
