@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-SEED_SIZE = 32
+from meshnode.core.identity import SEED_SIZE
+
 # SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 (Ed25519) }, OCTET STRING { OCTET STRING seed } }
 _DER_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 _BEGIN = b"-----BEGIN PRIVATE KEY-----\n"
