@@ -675,10 +675,14 @@ class PeerService:
         connection = Connection(
             stream, address, initiator, node, shaken.handshake_bytes - len(established.leftover)
         )
+        # Two nodes that hear of each other at once dial each other at once, and the
+        # duplicate rule closes one of the two sessions: a detail, not news for the log.
+        level = logging.DEBUG if self._connected_to(node) else logging.INFO
         self._connections[conn] = connection
         try:
             opened = Opened(conn, node, initiator, established.channel, address, source)
-            log.info(
+            log.log(
+                level,
                 "event=connected peer=%s address=%s direction=%s",
                 encode_node_id(node),
                 address,
@@ -703,13 +707,17 @@ class PeerService:
             self._connections.pop(conn, None)
             with trio.CancelScope(shield=True):
                 await self.step(Lost(conn))
-            log.info(
+            log.log(
+                logging.DEBUG if self._connected_to(node) else logging.INFO,
                 "event=disconnected peer=%s address=%s why=%r",
                 encode_node_id(node),
                 address,
                 connection.why or "closed",
             )
         return "session"
+
+    def _connected_to(self, node: bytes) -> bool:
+        return any(c.node == node for c in self._connections.values())
 
     async def _shake(
         self,
