@@ -120,6 +120,18 @@ def test_network_new_qr_draws_the_invite_as_a_qr_code(node: Node) -> None:
     assert len(drawing[0]) <= 41, "fits a narrow terminal"
 
 
+def test_network_new_json_gives_the_invite_and_its_network_id(node: Node) -> None:
+    result = node.run("network", "new", "--json")
+    assert result.returncode == 0 and result.stderr == ""
+    made = json.loads(result.stdout)
+    assert made == {
+        "invite": made["invite"],
+        "network_id": config.network_id(decode_network_key(made["invite"])),
+    }
+    refused = node.run("network", "new", "--json", "--qr")
+    assert refused.returncode == 2 and refused.stdout == ""
+
+
 # -- network join ---------------------------------------------------------------------
 
 
@@ -154,6 +166,21 @@ def test_join_without_a_daemon_stores_the_key_for_the_next_start(node: Node) -> 
         "source": f"{node.conf}:4",  # below the comment that says what it is
         "running": False,
     }
+
+
+def test_join_json_says_where_the_key_went_and_what_the_daemon_did(node: Node) -> None:
+    result = node.run("network", "join", "--json", INVITE)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "network_id": config.network_id(KEY),
+        "file": str(node.conf),
+        "daemon": "not_running",
+    }
+    shown = {"file": str(node.conf), "files": [], "settings": [network_row(node.conf, "", None)]}
+    reloaded = {"changed": ["network_key"], "restart_needed": []}
+    with FakeDaemon(answers(shown, reloaded)) as fake:
+        moved = node.run("network", "join", "--json", INVITE, MESHNODE_SOCKET=str(fake.socket))
+    assert json.loads(moved.stdout)["daemon"] == "moved"
 
 
 def test_join_refuses_when_the_environment_would_override_the_file(node: Node) -> None:
@@ -293,6 +320,8 @@ def test_config_path_prints_the_file(node: Node, tmp_path: Path) -> None:
     chosen = tmp_path / "chosen.toml"
     assert node.run("config", "path", "--config", str(chosen)).stdout == f"{chosen}\n"
     assert node.run("config", "path", MESHNODE_CONFIG=str(chosen)).stdout == f"{chosen}\n"
+    as_json = json.loads(node.run("config", "path", "--json").stdout)
+    assert as_json == {"file": str(node.conf), "exists": False, "running": False}
 
 
 # -- meshnode run ---------------------------------------------------------------------

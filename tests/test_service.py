@@ -9,6 +9,7 @@ records the commands that would have gone to ``systemctl``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -190,6 +191,27 @@ def test_a_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "would write /etc/systemd/system/meshnode.service" in out
     assert "would create /etc/meshnode (root:meshnode 0750)" in out
     assert "dry run: nothing was changed" in out
+
+
+def test_json_says_what_a_dry_run_would_do_in_one_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = image(tmp_path)
+    argv = ("install", "--dry-run", "--json", "--root", str(root), "--executable", IN_IMAGE)
+    code, out, _ = main(capsys, *argv)
+    assert code == 0
+    report = json.loads(out)  # one object, and nothing else on stdout
+    assert {k: report[k] for k in ("action", "scope", "root", "dry_run", "changed")} == {
+        "action": "install",
+        "scope": "system",
+        "root": str(root),
+        "dry_run": True,
+        "changed": True,
+    }
+    assert {"text": "would write /etc/systemd/system/meshnode.service", "changed": True} in (
+        report["steps"]
+    )
+    assert report["next_steps"]
 
 
 def test_the_system_service_without_root_is_refused_with_a_hint_to_use_sudo(

@@ -230,19 +230,25 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_config_path(args: argparse.Namespace) -> int:
-    print(_config_file(args))
+    path, running = _config_file(args)
+    if args.json:
+        print(dumps({"file": str(path), "exists": path.is_file(), "running": running}))
+    else:
+        print(path)
     return EXIT_OK
 
 
-def _config_file(args: argparse.Namespace) -> Path:
-    """The file a running daemon reads, else the one ``meshnode run`` would."""
+def _config_file(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The file a running daemon reads, else the one ``meshnode run`` would; and whether one
+    runs (asked only without ``--config``, which names the file whatever runs)."""
     from meshnode.system import config
 
     if not args.config:
         shown = _daemon_config(args)
         if shown is not None:
-            return Path(shown["file"])
-    return config.config_file(paths.data_dir(args.data_dir, os.environ), args.config, os.environ)
+            return Path(shown["file"]), True
+    home = paths.data_dir(args.data_dir, os.environ)
+    return config.config_file(home, args.config, os.environ), False
 
 
 # -- meshnode network -----------------------------------------------------------------
@@ -251,7 +257,15 @@ def _config_file(args: argparse.Namespace) -> Path:
 def cmd_network_new(args: argparse.Namespace) -> int:
     import secrets
 
-    invite = encode_network_key(secrets.token_bytes(NETWORK_KEY_SIZE))
+    if args.qr and args.json:
+        raise CommandFailed(EXIT_BAD_INPUT, "--qr is drawn for people, --json is for scripts")
+    key = secrets.token_bytes(NETWORK_KEY_SIZE)
+    invite = encode_network_key(key)
+    if args.json:
+        from meshnode.system import config
+
+        print(dumps({"invite": invite, "network_id": config.network_id(key)}))
+        return EXIT_OK
     if args.qr:
         _draw_qr(invite)
     print(invite)
@@ -321,9 +335,11 @@ def cmd_network_join(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandFailed(EXIT_FAILED, f"cannot write {target}: {exc.strerror or exc}") from None
     name = config.network_id(decode_network_key(invite))
-    print(f"stored the key of network {name} in {target} (mode 0600)")
+    say: Callable[[str], object] = _silent if args.json else print  # --json: one object, last
+    say(f"stored the key of network {name} in {target} (mode 0600)")
     if shown is None:
-        print(f"it takes effect when a node that reads {target} starts")
+        daemon = "not_running"
+        say(f"it takes effect when a node that reads {target} starts")
         system_file = Path("/etc/meshnode/config.toml")
         if target != system_file and system_file.exists() and not args.config:
             print(
@@ -331,19 +347,28 @@ def cmd_network_join(args: argparse.Namespace) -> int:
                 f" network join --config {system_file} ...",
                 file=sys.stderr,
             )
-        return EXIT_OK
-    with _client(args) as client:
-        answer = client.call("reload")
-    if "network_key" in answer["restart_needed"]:
-        print("the daemon needs a restart to move to it (systemctl restart meshnode)")
-    elif "network_key" in answer["changed"]:
-        print(
-            f"the running node moved to network {name}: sessions of the old network close,"
-            " discovery announces the new one"
-        )
     else:
-        print(f"the running node was on network {name} already")
+        with _client(args) as client:
+            answer = client.call("reload")
+        if "network_key" in answer["restart_needed"]:
+            daemon = "restart_needed"
+            say("the daemon needs a restart to move to it (systemctl restart meshnode)")
+        elif "network_key" in answer["changed"]:
+            daemon = "moved"
+            say(
+                f"the running node moved to network {name}: sessions of the old network close,"
+                " discovery announces the new one"
+            )
+        else:
+            daemon = "already_on_it"
+            say(f"the running node was on network {name} already")
+    if args.json:
+        print(dumps({"network_id": name, "file": str(target), "daemon": daemon}))
     return EXIT_OK
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _check_not_overridden(shown: dict[str, Any] | None, force: bool) -> None:
@@ -499,6 +524,7 @@ def add_commands(
     reload.add_argument("--json", action="store_true", help="print one JSON object")
     path = action(config_sub, "path", cmd_config_path, "print the configuration file's path")
     add_config_option(path)
+    path.add_argument("--json", action="store_true", help="print one JSON object")
 
     network = sub.add_parser(
         "network",
@@ -509,6 +535,7 @@ def add_commands(
     network_sub = network.add_subparsers(dest="network_command", required=True, metavar="ACTION")
     new = action(network_sub, "new", cmd_network_new, "make a network: print its invite")
     new.add_argument("--qr", action="store_true", help="also draw the invite as a QR code")
+    new.add_argument("--json", action="store_true", help="print one JSON object")
     join = action(network_sub, "join", cmd_network_join, "put this node on the invite's network")
     join.add_argument("invite", metavar="INVITE", help="the network's invite, mesh1...")
     join.add_argument(
@@ -517,6 +544,7 @@ def add_commands(
         help="store the key even though $MESHNODE_NETWORK_KEY or a flag overrides the file",
     )
     add_config_option(join)
+    join.add_argument("--json", action="store_true", help="print one JSON object")
     show = action(network_sub, "show", cmd_network_show, "which network this node is on")
     show.add_argument("--reveal", action="store_true", help="also print the invite (the secret)")
     show.add_argument("--json", action="store_true", help="print one JSON object")

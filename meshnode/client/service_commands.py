@@ -16,7 +16,7 @@ from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from meshnode.system.service import Report, Step
+    from meshnode.system.service import Report, Step, Target
 
 
 def add_commands(
@@ -42,6 +42,9 @@ def add_commands(
         "--root",
         metavar="DIR",
         help="install into the image at DIR (paths prefixed, no systemctl)",
+    )
+    scope.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end, not each step"
     )
     install = actions.add_parser(
         "install",
@@ -79,7 +82,8 @@ def _run(args: argparse.Namespace, *, install: bool) -> int:
     from meshnode.system import service
 
     def say(step: Step) -> None:
-        _out(f"  {step.text}")
+        if not args.json:
+            _out(f"  {step.text}")
 
     try:
         target = service.Target(
@@ -95,15 +99,35 @@ def _run(args: argparse.Namespace, *, install: bool) -> int:
         where = "" if target.root is None else f" into {target.root}"
         doing = "installing" if install else "removing"
         dry = " (dry run: nothing is changed)" if target.dry_run else ""
-        _out(f"{doing} the meshnode {kind} service{where}{dry}")
+        if not args.json:
+            _out(f"{doing} the meshnode {kind} service{where}{dry}")
         run = service.install if install else service.uninstall
         report = run(target, service.Host.current(os.environ), say)
     except _BadInput as exc:
         return _fail(EXIT_BAD_INPUT, str(exc))
     except service.ServiceError as exc:
         return _fail(EXIT_FAILED, str(exc))
-    _summary(report, dry_run=target.dry_run, install=install)
+    if args.json:
+        from meshnode.core.jsonview import dumps
+
+        _out(dumps(_as_json(report, target, install=install)))
+        _warn(report.warnings)
+    else:
+        _summary(report, dry_run=target.dry_run, install=install)
     return EXIT_OK
+
+
+def _as_json(report: Report, target: Target, *, install: bool) -> dict[str, object]:
+    return {
+        "action": "install" if install else "uninstall",
+        "scope": "user" if target.user else "system",
+        "root": None if target.root is None else str(target.root),
+        "dry_run": target.dry_run,
+        "changed": report.changed,
+        "steps": [{"text": step.text, "changed": step.changed} for step in report.steps],
+        "warnings": report.warnings,
+        "next_steps": report.next_steps,
+    }
 
 
 class _BadInput(Exception):
@@ -129,10 +153,14 @@ def _summary(report: Report, *, dry_run: bool, install: bool) -> None:
         _out("nothing changed: all was already in place" if install else "nothing changed")
     elif dry_run:
         _out("dry run: nothing was changed")
-    for warning in report.warnings:
-        sys.stderr.write(f"meshnode: warning: {warning}\n")
+    _warn(report.warnings)
     if report.next_steps and not dry_run:
         _out("next:\n" + "\n".join(f"  {line}" for line in report.next_steps))
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        sys.stderr.write(f"meshnode: warning: {warning}\n")
 
 
 def _out(line: str) -> None:
