@@ -25,7 +25,8 @@ T = TypeVar("T")
 _LAYERS: tuple[tuple[str, str], ...] = (
     ("ChaCha20Poly1305", "crypto: ChaCha20-Poly1305 (cryptography)"),
     ("Ed25519", "crypto: Ed25519 (cryptography)"),
-    ("X25519", "crypto: X25519 (cryptography)"),
+    ("crypto_sign", "crypto: Ed25519 (libsodium)"),
+    ("crypto_scalarmult", "crypto: X25519 (libsodium)"),
     ("cryptography", "crypto: other (cryptography)"),
     ("hashlib", "crypto: hashes (hashlib)"),
     ("_hashlib", "crypto: hashes (hashlib)"),

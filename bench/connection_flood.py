@@ -38,13 +38,13 @@ from typing import IO, Any
 
 import trio
 from _common import child_env, emit, log, meshnode_executable, temp_dir
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.client import Client, ClientError
 from meshnode.core import messages as m
 from meshnode.core.handshake import PeerHandshake
 from meshnode.core.identity import Identity
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 
 FLOOD_S = 10.0
 FLOOD_SOURCE = "127.0.0.2"
@@ -141,7 +141,7 @@ async def join_once(address: tuple[str, int], who: Identity) -> None:
         handshake = PeerHandshake(
             initiator=True,
             identity=who,
-            static_key=X25519PrivateKey.generate(),
+            static_key=KeyPair(os.urandom(KEY_SIZE)),
             network_key=PUBLIC_NETWORK_KEY,
             rng=lambda: os.urandom(32),
         )

@@ -20,7 +20,6 @@ import random
 from collections.abc import Callable
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,11 +33,11 @@ from meshnode.core.handshake import (
     PeerHandshake,
     ReplayCache,
     binding,
-    public_bytes,
 )
 from meshnode.core.identity import Identity
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
 from meshnode.core.noise import HandshakeState, SymmetricState
+from meshnode.core.x25519 import KeyPair
 from tests.helpers import identity
 
 NETWORK_KEY = hashlib.sha256(b"test network key").digest()
@@ -54,8 +53,8 @@ MESSAGE_2_SIZE = 2 + 32 + 48 + 112
 MESSAGE_3_SIZE = 2 + 48 + 112
 
 
-def static_key(label: str) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(hashlib.sha256(label.encode()).digest())
+def static_key(label: str) -> KeyPair:
+    return KeyPair(hashlib.sha256(label.encode()).digest())
 
 
 def seeded_rng(seed: int | str) -> Callable[[], bytes]:
@@ -127,7 +126,7 @@ class RawPeer:
         *,
         initiator: bool,
         network_key: bytes | None = NETWORK_KEY,
-        static: X25519PrivateKey | None = None,
+        static: KeyPair | None = None,
         protocol: str = PROTOCOL_NAME,
         seed: int = 7,
     ) -> None:
@@ -144,7 +143,7 @@ class RawPeer:
 
     @property
     def static_public(self) -> bytes:
-        return public_bytes(self.static)
+        return self.static.public
 
     def write(self, payload: bytes = b"") -> bytes:
         return frame(self.noise.write_message(payload))
@@ -296,8 +295,8 @@ def test_an_outsider_learns_nothing_not_even_that_a_meshnode_listens(opening: by
 def test_message_2_carries_the_responders_identity_only_encrypted() -> None:
     initiator, responder = pair()
     message_1, message_2, message_3 = handshake(initiator, responder)
-    responder_static = public_bytes(static_key(f"noise static of {RESPONDER.node_id}"))
-    initiator_static = public_bytes(static_key(f"noise static of {INITIATOR.node_id}"))
+    responder_static = static_key(f"noise static of {RESPONDER.node_id}").public
+    initiator_static = static_key(f"noise static of {INITIATOR.node_id}").public
     wire = message_1 + message_2 + message_3
     for secret in (
         RESPONDER.public_key,
@@ -502,7 +501,7 @@ def test_a_binding_for_another_noise_static_key_fails() -> None:
     initiator = node(INITIATOR, initiator=True)
     responder = RawPeer(initiator=False)
     responder.read(initiator.start())
-    lifted = binding(RESPONDER, public_bytes(static_key("someone else's noise key")))
+    lifted = binding(RESPONDER, static_key("someone else's noise key").public)
     with pytest.raises(HandshakeError) as failure:
         initiator.receive_data(responder.write(lifted))
     assert failure.value.reason == "binding"
@@ -526,7 +525,7 @@ def test_a_genuine_binding_from_a_raw_peer_is_accepted() -> None:
     responder.read(initiator.start())
     message_3 = initiator.receive_data(responder.write(binding(RESPONDER, responder.static_public)))
     assert responder.read(message_3) == binding(
-        INITIATOR, public_bytes(static_key(f"noise static of {INITIATOR.node_id}"))
+        INITIATOR, static_key(f"noise static of {INITIATOR.node_id}").public
     )
     assert initiator.established is not None
     assert initiator.established.remote_node == RESPONDER.public_key

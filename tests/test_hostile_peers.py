@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import pytest
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.core import messages as m
 from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import PeerHandshake
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
 from meshnode.runtime.peers import PeerService
@@ -71,7 +71,7 @@ async def join(address: tuple[str, int], who: int) -> Joined:
         handshake = PeerHandshake(
             initiator=True,
             identity=identity(who),
-            static_key=X25519PrivateKey.generate(),
+            static_key=KeyPair(os.urandom(KEY_SIZE)),
             network_key=PUBLIC_NETWORK_KEY,
             rng=lambda: os.urandom(32),
         )

@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 import psutil
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from meshnode.core import messages as m
 from meshnode.core.channel import SecureChannel
 from meshnode.core.handshake import Established, PeerHandshake
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 from meshnode.runtime.peers import MAX_CONNECTIONS, _unreachable
 from tests.helpers import Daemon, identity, record
 
@@ -342,7 +342,7 @@ def _shake(sock: socket.socket, who: int) -> Established:
     handshake = PeerHandshake(
         initiator=True,
         identity=identity(who),
-        static_key=X25519PrivateKey.generate(),
+        static_key=KeyPair(os.urandom(KEY_SIZE)),
         network_key=PUBLIC_NETWORK_KEY,
         rng=lambda: os.urandom(32),
     )

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from meshnode.core import messages as m
 from meshnode.core.handshake import PeerHandshake
 from meshnode.core.identity import Identity
 from meshnode.core.record import decode_record
+from meshnode.core.x25519 import KeyPair
 
 VECTORS_DIR = Path(__file__).parents[1] / "protocol" / "vectors"
 VECTOR = json.loads((VECTORS_DIR / "peer.json").read_text(encoding="utf-8"))
@@ -30,7 +29,7 @@ def side(name: str, initiator: bool) -> PeerHandshake:
     return PeerHandshake(
         initiator=initiator,
         identity=Identity(bytes.fromhex(VECTOR[f"{name}_identity_seed"])),
-        static_key=X25519PrivateKey.from_private_bytes(bytes.fromhex(VECTOR[f"{name}_static"])),
+        static_key=KeyPair(bytes.fromhex(VECTOR[f"{name}_static"])),
         network_key=bytes.fromhex(VECTOR["network_key"]),
         rng=lambda: bytes.fromhex(VECTOR[f"{name}_ephemeral"]),
     )

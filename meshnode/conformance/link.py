@@ -13,13 +13,13 @@ import socket
 from collections.abc import Callable
 
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from msgspec import Struct
 
 from meshnode.core import messages as m
 from meshnode.core.channel import ChannelError, SecureChannel
 from meshnode.core.handshake import HandshakeError, PeerHandshake
 from meshnode.core.identity import Identity
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 
 RECEIVE_SIZE = 65536
 
@@ -66,7 +66,7 @@ class Link:
         shake = PeerHandshake(
             initiator=True,
             identity=self.identity,
-            static_key=X25519PrivateKey.generate(),
+            static_key=KeyPair(os.urandom(KEY_SIZE)),
             network_key=self.target.network_key if network_key is None else network_key,
             rng=lambda: os.urandom(32),
         )

@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from msgspec import Struct
 
 from meshnode.conformance.link import Failure, Link, Target, fresh_identity
@@ -25,6 +24,7 @@ from meshnode.core.negentropy import Initiator, SortedItems
 from meshnode.core.noise import HandshakeState
 from meshnode.core.record import Record, decode_record, sign_record
 from meshnode.core.session import STRATEGY
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 from meshnode.store.base import reconcile_timestamp
 
 FRAME_SIZE_LIMIT = 60_000
@@ -159,7 +159,7 @@ def _message_one(target: Target, payload: bytes) -> bytes:
         PROTOCOL_NAME,
         initiator=True,
         prologue=PROLOGUE,
-        s=X25519PrivateKey.generate(),
+        s=KeyPair(os.urandom(KEY_SIZE)),
         psks=[target.network_key],
         rng=lambda: os.urandom(32),
     )

@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from msgspec import Struct
 
 from meshnode.core.channel import FrameDecoder, SecureChannel, frame
 from meshnode.core.identity import Identity, verify_signature
 from meshnode.core.noise import HandshakeState, NoiseError
+from meshnode.core.x25519 import KeyPair
 
 PROTOCOL_NAME = "Noise_XXpsk0_25519_ChaChaPoly_SHA256"
 PROLOGUE = b"meshnode/peer/1"
@@ -77,10 +77,6 @@ def binding(identity: Identity, static_public: bytes) -> bytes:
     return identity.public_key + identity.sign(BINDING_CONTEXT + static_public)
 
 
-def public_bytes(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes_raw()
-
-
 class PeerHandshake:
     """One side of the handshake: bytes in, bytes out, until ``established`` is set."""
 
@@ -89,14 +85,14 @@ class PeerHandshake:
         *,
         initiator: bool,
         identity: Identity,
-        static_key: X25519PrivateKey,
+        static_key: KeyPair,
         network_key: bytes,
         rng: Callable[[], bytes],
         replay_cache: ReplayCache | None = None,
     ) -> None:
         self.initiator = initiator
         self._identity = identity
-        self._binding = binding(identity, public_bytes(static_key))
+        self._binding = binding(identity, static_key.public)
         self._noise = HandshakeState(
             PROTOCOL_NAME,
             initiator=initiator,

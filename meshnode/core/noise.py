@@ -36,9 +36,10 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from msgspec import Struct
+
+from meshnode.core.x25519 import AllZeroOutput, KeyPair
 
 DHLEN = 32
 HASHLEN = 32
@@ -112,20 +113,16 @@ def _chachapoly_nonce(n: int) -> bytes:
     return _CHACHAPOLY_NONCE.pack(n)
 
 
-def _public_bytes(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes_raw()
-
-
-def _dh(private_key: X25519PrivateKey, public_key: bytes) -> bytes:
+def _dh(key_pair: KeyPair, public_key: bytes) -> bytes:
     """DH of section 12.1.
 
-    ``cryptography`` raises ValueError when the shared secret is all zeros,
-    which the spec allows in place of returning zeros; a low-order key can only
-    come from a broken or hostile peer, so the handshake fails.
+    An all-zero shared secret is refused, which the spec allows in place of
+    returning zeros: a low-order key can only come from a broken or hostile
+    peer, so the handshake fails.
     """
     try:
-        return private_key.exchange(X25519PublicKey.from_public_bytes(public_key))
-    except ValueError as exc:
+        return key_pair.exchange(public_key)
+    except AllZeroOutput as exc:
         raise NoiseDHError("X25519 with the peer's public key gave an all-zero output") from exc
 
 
@@ -439,8 +436,8 @@ class HandshakeState:
         *,
         initiator: bool,
         prologue: bytes = b"",
-        s: X25519PrivateKey | None = None,
-        e: X25519PrivateKey | None = None,
+        s: KeyPair | None = None,
+        e: KeyPair | None = None,
         rs: bytes | None = None,
         re: bytes | None = None,
         psks: Sequence[bytes] = (),
@@ -473,12 +470,12 @@ class HandshakeState:
             mine = sent_by_initiator == initiator
             for token in tokens:
                 if token == "e":
-                    public = _public_bytes(_need(self._e, "e")) if mine else _need(self._re, "re")
+                    public = _need(self._e, "e").public if mine else _need(self._re, "re")
                     self._symmetric.mix_hash(public)
                     if self._psk_mode:
                         self._symmetric.mix_key(public)
                 else:
-                    public = _public_bytes(_need(self._s, "s")) if mine else _need(self._rs, "rs")
+                    public = _need(self._s, "s").public if mine else _need(self._rs, "rs")
                     self._symmetric.mix_hash(public)
 
     def _check_inputs(self) -> None:
@@ -569,11 +566,11 @@ class HandshakeState:
             local, remote = (self._s, self._re) if self._initiator else (self._e, self._rs)
         self._symmetric.mix_key(_dh(_need(local, "a local key"), _need(remote, "a remote key")))
 
-    def _generate_ephemeral(self) -> X25519PrivateKey:
+    def _generate_ephemeral(self) -> KeyPair:
         seed = _need(self._rng, "rng")()
         if len(seed) != KEYLEN:
             raise NoiseStateError(f"rng must return {KEYLEN} bytes, got {len(seed)}")
-        return X25519PrivateKey.from_private_bytes(seed)
+        return KeyPair(seed)
 
     def write_message(self, payload: bytes = b"") -> bytes:
         """WriteMessage(payload): the next handshake message, to send as is."""
@@ -587,13 +584,13 @@ class HandshakeState:
                 if token == "e":
                     if self._e is None:
                         self._e = self._generate_ephemeral()
-                    public = _public_bytes(self._e)
+                    public = self._e.public
                     parts.append(public)
                     self._symmetric.mix_hash(public)
                     if self._psk_mode:
                         self._symmetric.mix_key(public)
                 elif token == "s":
-                    s = _public_bytes(_need(self._s, "s"))
+                    s = _need(self._s, "s").public
                     parts.append(self._symmetric.encrypt_and_hash(s))
                 elif token == "psk":
                     self._symmetric.mix_key_and_hash(self._psks.pop(0))

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from msgspec import Struct, field
 
 from meshnode.core.addresses import format_address, parse_address
@@ -41,6 +40,7 @@ from meshnode.core.identity import Identity
 from meshnode.core.messages import GoodbyeCode, Why
 from meshnode.core.nodeid import encode_node_id
 from meshnode.core.session import SessionClosed
+from meshnode.core.x25519 import KEY_SIZE, KeyPair
 from meshnode.engine.actions import (
     Action,
     AheadOfClock,
@@ -194,9 +194,8 @@ class PeerService:
         self.config = config
         self._identity = identity
         self._wall_clock_ms = wall_clock_ms
-        # Fresh per process, never on disk; from the kernel's generator, as the ephemeral keys
-        # are: OpenSSL's own would spend 10-17 ms seeding itself at every start.
-        self._static_key = X25519PrivateKey.from_private_bytes(secrets.token_bytes(32))
+        # Fresh per process, never on disk; from the kernel's generator, as the ephemeral keys are.
+        self._static_key = KeyPair(secrets.token_bytes(KEY_SIZE))
         self._replays = ReplayCache()
         self._connections: dict[int, Connection] = {}
         self._conns = itertools.count(1)

@@ -37,13 +37,13 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from msgspec import Struct, field, structs
 
 from meshnode.core.addresses import format_address, parse_address
 from meshnode.core.handshake import HandshakeError, PeerHandshake, ReplayCache
 from meshnode.core.identity import Identity
 from meshnode.core.record import Record, RecordError, decode_many
+from meshnode.core.x25519 import KeyPair
 from meshnode.engine import actions as a
 from meshnode.engine import events as e
 from meshnode.engine.dissemination import Dissemination, EagerPush
@@ -118,7 +118,7 @@ class End(Struct, eq=False):
 class SimNode(Struct, eq=False):
     index: int
     identity: Identity
-    static_key: X25519PrivateKey
+    static_key: KeyPair
     store: Store
     host: str
     peers: tuple[str, ...]  # the static peers it was given
@@ -175,9 +175,7 @@ class Network:
         index = len(self.nodes)
         seed = self.rng.getrandbits(256).to_bytes(32, "big")
         identity = Identity(hashlib.sha256(b"sim identity" + seed).digest())
-        static_key = X25519PrivateKey.from_private_bytes(
-            hashlib.sha256(b"sim x25519" + seed).digest()
-        )
+        static_key = KeyPair(hashlib.sha256(b"sim x25519" + seed).digest())
         host = host_of(index)
         node = SimNode(
             index,

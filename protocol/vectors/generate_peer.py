@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from meshnode.core import messages as m
 from meshnode.core.handshake import BINDING_CONTEXT, PROLOGUE, PROTOCOL_NAME, PeerHandshake
 from meshnode.core.identity import Identity
 from meshnode.core.negentropy import Initiator, Responder, SortedItems
 from meshnode.core.record import sign_record
 from meshnode.core.session import STRATEGY
+from meshnode.core.x25519 import KeyPair
 from meshnode.store.base import reconcile_timestamp
 
 OUT = Path(__file__).with_name("peer.json")
@@ -53,14 +52,14 @@ def build() -> dict[str, Any]:
     initiator = PeerHandshake(
         initiator=True,
         identity=alice,
-        static_key=X25519PrivateKey.from_private_bytes(keys["alice static"]),
+        static_key=KeyPair(keys["alice static"]),
         network_key=network_key,
         rng=lambda: keys["alice ephemeral"],
     )
     responder = PeerHandshake(
         initiator=False,
         identity=bob,
-        static_key=X25519PrivateKey.from_private_bytes(keys["bob static"]),
+        static_key=KeyPair(keys["bob static"]),
         network_key=network_key,
         rng=lambda: keys["bob ephemeral"],
     )
