@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -475,10 +475,10 @@ def test_the_bridge_stops_with_no_thread_left(tmp_path: Path) -> None:
         import threading, trio
         from meshnode.runtime.mdns import Discovery
         events = []
-        async def step(event):
-            events.append(event)
+        async def steps(given):
+            events.extend(given)
         async def main():
-            d = Discovery(network_key=bytes(32), interfaces=None, step=step)
+            d = Discovery(network_key=bytes(32), interfaces=None, steps=steps)
             with trio.move_on_after(1.5):
                 await d.run(7744)
             assert not d.state.running, d.state
@@ -597,14 +597,14 @@ def test_past_max_services_the_one_heard_of_longest_ago_is_withdrawn_and_forgott
     monkeypatch.setattr(mdns, "MAX_SERVICES", 2)
     events: list[object] = []
 
-    async def step(event: object) -> None:
-        events.append(event)
+    async def steps(given: Sequence[object]) -> None:
+        events.extend(given)
 
     key = bytes(32)
     txt = b"\x03v=1" + bytes([2 + 13]) + b"n=" + network_tag(key).encode()
 
     async def main() -> mdns.Discovery:
-        found = mdns.Discovery(network_key=key, interfaces=None, step=step)
+        found = mdns.Discovery(network_key=key, interfaces=None, steps=steps)
         found._links = choose([IFACE])  # the link it would be started on
         for n in range(3):
             name = advert_for(key, bytes([n]) * 10, 7744).instance

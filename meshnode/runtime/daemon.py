@@ -267,7 +267,7 @@ class _Daemon:
             mdns = Discovery(
                 network_key=self.key,
                 interfaces=self.config.settings.discovery.interfaces,
-                step=self.peers.step,
+                steps=self.peers.steps,
             )
             self.api.discovery = mdns.state
             with trio.CancelScope() as self.discovery_scope:

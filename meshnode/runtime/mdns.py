@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -96,12 +96,12 @@ class Discovery:
         *,
         network_key: bytes,
         interfaces: tuple[str, ...] | None,
-        step: Callable[[Event], Awaitable[object]],
+        steps: Callable[[Sequence[Event]], Awaitable[object]],
     ) -> None:
-        """``step`` hands the engine an event (``PeerService.step``)."""
+        """``steps`` hands the engine events at one instant (``PeerService.steps``)."""
         self._key = network_key
         self._names = interfaces
-        self._step = step
+        self._steps = steps
         self.state = DiscoveryState()
         self._zc: Zeroconf | None = None
         self._bridge: _Bridge | None = None
@@ -229,8 +229,9 @@ class Discovery:
                     log.warning("event=mdns_stop_slow: goodbyes not confirmed; went on")
             except Exception as exc:
                 log.warning("event=mdns_stop_failed error=%r", str(exc) or type(exc).__name__)
-        for instance in list(self._hinted):
-            await self._forget(instance)
+        taken_back = [e for instance in list(self._hinted) for e in self._forget(instance)]
+        if taken_back:
+            await self._steps(taken_back)
         self._ignored.clear()
         self._unreachable.clear()
         self.state.ignored.clear()
@@ -238,45 +239,49 @@ class Discovery:
     # -- what was heard -------------------------------------------------------------------
 
     async def _heard(self, message: Message) -> None:
+        events = self._news(message)
+        self._tally()
+        if events:
+            await self._steps(events)
+
+    def _news(self, message: Message) -> list[Event]:
+        """What ``message`` tells the engine: the hints it gives, and those it takes back."""
         if isinstance(message, _Gone):
-            await self._forget(message.instance)
             self._ignored.pop(message.instance, None)
             self._unreachable.pop(message.instance, None)
-            self._tally()
-            return
+            return self._forget(message.instance)
         if self._advert is not None and message.instance.lower() == self._advert.instance:
-            return
+            return []
         try:
             sighting = read_sighting(self._key, message, self._reachable)
         except AdvertError as exc:
-            await self._forget(message.instance)
             _remember(self._ignored, message.instance, exc.kind)
             if exc.kind == UNREACHABLE:
                 _remember(self._unreachable, message.instance, message)
-            self._tally()
-            return
+            return self._forget(message.instance)
         self._ignored.pop(message.instance, None)
         self._unreachable.pop(message.instance, None)
         old = set(self._hinted.pop(message.instance, ()))
         self._hinted[message.instance] = sighting.addresses  # kept in the order last heard
+        events: list[Event] = []
         while len(self._hinted) > MAX_SERVICES:  # the one heard of longest ago goes, withdrawn
-            await self._forget(next(iter(self._hinted)))
+            events += self._forget(next(iter(self._hinted)))
         self.state.services[message.instance] = list(sighting.addresses)
-        for address in old - set(sighting.addresses):
-            await self._withdraw(address)
-        for address in sighting.addresses:
-            await self._step(Hint(address, SOURCE, group=sighting.label))
-        self._tally()
+        events += self._withdrawn(old - set(sighting.addresses))
+        events += [Hint(address, SOURCE, group=sighting.label) for address in sighting.addresses]
+        return events
 
-    async def _forget(self, instance: str) -> None:
-        for address in self._hinted.pop(instance, ()):
-            await self._withdraw(address)
+    def _forget(self, instance: str) -> list[Event]:
         self.state.services.pop(instance, None)
+        return self._withdrawn(self._hinted.pop(instance, ()))
 
-    async def _withdraw(self, address: str) -> None:
-        """Take a hint back, unless another service still gives the same address."""
-        if not any(address in addresses for addresses in self._hinted.values()):
-            await self._step(Withdrawn(address, SOURCE))
+    def _withdrawn(self, addresses: Iterable[str]) -> list[Event]:
+        """Hints to take back: those no other service still gives."""
+        return [
+            Withdrawn(address, SOURCE)
+            for address in addresses
+            if not any(address in given for given in self._hinted.values())
+        ]
 
     def _tally(self) -> None:
         counts: dict[str, int] = {}
