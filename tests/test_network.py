@@ -121,7 +121,8 @@ def test_nodes_with_different_network_keys_never_connect(daemon_factory: MakeDae
     time.sleep(1.5)
     assert peer_count(inside) == peer_count(outsider) == 0
     assert "network-key" in inside.log()
-    # The outsider is told nothing, yet its operator is: the dial and doctor say it plainly.
+    # The outsider is told nothing, yet its operator is: its log, the dial and doctor say it.
+    assert "another network key" in outsider.log()
     [known] = outsider.call("addresses")
     assert known["failures"] and "another network key" in known["last_failure"]
     doctor = outsider.cli("doctor").stdout

@@ -760,6 +760,8 @@ class PeerService:
                 while handshake.established is None:
                     data = await stream.receive_some(RECEIVE_SIZE)
                     if not data:
+                        if handshake.initiator:  # what a node with another key does (§2)
+                            self._note_failure(source, address, "closed", _DIAL_OUTCOMES["lost"])
                         return "lost"
                     answer = handshake.receive_data(data)
                     handshake_bytes += len(data) + len(answer)
