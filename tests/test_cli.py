@@ -74,7 +74,7 @@ def test_structured_values_and_values_from_stdin(daemon: Daemon) -> None:
     )
     assert json.loads(daemon.cli("get", "stats/load").stdout) == {"cpu": 0.4, "n": [1, 2]}
     assert daemon.cli("publish", "notes/long", "-", input="line one\nline two\n").returncode == 0
-    assert daemon.cli("get", "notes/long").stdout == "line one\nline two\n\n"
+    assert daemon.cli("get", "notes/long").stdout == "line one\nline two\n"  # as stored
 
 
 def test_id_and_status(daemon: Daemon) -> None:
@@ -358,6 +358,19 @@ def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:
     )
     assert "Traceback" not in result.stderr
     assert os.path.exists(daemon.socket)
+
+
+def test_a_value_with_line_breaks_or_tabs_stays_on_its_own_line(daemon: Daemon) -> None:
+    assert daemon.cli("publish", "notes/today", "-", input="a longer note\n").returncode == 0
+    assert daemon.cli("publish", "notes/tab", "left\tright").returncode == 0
+    got = daemon.cli("get", "notes/today")
+    assert got.stdout == "a longer note\n"  # stored with its newline; printed once, not twice
+    lines = daemon.cli("query", "--prefix", "notes/").stdout.splitlines()
+    assert [line.split("\t")[:2] for line in lines] == [
+        ["notes/tab", '"left\\tright"'],
+        ["notes/today", '"a longer note\\n"'],
+    ]
+    assert all(len(line.split("\t")) == 3 for line in lines)
 
 
 def test_query_since_a_seq(daemon: Daemon) -> None:

@@ -68,6 +68,15 @@ def show_value(value: Any) -> str:
     return value if isinstance(value, str) else dumps(value)
 
 
+def _cell(value: Any) -> str:
+    """A value as one cell of a tab-separated line: a string with a tab, a line break or
+    another control character in it is quoted as JSON, so that every record stays one line
+    of three cells (``echo note | meshnode publish k -`` stores the newline too)."""
+    if isinstance(value, str) and not any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+        return value
+    return dumps(value)
+
+
 # -- commands -----------------------------------------------------------------
 
 
@@ -289,7 +298,11 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
             raise
         # "query lists it, get says not found": get reads this node's own records by default.
         raise RemoteError(exc.code, exc.message + _held_by_others(client, args.key)) from None
-    print(dumps(record) if args.json else show_value(record["value"]))
+    if args.json:
+        print(dumps(record))
+    else:  # the value as it is, and a line break after it unless it ends with one
+        shown = show_value(record["value"])
+        sys.stdout.write(shown if shown.endswith("\n") else shown + "\n")
     return EXIT_OK
 
 
@@ -328,7 +341,7 @@ def cmd_query(client: Client, args: argparse.Namespace) -> int:
 
 
 def _line(record: dict[str, Any]) -> str:
-    value = "(deleted)" if record["deleted"] else show_value(record["value"])
+    value = "(deleted)" if record["deleted"] else _cell(record["value"])
     return f"{record['key']}\t{value}\t{record['author']}"
 
 
