@@ -1,12 +1,17 @@
-"""The identity key file: PKCS#8 PEM that OpenSSL and ``cryptography`` read as theirs."""
+"""The identity key file: PKCS#8 PEM that OpenSSL and ``cryptography`` read as theirs, and
+what the operator is told when it cannot be read."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from meshnode.system import datadir
 from meshnode.system.keyfile import KeyFileError, decode_key, encode_key
 
 SEED = bytes(range(32))
@@ -42,10 +47,10 @@ def test_other_spellings_of_an_ed25519_key_are_read_too(pem: bytes) -> None:
 @pytest.mark.parametrize(
     ("pem", "says"),
     [
-        (b"", "unreadable or damaged"),
-        (b"kept", "unreadable or damaged"),
-        (encode_key(SEED).replace(b"MC4C", b"MC4D"), "unreadable or damaged"),
-        (encode_key(SEED)[:-30] + b"\n-----END PRIVATE KEY-----\n", "unreadable or damaged"),
+        (b"", "empty"),
+        (b"kept", "not a PEM private key"),
+        (encode_key(SEED).replace(b"MC4C", b"MC4D"), "damaged"),
+        (encode_key(SEED)[:-30] + b"\n-----END PRIVATE KEY-----\n", "damaged"),
         (pkcs8(X25519PrivateKey.from_private_bytes(SEED)), "not an Ed25519 key"),
     ],
 )
@@ -57,3 +62,15 @@ def test_anything_else_is_refused_with_what_it_is(pem: bytes, says: str) -> None
 def test_a_seed_of_the_wrong_size_is_our_misuse() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         encode_key(SEED[:31])
+
+
+@pytest.mark.parametrize("make", [lambda key: key.write_bytes(b""), lambda key: key.mkdir()])
+def test_a_key_that_cannot_be_read_says_how_to_go_on(tmp_path: Path, make: Any) -> None:
+    key = tmp_path / datadir.KEY_FILE
+    make(key)
+    if key.is_file():
+        key.chmod(0o600)
+    with pytest.raises(datadir.DataDirError) as refused:
+        datadir.load_or_create_identity(tmp_path, SEED)
+    assert "restore it from a backup, or move it away" in str(refused.value)
+    assert "chmod" not in str(refused.value)

@@ -115,6 +115,8 @@ def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool
         return identity, True
     except OSError as exc:
         raise DataDirError(f"cannot read the identity key {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise DataDirError(f"the identity key {path} is not a file; {_KEY_ADVICE}")
     if info.st_mode & 0o077:
         raise DataDirError(
             f"the identity key {path} is readable by others (mode"
@@ -124,10 +126,17 @@ def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool
     try:
         seed = decode_key(path.read_bytes())
     except KeyFileError as exc:
-        raise DataDirError(f"the identity key {path} is {exc}") from exc
+        raise DataDirError(f"the identity key {path} is {exc}; {_KEY_ADVICE}") from exc
     except OSError as exc:
-        raise DataDirError(f"the identity key {path} is unreadable or damaged: {exc}") from exc
+        raise DataDirError(f"cannot read the identity key {path}: {exc.strerror or exc}") from exc
     return Identity(seed), False
+
+
+# The key is the node's id: a new one makes a new node, whose records its peers hold apart.
+_KEY_ADVICE = (
+    "restore it from a backup, or move it away and the node starts again as a new node,"
+    " with a new id"
+)
 
 
 def _write_key(path: Path, identity: Identity) -> None:

@@ -54,10 +54,14 @@ def _decode_any(pem: bytes) -> bytes:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    if not pem.strip():
+        raise KeyFileError("empty")
+    if b"-----BEGIN" not in pem:
+        raise KeyFileError("not a PEM private key")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"unreadable or damaged: {exc}") from exc
+        raise KeyFileError("damaged: what it holds is not a private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError("not an Ed25519 key")
     return key.private_bytes_raw()
