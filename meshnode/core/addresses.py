@@ -47,7 +47,9 @@ def parse_address(
         host, _, port_text = text.partition(":")
     if not port_text:
         port = default_port
-    elif port_text.isascii() and port_text.isdigit() and min_port <= int(port_text) <= 65535:
+    elif not (port_text.isascii() and port_text.isdigit()):
+        raise AddressError(f"invalid address {text!r}: the port {port_text!r} is not a number")
+    elif min_port <= int(port_text) <= 65535:
         port = int(port_text)
     else:
         raise AddressError(f"invalid address {text!r}: port must be {min_port} to 65535")

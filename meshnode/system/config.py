@@ -192,9 +192,11 @@ def _addresses(needs_host: bool) -> Callable[[Any], Any]:
             chosen = tuple(parse_address(v, min_port=1 if needs_host else 0) for v in value)
         except AddressError as exc:
             raise _Bad(f"contains a bad address ({exc})") from None
-        for host, port in chosen:
+        for n, (host, port) in enumerate(chosen):
             if needs_host and host is None:
                 raise _Bad(f"has an address without a host (':{port}'); a peer is dialled there")
+            if not needs_host and port and (host, port) in chosen[:n]:  # one listener per address
+                raise _Bad(f"names {format_address(host, port)} twice")
         return chosen
 
     return parse
