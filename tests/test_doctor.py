@@ -90,9 +90,17 @@ def test_an_empty_link_suggests_another_node_or_static_peers() -> None:
 
 
 def test_loopback_only_and_an_unset_clock_are_problems() -> None:
-    found = problems(status(listening=["127.0.0.1:7744"], clock_set=False))
+    found = problems(status(listening=["127.0.0.1:17745"], clock_set=False))
     assert "no other machine can dial" in found["listening"]
+    [listening] = [c for c in diagnose(status(listening=["127.0.0.1:17745"])) if not c.ok]
+    assert listening.hint == "start with --listen :17745 (every interface)"  # the port kept
     assert "not set" in found["clock"]
+
+
+def test_a_static_peer_that_is_this_node_itself_is_named() -> None:
+    itself = {"address": "127.0.0.1:7744", "source": "static", "state": "self", "failures": 0}
+    [peers] = [c for c in diagnose(status(peers=0), [itself]) if c.check == "peers"]
+    assert not peers.ok and "127.0.0.1:7744 is this node itself" in peers.verdict
 
 
 def test_mdns_off_is_a_choice_not_a_problem() -> None:

@@ -128,6 +128,16 @@ def _peers(
             "check each address and that meshnode runs there; a node that hangs up during the"
             " handshake is most likely of another network: use its invite (--network-key)",
         )
+    own = [
+        a["address"] for a in addresses if a.get("source") == "static" and a.get("state") == "self"
+    ]
+    if own:
+        return Check(
+            "peers",
+            False,
+            f"no peer is connected; the static peer {', '.join(own)} is this node itself",
+            "give the address of another node (--peer HOST:PORT, or peers in the configuration)",
+        )
     if discovery.get("services"):
         return Check(
             "peers",
@@ -149,11 +159,12 @@ def _listening(status: dict[str, Any]) -> Check:
     if reachable:
         return Check("listening", True, f"peers can dial {', '.join(reachable)}")
     if listening:
+        port = listening[0].rsplit(":", 1)[1]  # the operator's port, on every interface
         return Check(
             "listening",
             False,
             f"listening on {', '.join(listening)} only: no other machine can dial this node",
-            "start with --listen :7744 (every interface)",
+            f"start with --listen :{port} (every interface)",
         )
     return Check("listening", False, "not listening for peers", "start with --listen :7744")
 
