@@ -511,6 +511,7 @@ def test_peers_all_lists_known_addresses_with_source_state_and_failures(
         if known["failures"] >= 1:
             break
         time.sleep(0.1)
+    assert known["kind"] == "address"  # beside the sessions, kind "session", in one stream
     assert known["address"] == "127.0.0.1:1" and known["source"] == "static"
     assert known["state"] in ("idle", "dialling") and known["failures"] >= 1
     text = daemon.cli("peers", "--all").stdout

@@ -74,7 +74,8 @@ def _cell(value: Any) -> str:
     of three cells (``echo note | meshnode publish k -`` stores the newline too)."""
     if isinstance(value, str) and not any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
         return value
-    return dumps(value)
+    quoted = dumps(value)  # escapes what is below U+0020; the C1 controls are escaped here
+    return "".join(f"\\u{ord(c):04x}" if "\x7f" <= c <= "\x9f" else c for c in quoted)
 
 
 # -- commands -----------------------------------------------------------------
@@ -127,11 +128,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     if args.bans:
         return _rows(client.call("bans"), args, _ban_line, "no node is banned")
-    _rows(client.call("peers"), args, _peer_line, "no peer is connected")
+    # "kind" tells the two apart in one stream of JSON lines (--all --json).
+    sessions = [{**peer, "kind": "session"} for peer in client.call("peers")]
+    _rows(sessions, args, _peer_line, "no peer is connected")
     if args.all:
         if not args.json:
             print("known addresses:")
-        _rows(client.call("addresses"), args, _address_line, "  none known")
+        addresses = [{**known, "kind": "address"} for known in client.call("addresses")]
+        _rows(addresses, args, _address_line, "  none known")
     return EXIT_OK
 
 
@@ -258,8 +262,12 @@ def _discovery_line(discovery: dict[str, Any]) -> str:
     if discovery.get("error"):
         return f"mDNS: {discovery['error']}"
     used = ", ".join(discovery.get("interfaces", [])) or "no interface"
+    skipped = ", ".join(
+        f"{n} ({why})" for n, why in discovery.get("skipped_interfaces", {}).items()
+    )
     seen = discovery.get("services", 0)
-    line = f"mDNS on {used}; {seen} service{'' if seen == 1 else 's'} of this network seen"
+    line = f"mDNS on {used}{f', not on {skipped}' if skipped else ''};"
+    line += f" {seen} service{'' if seen == 1 else 's'} of this network seen"
     ignored = discovery.get("ignored_services", {})
     if ignored:
         line += "; ignored: " + ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))

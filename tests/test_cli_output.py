@@ -1,0 +1,31 @@
+"""The lines the CLI prints for people, from the answers a daemon gives, without a daemon."""
+
+from __future__ import annotations
+
+from meshnode.client import cli
+
+
+def test_status_names_the_interfaces_discovery_skips_and_why() -> None:
+    discovery = {
+        "mdns": True,
+        "interfaces": ["eth0"],
+        "skipped_interfaces": {"lo": "loopback", "docker0": "a container bridge"},
+        "services": 1,
+        "ignored_services": {"another network": 2},
+    }
+    assert cli._discovery_line(discovery) == (
+        "mDNS on eth0, not on lo (loopback), docker0 (a container bridge);"
+        " 1 service of this network seen; ignored: 2 another network"
+    )
+
+
+def test_a_record_line_has_three_cells_whatever_its_value_holds() -> None:
+    record = {"key": "notes/x", "author": "node1abc", "deleted": False}
+    for value, shown in [
+        ("plain words", "plain words"),
+        ("a note\n", '"a note\\n"'),
+        ("left\tright", '"left\\tright"'),
+        ("\x85", '"\\u0085"'),
+        ({"cpu": 0.4}, '{"cpu": 0.4}'),
+    ]:
+        assert cli._line({**record, "value": value}) == f"notes/x\t{shown}\tnode1abc"
