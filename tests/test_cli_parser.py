@@ -92,3 +92,20 @@ def test_a_commands_help_is_the_same_from_its_own_parser(command: str) -> None:
 )
 def test_anything_else_goes_to_the_whole_parser(line: list[str]) -> None:
     assert cli._named_command(line) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "usage"),
+    [
+        (["run", "--bogus"], "usage: meshnode run "),
+        (["config", "path", "--bogus"], "usage: meshnode config path "),
+        (["--bogus", "status"], "usage: meshnode status "),
+    ],
+    ids=repr,
+)
+def test_an_unknown_option_is_told_with_its_commands_usage(line: list[str], usage: str) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        cli.parse_args(line)
+    assert exited.value.code == 2
+    assert err.getvalue().startswith(usage) and "unrecognized arguments: --bogus" in err.getvalue()

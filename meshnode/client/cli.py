@@ -645,8 +645,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.command == "publish" and args.value is None and len(extras) == 1:
         args.value = extras.pop()
     if extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The parser of the command (and action) ``args`` names: an error shows its usage,
+    not the whole program's."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = None if sub is None else sub.choices.get(getattr(args, sub.dest, None) or "")
+        if chosen is None:
+            return parser
+        parser = chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
