@@ -210,6 +210,12 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             answer = client.call("reload")
+    except RemoteError as exc:
+        if exc.code != "config-error":
+            raise
+        raise CommandFailed(
+            EXIT_BAD_INPUT, f"{exc.message}; nothing changed: the daemon keeps what it had"
+        ) from None
     except DaemonNotRunning as exc:
         start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
         raise CommandFailed(
@@ -220,7 +226,10 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
         print(dumps(answer))
         return EXIT_OK
     changed, restart = answer["changed"], answer["restart_needed"]
-    print(f"reloaded: {', '.join(changed)} changed" if changed else "reloaded: nothing changed")
+    if changed:
+        print(f"reloaded: {', '.join(changed)} changed")
+    else:
+        print("reloaded: nothing changed now" if restart else "reloaded: nothing changed")
     if restart:
         print(
             f"needs a restart to take effect: {', '.join(restart)}"
