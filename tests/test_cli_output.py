@@ -29,3 +29,12 @@ def test_a_record_line_has_three_cells_whatever_its_value_holds() -> None:
         ({"cpu": 0.4}, '{"cpu": 0.4}'),
     ]:
         assert cli._line({**record, "value": value}) == f"notes/x\t{shown}\tnode1abc"
+
+
+def test_sizes_are_shown_in_the_units_people_read() -> None:
+    assert [cli._size(n) for n in (570, 1536, 268435456, 5 << 30)] == [
+        "570 B",
+        "1.5 KiB",
+        "256 MiB",
+        "5 GiB",
+    ]

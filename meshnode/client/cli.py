@@ -212,12 +212,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         (
             "records",
             f"{info['records']} ({info['own_records']} own,"
-            f" {info['tombstones']} deleted, {info['authors']} authors)",
+            f" {info['tombstones']} deleted, {_count(info['authors'], 'author')})",
         ),
         (
             "store",
-            f"{info['store_bytes']} bytes on disk, {info['record_bytes']} of"
-            f" {info['store_limit_bytes']} bytes of records",
+            f"{_size(info['store_bytes'])} on disk; records {_size(info['record_bytes'])} of"
+            f" {_size(info['store_limit_bytes'])}",
         ),
         ("peers", f"{info['peers']} connected{_overlay_part(info.get('overlay'))}"),
         *([("sync", sync_line(info["sync"]))] if "sync" in info else []),
@@ -244,6 +244,18 @@ def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
             if check.hint:
                 print(f"{'':<19}try: {check.hint}")
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them: 570 B, 1.5 MiB, 256 MiB (``status --json`` has the bytes)."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            return f"{n / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} B"
 
 
 def _overlay_part(overlay: dict[str, int] | None) -> str:
