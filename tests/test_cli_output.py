@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from meshnode.client import cli
 
 
@@ -38,3 +40,14 @@ def test_sizes_are_shown_in_the_units_people_read() -> None:
         "256 MiB",
         "5 GiB",
     ]
+
+
+def test_a_run_interrupted_while_starting_says_so_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt  # ^C before the daemon listens for signals
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    assert cli.main(["run", "--no-mdns"]) == 130
+    assert capsys.readouterr().err == "meshnode: interrupted while starting\n"

@@ -18,7 +18,13 @@ from collections.abc import Callable, Sequence
 
 from meshnode import __version__
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
-from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
+from meshnode.client.exits import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+)
 from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -679,8 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.handler is None:
         try:
             return cmd_run(args)
-        except KeyboardInterrupt:
-            return EXIT_OK
+        except KeyboardInterrupt:  # before the daemon listens for signals: once ready, ^C stops it
+            print("meshnode: interrupted while starting", file=sys.stderr)
+            return EXIT_INTERRUPTED
     try:
         with Client(paths.client_socket(args.data_dir, args.socket, os.environ)) as client:
             return int(args.handler(client, args))
@@ -702,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail_if_not_a_directory(paths.data_dir(args.data_dir, os.environ))  # a socket in a file
         fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head); nothing left to say
         return EXIT_OK
