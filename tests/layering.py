@@ -127,6 +127,7 @@ LAYERS = (
         lazy=(
             "meshnode.runtime.daemon",  # ``meshnode run`` only: the CLI starts without trio
             "meshnode.system.offline",  # export and import with no daemon: a store, crypto
+            "meshnode.system.datadir",  # id with no daemon: the key file
         ),
     ),
     Layer(

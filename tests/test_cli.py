@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.client.cli import parse_duration_ms
-from meshnode.system import paths
+from meshnode.system import datadir, paths
 from tests.fake_daemon import FakeDaemon, refuse_as_busy
 from tests.helpers import Daemon, env_without_xdg
 
@@ -228,6 +228,23 @@ def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     result = status_of(tmp_path / "none")
     assert result.returncode == 3
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
+
+
+def test_id_with_no_daemon_reads_the_key_file_of_a_node_that_has_run(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+
+    def id_of(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "meshnode", "--data-dir", str(home), "id", *extra]
+        socket = ["--socket", str(tmp_path / "nothing.sock")]
+        return subprocess.run(
+            [*command, *socket], capture_output=True, text=True, check=False, timeout=30
+        )
+
+    assert id_of().returncode == 3  # never run: no id yet, and no daemon to start
+    home.mkdir()
+    identity, _ = datadir.load_or_create_identity(home, bytes(range(32)))
+    assert (id_of().returncode, id_of().stdout) == (0, f"{identity.node_id}\n")
+    assert json.loads(id_of("--json").stdout)["fingerprint"] == identity.fingerprint
 
 
 @pytest.mark.parametrize(

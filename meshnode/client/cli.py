@@ -197,9 +197,32 @@ def _when(ms: int) -> str:
 
 
 def cmd_id(client: Client, args: argparse.Namespace) -> int:
-    info = client.node_id()
+    try:
+        info = client.node_id()
+    except DaemonNotRunning:
+        offline = _id_from_key_file(paths.data_dir(args.data_dir, os.environ))
+        if offline is None:  # the node has never run: no daemon, and no id yet
+            raise
+        info = offline
     print(dumps(info) if args.json else info["node_id"])
     return EXIT_OK
+
+
+def _id_from_key_file(home: Path) -> dict[str, str] | None:
+    """What the daemon's ``id`` would answer, read from ``identity.key``; None if absent."""
+    from meshnode.system import datadir
+
+    try:
+        identity = datadir.load_identity(home)
+    except datadir.DataDirError as exc:
+        fail(EXIT_FAILED, str(exc))
+    if identity is None:
+        return None
+    return {
+        "node_id": identity.node_id,
+        "fingerprint": identity.fingerprint,
+        "public_key": identity.public_key.hex(),
+    }
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:

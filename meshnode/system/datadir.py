@@ -106,13 +106,21 @@ def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool
 
     Returns the identity and whether it was created now.
     """
+    identity = load_identity(home)
+    if identity is not None:
+        return identity, False
+    identity = Identity(new_seed)
+    _write_key(home / KEY_FILE, identity)
+    return identity, True
+
+
+def load_identity(home: Path) -> Identity | None:
+    """The node's identity from ``identity.key``; None if the node has never run."""
     path = home / KEY_FILE
     try:
         info = path.stat()
     except FileNotFoundError:
-        identity = Identity(new_seed)
-        _write_key(path, identity)
-        return identity, True
+        return None
     except OSError as exc:
         raise DataDirError(f"cannot read the identity key {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(info.st_mode):
@@ -129,7 +137,7 @@ def load_or_create_identity(home: Path, new_seed: bytes) -> tuple[Identity, bool
         raise DataDirError(f"the identity key {path} is {exc}; {_KEY_ADVICE}") from exc
     except OSError as exc:
         raise DataDirError(f"cannot read the identity key {path}: {exc.strerror or exc}") from exc
-    return Identity(seed), False
+    return Identity(seed)
 
 
 # The key is the node's id: a new one makes a new node, whose records its peers hold apart.
