@@ -38,6 +38,7 @@ LINES = [
     ["config", "path"],
     ["network", "new", "--qr"],
     ["network", "join", "mesh1xyz", "--force"],
+    ["network", "leave", "--json"],
     ["network", "show", "--reveal"],
     ["service", "install", "--user"],
     ["service", "uninstall"],

@@ -527,6 +527,19 @@ def test_set_network_key_adds_the_key_above_the_first_table(home: Path, conf: Pa
     assert effective(home, conf).sources["network_key"].startswith(f"{conf}:")
 
 
+def test_no_network_key_takes_the_line_out_and_keeps_everything_else(
+    home: Path, conf: Path
+) -> None:
+    without = COMMENTED.replace(f'network_key = "{INVITE}"  # the old event\'s\n', "")
+    write(conf, COMMENTED)
+    config.set_network_key(conf, None)
+    assert conf.read_text() == without
+    assert effective(home, conf).settings.peers.network_key == PUBLIC_NETWORK_KEY
+    config.set_network_key(conf, OTHER_INVITE)  # join puts its comment above the key...
+    config.set_network_key(conf, None)  # ... and leave takes both out again
+    assert conf.read_text() == without
+
+
 def test_set_network_key_makes_the_file_and_its_directory_mode_0600(home: Path, conf: Path) -> None:
     target = conf.parent / "new" / "config.toml"
     config.set_network_key(target, INVITE)

@@ -183,6 +183,36 @@ def test_join_json_says_where_the_key_went_and_what_the_daemon_did(node: Node) -
     assert json.loads(moved.stdout)["daemon"] == "moved"
 
 
+def test_leave_takes_the_key_out_and_the_node_is_on_the_public_network(node: Node) -> None:
+    node.conf.parent.mkdir(parents=True)
+    node.conf.write_text("# my laptop\nlog_level = 'warning'\n")
+    assert node.run("network", "join", INVITE).returncode == 0
+    left = node.run("network", "leave")
+    assert left.returncode == 0, left.stderr
+    assert "the node is on the public network" in left.stdout
+    assert node.conf.read_text() == "# my laptop\nlog_level = 'warning'\n"  # as it was
+    assert json.loads(node.run("network", "show", "--json").stdout)["network"] == "public"
+    again = node.run("network", "leave", "--json")  # nothing to take out: still fine
+    assert json.loads(again.stdout)["daemon"] == "not_running"
+    assert node.conf.read_text() == "# my laptop\nlog_level = 'warning'\n"
+
+
+def test_leave_moves_a_running_daemon_back_to_the_public_network(node: Node) -> None:
+    node.conf.parent.mkdir(parents=True)
+    node.conf.write_text(f'network_key = "{INVITE}"\n')
+    shown = {
+        "file": str(node.conf),
+        "files": [str(node.conf)],
+        "settings": [network_row(node.conf, f"{node.conf}:1", INVITE)],
+    }
+    reloaded = {"changed": ["network_key"], "restart_needed": []}
+    with FakeDaemon(answers(shown, reloaded)) as fake:
+        result = node.run("network", "leave", MESHNODE_SOCKET=str(fake.socket))
+    assert result.returncode == 0, result.stderr
+    assert "moved to the public network" in result.stdout
+    assert "network_key" not in node.conf.read_text()
+
+
 def test_join_refuses_when_the_environment_would_override_the_file(node: Node) -> None:
     result = node.run("network", "join", INVITE, MESHNODE_NETWORK_KEY=OTHER_INVITE)
     assert result.returncode == 2

@@ -316,9 +316,20 @@ def _invite(text: str) -> str:
 
 
 def cmd_network_join(args: argparse.Namespace) -> int:
+    return _put_on_network(args, _invite(args.invite))
+
+
+def cmd_network_leave(args: argparse.Namespace) -> int:
+    return _put_on_network(args, None)
+
+
+def _put_on_network(args: argparse.Namespace, invite: str | None) -> int:
+    """Store the network key of ``invite`` (None: take it out, for the public network) in
+    the file the node reads, and move a running daemon over to it."""
+    from meshnode.core.netkey import PUBLIC_NETWORK_KEY
     from meshnode.system import config
 
-    invite = _invite(args.invite)
+    command = "join ..." if invite else "leave"
     shown = _daemon_config(args)
     home = paths.data_dir(args.data_dir, os.environ)
     target = config.config_file(home, args.config, os.environ)
@@ -326,7 +337,7 @@ def cmd_network_join(args: argparse.Namespace) -> int:
         if args.config:
             print(
                 f"meshnode: warning: the running daemon reads {shown['file']}, not {target};"
-                " the key takes effect when a node starts with this file",
+                " the change takes effect when a node starts with this file",
                 file=sys.stderr,
             )
             shown = None
@@ -343,9 +354,13 @@ def cmd_network_join(args: argparse.Namespace) -> int:
         ) from None
     except OSError as exc:
         raise CommandFailed(EXIT_FAILED, f"cannot write {target}: {exc.strerror or exc}") from None
-    name = config.network_id(decode_network_key(invite))
+    name = config.network_id(decode_network_key(invite) if invite else PUBLIC_NETWORK_KEY)
+    network = f"network {name}" if invite else f"the public network ({name})"
     say: Callable[[str], object] = _silent if args.json else print  # --json: one object, last
-    say(f"stored the key of network {name} in {target} (mode 0600)")
+    if invite:
+        say(f"stored the key of {network} in {target} (mode 0600)")
+    else:
+        say(f"no network key in {target}: the node is on {network}")
     if shown is None:
         daemon = "not_running"
         say(f"it takes effect when a node that reads {target} starts")
@@ -353,7 +368,7 @@ def cmd_network_join(args: argparse.Namespace) -> int:
         if target != system_file and system_file.exists() and not args.config:
             print(
                 f"meshnode: note: the system service reads {system_file}; for it: sudo meshnode"
-                f" network join --config {system_file} ...",
+                f" network {command} --config {system_file}",
                 file=sys.stderr,
             )
     else:
@@ -365,12 +380,12 @@ def cmd_network_join(args: argparse.Namespace) -> int:
         elif "network_key" in answer["changed"]:
             daemon = "moved"
             say(
-                f"the running node moved to network {name}: sessions of the old network close,"
+                f"the running node moved to {network}: sessions of the old network close,"
                 " discovery announces the new one"
             )
         else:
             daemon = "already_on_it"
-            say(f"the running node was on network {name} already")
+            say(f"the running node was on {network} already")
     if args.json:
         print(dumps({"network_id": name, "file": str(target), "daemon": daemon}))
     return EXIT_OK
@@ -394,7 +409,7 @@ def _check_not_overridden(shown: dict[str, Any] | None, force: bool) -> None:
     if not force:
         raise CommandFailed(
             EXIT_BAD_INPUT,  # nothing was stored
-            f"{who}, which overrides the file: remove it, or store the key anyway with --force",
+            f"{who}, which overrides the file: remove it, or change the file anyway with --force",
         )
     print(f"meshnode: warning: {who}, which overrides the file", file=sys.stderr)
 
@@ -554,6 +569,16 @@ def add_commands(
     )
     add_config_option(join)
     join.add_argument("--json", action="store_true", help="print one JSON object")
+    leave = action(
+        network_sub, "leave", cmd_network_leave, "take the key out: back to the public network"
+    )
+    leave.add_argument(
+        "--force",
+        action="store_true",
+        help="change the file even though $MESHNODE_NETWORK_KEY or a flag overrides it",
+    )
+    add_config_option(leave)
+    leave.add_argument("--json", action="store_true", help="print one JSON object")
     show = action(network_sub, "show", cmd_network_show, "which network this node is on")
     show.add_argument("--reveal", action="store_true", help="also print the invite (the secret)")
     show.add_argument("--json", action="store_true", help="print one JSON object")

@@ -720,8 +720,9 @@ _KEY_LINE = re.compile(
 )
 
 
-def set_network_key(path: Path, invite: str) -> None:
-    """Store ``invite`` as the ``network_key`` of the TOML file at ``path``, all else kept.
+def set_network_key(path: Path, invite: str | None) -> None:
+    """Store ``invite`` as the ``network_key`` of the TOML file at ``path``, all else kept;
+    None takes the key out (the node goes back to the public network).
 
     Comments, other keys and their order stay as they were; the file (and its
     directory) is made if missing. The new file replaces the old at once (a
@@ -730,10 +731,11 @@ def set_network_key(path: Path, invite: str) -> None:
     give them (as root: always), so that the daemon's user can still read it.
     Raises ConfigError (a bad invite, a file that is not valid TOML) or OSError.
     """
-    try:
-        decode_network_key(invite)
-    except NetworkKeyError as exc:
-        raise ConfigError(f"not an invite: {exc}") from None
+    if invite is not None:
+        try:
+            decode_network_key(invite)
+        except NetworkKeyError as exc:
+            raise ConfigError(f"not an invite: {exc}") from None
     target = Path(os.path.realpath(path))  # a symlinked config stays a symlink
     try:
         old = target.read_text(encoding="utf-8")
@@ -748,11 +750,30 @@ def set_network_key(path: Path, invite: str) -> None:
         tomllib.loads(old)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{target} is not valid TOML ({exc}); fix it first") from None
-    new = _with_network_key(old, invite)
+    if invite is None and "network_key" not in tomllib.loads(old):
+        return  # on the public network already, as far as this file goes: nothing to write
+    new = _with_network_key(old, invite) if invite else _without_network_key(old)
     if tomllib.loads(new).get("network_key") != invite:  # an odd file this cannot edit
         raise ConfigError(f"cannot set network_key in {target}: edit it by hand")
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _replace(target, new.encode("utf-8"), status)
+
+
+_KEY_COMMENT = "# the network this node is on (meshnode network join)"
+
+
+def _without_network_key(text: str) -> str:
+    """``text`` without its top-level ``network_key`` line, and the comment join put above it."""
+    lines = text.splitlines(keepends=True)
+    top = next((n for n, line in enumerate(lines) if _HEADER.fullmatch(line.rstrip("\r\n"))), None)
+    for number, line in enumerate(lines[:top]):
+        if _KEY_LINE.fullmatch(line.rstrip("\r\n")):
+            ours = number > 0 and lines[number - 1].rstrip("\r\n") == _KEY_COMMENT
+            # join's comment goes too, and the blank line it put before a table
+            spacer = ours and number + 1 < len(lines) and not lines[number + 1].strip()
+            del lines[number - 1 if ours else number : number + 2 if spacer else number + 1]
+            break
+    return "".join(lines)
 
 
 def _with_network_key(text: str, invite: str) -> str:
@@ -765,7 +786,7 @@ def _with_network_key(text: str, invite: str) -> str:
             rest = match["rest"] if match["value"] else ""
             lines[number] = f'{match["head"]}"{invite}"{rest}{line[len(body) :]}'
             return "".join(lines)
-    entry = f'# the network this node is on (meshnode network join)\nnetwork_key = "{invite}"\n'
+    entry = f'{_KEY_COMMENT}\nnetwork_key = "{invite}"\n'
     if top is None:
         if lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
