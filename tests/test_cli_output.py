@@ -51,3 +51,12 @@ def test_a_run_interrupted_while_starting_says_so_and_exits_130(
     monkeypatch.setattr(cli, "cmd_run", interrupted)
     assert cli.main(["run", "--no-mdns"]) == 130
     assert capsys.readouterr().err == "meshnode: interrupted while starting\n"
+
+
+def test_a_node_not_yet_reconciled_with_any_peer_says_just_that() -> None:
+    from meshnode.client.sync_commands import sync_line
+
+    summary = {"peers": 1, "to_fetch": 0, "peers_reconciling": 0, "peers_synced": 0}
+    assert sync_line(summary) == (
+        "nothing to fetch so far; not yet reconciled with 1 peer (sync --wait)"
+    )

@@ -123,6 +123,8 @@ def sync_line(summary: dict[str, Any]) -> str:
         return f"in sync with {_peers(peers)}{held_back}"
     if reconciling:
         return f"reconciling with {_peers(reconciling)}; in sync with {synced} of {peers}"
+    if not synced:
+        return f"nothing to fetch so far; not yet reconciled with {_peers(peers)} (sync --wait)"
     return (
         f"nothing to fetch; in sync with {synced} of {_peers(peers)}, the others not yet"
         " reconciled with (meshnode sync --wait starts it)"
