@@ -540,6 +540,17 @@ def test_no_network_key_takes_the_line_out_and_keeps_everything_else(
     assert conf.read_text() == without
 
 
+@pytest.mark.parametrize("invite", [OTHER_INVITE, None])
+def test_a_key_written_over_several_lines_is_left_to_be_edited_by_hand(
+    conf: Path, invite: str | None
+) -> None:
+    text = f'network_key = """\n{INVITE}"""\n'
+    write(conf, text)
+    with pytest.raises(config.ConfigError, match="edit it by hand"):
+        config.set_network_key(conf, invite)
+    assert conf.read_text() == text
+
+
 def test_set_network_key_makes_the_file_and_its_directory_mode_0600(home: Path, conf: Path) -> None:
     target = conf.parent / "new" / "config.toml"
     config.set_network_key(target, INVITE)

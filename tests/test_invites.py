@@ -175,12 +175,26 @@ def test_join_json_says_where_the_key_went_and_what_the_daemon_did(node: Node) -
         "network_id": config.network_id(KEY),
         "file": str(node.conf),
         "daemon": "not_running",
+        "source": f"{node.conf}:2",  # below the comment join writes
     }
     shown = {"file": str(node.conf), "files": [], "settings": [network_row(node.conf, "", None)]}
+    after = {**shown, "settings": [network_row(node.conf, f"{node.conf}:2", INVITE)]}
     reloaded = {"changed": ["network_key"], "restart_needed": []}
-    with FakeDaemon(answers(shown, reloaded)) as fake:
+    with FakeDaemon(answers(shown, reloaded, after)) as fake:
         moved = node.run("network", "join", "--json", INVITE, MESHNODE_SOCKET=str(fake.socket))
     assert json.loads(moved.stdout)["daemon"] == "moved"
+
+
+def test_join_says_so_when_another_source_keeps_the_node_on_another_network(
+    node: Node,
+) -> None:
+    result = node.run(
+        "network", "join", "--force", "--json", INVITE, MESHNODE_NETWORK_KEY=OTHER_INVITE
+    )
+    assert result.returncode == 0
+    said = json.loads(result.stdout)
+    assert said["daemon"] == "overridden" and said["source"] == "env MESHNODE_NETWORK_KEY"
+    assert said["network_id"] == config.network_id(bytes(32))  # the environment's network
 
 
 def test_leave_takes_the_key_out_and_the_node_is_on_the_public_network(node: Node) -> None:
@@ -189,7 +203,7 @@ def test_leave_takes_the_key_out_and_the_node_is_on_the_public_network(node: Nod
     assert node.run("network", "join", INVITE).returncode == 0
     left = node.run("network", "leave")
     assert left.returncode == 0, left.stderr
-    assert "the node is on the public network" in left.stdout
+    assert "took the network key out of" in left.stdout and "the public network" in left.stdout
     assert node.conf.read_text() == "# my laptop\nlog_level = 'warning'\n"  # as it was
     assert json.loads(node.run("network", "show", "--json").stdout)["network"] == "public"
     again = node.run("network", "leave", "--json")  # nothing to take out: still fine
@@ -206,7 +220,8 @@ def test_leave_moves_a_running_daemon_back_to_the_public_network(node: Node) -> 
         "settings": [network_row(node.conf, f"{node.conf}:1", INVITE)],
     }
     reloaded = {"changed": ["network_key"], "restart_needed": []}
-    with FakeDaemon(answers(shown, reloaded)) as fake:
+    after = {**shown, "settings": [network_row(node.conf, "default", None)]}
+    with FakeDaemon(answers(shown, reloaded, after)) as fake:
         result = node.run("network", "leave", MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 0, result.stderr
     assert "moved to the public network" in result.stdout
@@ -232,10 +247,11 @@ def test_join_with_a_running_daemon_writes_its_file_and_reloads_it(node: Node) -
         "settings": [network_row(daemons_file, "default", None)],
     }
     reloaded = {"changed": ["network_key"], "restart_needed": []}
-    with FakeDaemon(answers(shown, reloaded, seen=seen)) as fake:
+    after = {**shown, "settings": [network_row(daemons_file, f"{daemons_file}:2", INVITE)]}
+    with FakeDaemon(answers(shown, reloaded, after, seen=seen)) as fake:
         result = node.run("network", "join", INVITE, MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 0, result.stderr
-    assert seen == ["config", "reload"]
+    assert seen == ["config", "reload", "config"]
     assert f"moved to network {config.network_id(KEY)}" in result.stdout
     assert INVITE in daemons_file.read_text() and not node.conf.exists()
 

@@ -330,20 +330,79 @@ def _put_on_network(args: argparse.Namespace, invite: str | None) -> int:
     from meshnode.system import config
 
     command = "join ..." if invite else "leave"
+    target, shown = _network_file(args)
+    _check_not_overridden(shown, args.force)
+    _write_network_key(target, invite)
+    name = config.network_id(decode_network_key(invite) if invite else PUBLIC_NETWORK_KEY)
+    network = f"network {name}" if invite else f"the public network ({name})"
+    say: Callable[[str], object] = _silent if args.json else print  # --json: one object, last
+    if invite:
+        say(f"stored the key of {network} in {target} (mode 0600)")
+    else:
+        say(f"took the network key out of {target}, for {network}")
+    if shown is None:
+        daemon = "not_running"
+        system_file = Path("/etc/meshnode/config.toml")
+        if target != system_file and system_file.exists() and not args.config:
+            print(
+                f"meshnode: note: the system service reads {system_file}; for it: sudo meshnode"
+                f" network {command} --config {system_file}",
+                file=sys.stderr,
+            )
+        in_force = _row({"settings": config.describe(_load(args))}, "network_key")
+    else:
+        with _client(args) as client:
+            answer = client.call("reload")
+        after = _daemon_config(args)  # what the daemon runs with now
+        in_force = _row(after, "network_key") if after else {"network_id": name, "source": "-"}
+        daemon = "restart_needed" if "network_key" in answer["restart_needed"] else "moved"
+    if in_force["network_id"] != name:  # another file, the environment or a flag says more
+        daemon = "overridden"
+        say(
+            f"but the node's network comes from {in_force['source']}: it is on network"
+            f" {in_force['network_id']}"
+        )
+    elif daemon == "not_running":
+        say(f"it takes effect when a node that reads {target} starts")
+    elif daemon == "restart_needed":
+        say("the daemon needs a restart to move to it (systemctl restart meshnode)")
+    elif "network_key" in answer["changed"]:
+        say(
+            f"the running node moved to {network}: sessions of the old network close,"
+            " discovery announces the new one"
+        )
+    else:
+        daemon = "already_on_it"
+        say(f"the running node was on {network} already")
+    if args.json:
+        result = {"network_id": in_force["network_id"], "file": str(target), "daemon": daemon}
+        print(dumps({**result, "source": in_force["source"]}))
+    return EXIT_OK
+
+
+def _network_file(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None]:
+    """The file to change: the running daemon's, else the one ``meshnode run`` would read;
+    and the daemon's ``config`` answer, None if none runs or ``--config`` names another."""
+    from meshnode.system import config
+
     shown = _daemon_config(args)
     home = paths.data_dir(args.data_dir, os.environ)
     target = config.config_file(home, args.config, os.environ)
-    if shown is not None and Path(shown["file"]) != target:
-        if args.config:
-            print(
-                f"meshnode: warning: the running daemon reads {shown['file']}, not {target};"
-                " the change takes effect when a node starts with this file",
-                file=sys.stderr,
-            )
-            shown = None
-        else:
-            target = Path(shown["file"])
-    _check_not_overridden(shown, args.force)
+    if shown is None or Path(shown["file"]) == target:
+        return target, shown
+    if not args.config:
+        return Path(shown["file"]), shown
+    print(
+        f"meshnode: warning: the running daemon reads {shown['file']}, not {target};"
+        " the change takes effect when a node starts with this file",
+        file=sys.stderr,
+    )
+    return target, None
+
+
+def _write_network_key(target: Path, invite: str | None) -> None:
+    from meshnode.system import config
+
     try:
         config.set_network_key(target, invite)
     except config.ConfigError as exc:
@@ -354,41 +413,6 @@ def _put_on_network(args: argparse.Namespace, invite: str | None) -> int:
         ) from None
     except OSError as exc:
         raise CommandFailed(EXIT_FAILED, f"cannot write {target}: {exc.strerror or exc}") from None
-    name = config.network_id(decode_network_key(invite) if invite else PUBLIC_NETWORK_KEY)
-    network = f"network {name}" if invite else f"the public network ({name})"
-    say: Callable[[str], object] = _silent if args.json else print  # --json: one object, last
-    if invite:
-        say(f"stored the key of {network} in {target} (mode 0600)")
-    else:
-        say(f"no network key in {target}: the node is on {network}")
-    if shown is None:
-        daemon = "not_running"
-        say(f"it takes effect when a node that reads {target} starts")
-        system_file = Path("/etc/meshnode/config.toml")
-        if target != system_file and system_file.exists() and not args.config:
-            print(
-                f"meshnode: note: the system service reads {system_file}; for it: sudo meshnode"
-                f" network {command} --config {system_file}",
-                file=sys.stderr,
-            )
-    else:
-        with _client(args) as client:
-            answer = client.call("reload")
-        if "network_key" in answer["restart_needed"]:
-            daemon = "restart_needed"
-            say("the daemon needs a restart to move to it (systemctl restart meshnode)")
-        elif "network_key" in answer["changed"]:
-            daemon = "moved"
-            say(
-                f"the running node moved to {network}: sessions of the old network close,"
-                " discovery announces the new one"
-            )
-        else:
-            daemon = "already_on_it"
-            say(f"the running node was on {network} already")
-    if args.json:
-        print(dumps({"network_id": name, "file": str(target), "daemon": daemon}))
-    return EXIT_OK
 
 
 def _silent(line: str) -> None:

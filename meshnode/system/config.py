@@ -747,13 +747,17 @@ def set_network_key(path: Path, invite: str | None) -> None:
     import tomllib  # as in ``_read``
 
     try:
-        tomllib.loads(old)
+        had = tomllib.loads(old)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{target} is not valid TOML ({exc}); fix it first") from None
-    if invite is None and "network_key" not in tomllib.loads(old):
+    if invite is None and "network_key" not in had:
         return  # on the public network already, as far as this file goes: nothing to write
     new = _with_network_key(old, invite) if invite else _without_network_key(old)
-    if tomllib.loads(new).get("network_key") != invite:  # an odd file this cannot edit
+    try:
+        edited = tomllib.loads(new).get("network_key") == invite
+    except tomllib.TOMLDecodeError:  # a key written over several lines, say
+        edited = False
+    if not edited:  # an odd file this cannot edit
         raise ConfigError(f"cannot set network_key in {target}: edit it by hand")
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _replace(target, new.encode("utf-8"), status)
