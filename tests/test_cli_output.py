@@ -28,21 +28,24 @@ def test_a_record_line_has_three_cells_whatever_its_value_holds() -> None:
         ("a note\n", '"a note\\n"'),
         ("left\tright", '"left\\tright"'),
         ("\x85", '"\\u0085"'),
+        ('"a\\tb"', '"\\"a\\\\tb\\""'),  # a string that would read as a quoted one
+        ('{"cpu": 0.4}', '{"cpu": 0.4}'),  # text, shown as it is: --json tells them apart
         ({"cpu": 0.4}, '{"cpu": 0.4}'),
     ]:
         assert cli._line({**record, "value": value}) == f"notes/x\t{shown}\tnode1abc"
 
 
 def test_sizes_are_shown_in_the_units_people_read() -> None:
-    assert [cli._size(n) for n in (570, 1536, 268435456, 5 << 30)] == [
+    assert [cli._size(n) for n in (570, 1536, (1 << 20) - 1, 268435456, 5 << 30)] == [
         "570 B",
         "1.5 KiB",
+        "1 MiB",
         "256 MiB",
         "5 GiB",
     ]
 
 
-def test_a_run_interrupted_while_starting_says_so_and_exits_130(
+def test_a_run_interrupted_before_it_runs_says_so_and_exits_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def interrupted(args: object) -> int:
@@ -50,7 +53,7 @@ def test_a_run_interrupted_while_starting_says_so_and_exits_130(
 
     monkeypatch.setattr(cli, "cmd_run", interrupted)
     assert cli.main(["run", "--no-mdns"]) == 130
-    assert capsys.readouterr().err == "meshnode: interrupted while starting\n"
+    assert capsys.readouterr().err == "meshnode: interrupted\n"
 
 
 def test_a_node_not_yet_reconciled_with_any_peer_says_just_that() -> None:

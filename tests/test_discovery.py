@@ -616,3 +616,31 @@ def test_past_max_services_the_one_heard_of_longest_ago_is_withdrawn_and_forgott
     assert len(found.state.services) == 2
     assert Withdrawn("10.231.0.10:7744", "mdns") in events  # the oldest: its hint taken back
     assert sum(isinstance(e, Hint) for e in events) == 3
+
+
+def test_an_address_two_services_give_is_withdrawn_only_when_neither_does() -> None:
+    """A node restarted with a new label is two services for a while, at one address."""
+    import trio
+
+    from meshnode.core.advert import Resolved, advert_for, network_tag
+    from meshnode.engine.events import Withdrawn
+    from meshnode.runtime import mdns
+
+    key = bytes(32)
+    txt = b"\x03v=1" + bytes([2 + 13]) + b"n=" + network_tag(key).encode()
+    old, new = (advert_for(key, bytes([n]) * 10, 7744).instance for n in (1, 2))
+    taken_back: list[list[str]] = []
+
+    async def steps(given: Sequence[object]) -> None:
+        taken_back.append([e.address for e in given if isinstance(e, Withdrawn)])
+
+    async def main() -> None:
+        found = mdns.Discovery(network_key=key, interfaces=None, steps=steps)
+        found._links = choose([IFACE])
+        await found._heard(Resolved(old, txt, 7744, ("10.231.0.10", "10.231.0.11")))
+        await found._heard(Resolved(new, txt, 7744, ("10.231.0.10",)))
+        await found._heard(mdns._Gone(old))  # .10 is still the new service's
+        await found._stop()  # and goes with it
+
+    trio.run(main)
+    assert taken_back == [[], [], ["10.231.0.11:7744"], ["10.231.0.10:7744"]]

@@ -66,9 +66,15 @@ async def test_two_nodes_dialling_each_other_at_once_log_one_connection_each(
             await trio.sleep(0.3)  # long enough for the duplicate to be closed
             assert [node.sessions for node in nodes] == [1, 1]
             logged = list(caplog.records)
+            await nodes[1].goodbye()  # node 2 leaves: node 1 says so, once
+            while nodes[0].sessions:
+                await trio.sleep(0.01)
+            gone = caplog.records[len(logged) :]
             nursery.cancel_scope.cancel()
     for peer in (1, 2):  # each node logs the other: its lines name that peer
         about = f"peer={identity(peer).node_id}"
         assert len(list(lines(logged, logging.INFO, f"event=connected {about}"))) == 1
         assert not list(lines(logged, logging.INFO, f"event=disconnected {about}"))
     assert list(lines(logged, logging.DEBUG, "already connected")), "no duplicate was closed"
+    about = f"event=disconnected peer={identity(2).node_id}"
+    assert len(list(lines(gone, logging.INFO, about))) == 1

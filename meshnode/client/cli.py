@@ -77,11 +77,16 @@ def show_value(value: Any) -> str:
 def _cell(value: Any) -> str:
     """A value as one cell of a tab-separated line: a string with a tab, a line break or
     another control character in it is quoted as JSON, so that every record stays one line
-    of three cells (``echo note | meshnode publish k -`` stores the newline too)."""
-    if isinstance(value, str) and not any(c < " " or "\x7f" <= c <= "\x9f" for c in value):
+    of three cells (``echo note | meshnode publish k -`` stores the newline too); so is one
+    that begins with a quote, which would read as such a quoted string."""
+    if isinstance(value, str) and not value.startswith('"') and not _CONTROL.search(value):
         return value
     quoted = dumps(value)  # escapes what is below U+0020; the C1 controls are escaped here
-    return "".join(f"\\u{ord(c):04x}" if "\x7f" <= c <= "\x9f" else c for c in quoted)
+    return _C1.sub(lambda c: f"\\u{ord(c[0]):04x}", quoted)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_C1 = re.compile("[\x7f-\x9f]")
 
 
 # -- commands -----------------------------------------------------------------
@@ -282,7 +287,7 @@ def _count(n: int, thing: str) -> str:
 def _size(n: int) -> str:
     """Bytes as people read them: 570 B, 1.5 MiB, 256 MiB (``status --json`` has the bytes)."""
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= factor:
+        if round(n / factor, 1) >= 1:  # 1,048,575 B is 1 MiB, not 1024 KiB
             return f"{n / factor:.1f}".removesuffix(".0") + f" {unit}"
     return f"{n} B"
 
@@ -708,8 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.handler is None:
         try:
             return cmd_run(args)
-        except KeyboardInterrupt:  # before the daemon listens for signals: once ready, ^C stops it
-            print("meshnode: interrupted while starting", file=sys.stderr)
+        except KeyboardInterrupt:  # while it starts (or closes): when it runs, ^C stops it
+            print("meshnode: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
     try:
         with Client(paths.client_socket(args.data_dir, args.socket, os.environ)) as client:

@@ -122,7 +122,8 @@ def sync_line(summary: dict[str, Any]) -> str:
         )
         return f"in sync with {_peers(peers)}{held_back}"
     if reconciling:
-        return f"reconciling with {_peers(reconciling)}; in sync with {synced} of {peers}"
+        line = f"reconciling with {_peers(reconciling)}"
+        return f"{line}; in sync with {synced} of {peers}" if synced else line
     if not synced:
         return f"nothing to fetch so far; not yet reconciled with {_peers(peers)} (sync --wait)"
     return (
