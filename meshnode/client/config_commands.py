@@ -586,23 +586,17 @@ def add_commands(
     new.add_argument("--json", action="store_true", help="print one JSON object")
     join = action(network_sub, "join", cmd_network_join, "put this node on the invite's network")
     join.add_argument("invite", metavar="INVITE", help="the network's invite, mesh1...")
-    join.add_argument(
-        "--force",
-        action="store_true",
-        help="store the key even though $MESHNODE_NETWORK_KEY or a flag overrides the file",
-    )
-    add_config_option(join)
-    join.add_argument("--json", action="store_true", help="print one JSON object")
     leave = action(
         network_sub, "leave", cmd_network_leave, "take the key out: back to the public network"
     )
-    leave.add_argument(
-        "--force",
-        action="store_true",
-        help="change the file even though $MESHNODE_NETWORK_KEY or a flag overrides it",
-    )
-    add_config_option(leave)
-    leave.add_argument("--json", action="store_true", help="print one JSON object")
+    for changing in (join, leave):
+        changing.add_argument(
+            "--force",
+            action="store_true",
+            help="change the file even though $MESHNODE_NETWORK_KEY or a flag overrides it",
+        )
+        add_config_option(changing)
+        changing.add_argument("--json", action="store_true", help="print one JSON object")
     show = action(network_sub, "show", cmd_network_show, "which network this node is on")
     show.add_argument("--reveal", action="store_true", help="also print the invite (the secret)")
     show.add_argument("--json", action="store_true", help="print one JSON object")
