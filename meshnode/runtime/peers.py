@@ -80,6 +80,7 @@ from meshnode.engine.events import (
 from meshnode.engine.mesh import Mesh
 from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.runtime.clock import WallClock
+from meshnode.runtime.combine import Combiner
 from meshnode.runtime.storethread import StoreThread
 from meshnode.runtime.watch import WatchHub
 from meshnode.store.base import DAY_MS, MAX_CREATED_AHEAD_MS, StoreError
@@ -203,6 +204,7 @@ class PeerService:
         self._nursery: trio.Nursery | None = None
         self._timer_due = -math.inf  # when the engine wants its next tick
         self._timer_bell = Doorbell()
+        self._engine: Combiner[Sequence[Event], list[Action]] = Combiner(self._run_steps)
         self._stopping = False  # saying goodbye: no new connections
         self._ahead_of_clock = 0  # records refused as created in the future, since last said
         self._ahead_logged = -math.inf
@@ -230,23 +232,41 @@ class PeerService:
         return await self.steps((event,))
 
     async def steps(self, events: Sequence[Event]) -> list[Action]:
-        """Hand the engine several events at one instant, in one trip to the store thread.
+        """Hand the engine several events at one instant (an mDNS sighting's addresses);
+        carry out what it asks; return its actions.
 
-        An mDNS sighting gives a handful of addresses at once, and each trip costs a
-        thread switch both ways: while a mesh forms, that was one trip in five.
+        Steps asked for while a trip to the store thread is under way go together in
+        the next (``meshnode.runtime.combine``).
         """
+        return await self._engine(events)
+
+    async def _run_steps(self, batch: list[Sequence[Event]]) -> list[list[Action] | Exception]:
+        """One trip to the store thread for every step queued; their actions carried out
+        in the order the engine made them (each connection's frames are numbered)."""
         now = Instant(trio.current_time(), self._wall_clock_ms())
-        actions, due = await self.store_thread.run(self._handle, events, now)
-        self._apply(actions)
+        results, due = await self.store_thread.run(self._handle, batch, now)
+        for result in results:
+            if not isinstance(result, Exception):
+                self._apply(result)
         if due < self._timer_due:
             self._timer_due = due
             self._timer_bell.ring()
-        return actions
+        return results
 
-    def _handle(self, events: Sequence[Event], now: Instant) -> tuple[list[Action], float]:
-        """On the store thread: the events' actions, and when the engine next wants a tick."""
-        actions = [action for event in events for action in self.mesh.handle(event, now)]
-        return actions, self.mesh.next_timer()
+    def _handle(
+        self, batch: list[Sequence[Event]], now: Instant
+    ) -> tuple[list[list[Action] | Exception], float]:
+        """On the store thread: each step's actions (or what it raised: a store error, say,
+        is its caller's, not its neighbours'), and when the engine next wants a tick."""
+        results: list[list[Action] | Exception] = []
+        for events in batch:
+            try:
+                results.append(
+                    [action for event in events for action in self.mesh.handle(event, now)]
+                )
+            except Exception as exc:
+                results.append(exc)
+        return results, self.mesh.next_timer()
 
     def _apply(self, actions: list[Action]) -> None:
         now = trio.current_time()
