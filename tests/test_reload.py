@@ -156,6 +156,8 @@ def test_what_needs_a_restart_is_named_and_kept(nodes: Callable[[str], Node]) ->
     answer = node.reload('mdns_interfaces = ["eth0"]\n')
     assert answer == {"changed": [], "restart_needed": ["mdns_interfaces"]}
     wait_until(lambda: "event=reload_restart_needed keys=mdns_interfaces" in node.daemon.log())
+    # config show: what is in force, and where it came from, not the file's waiting line
+    assert node.setting("mdns_interfaces")["source"] == "default"
 
 
 def test_a_file_that_does_not_load_changes_nothing(nodes: Callable[[str], Node]) -> None:

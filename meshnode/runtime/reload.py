@@ -83,7 +83,13 @@ class Reloader:
         old = self.effective
         changed = config.differences(old, new)
         waiting = tuple(k for k in changed if k in RESTART_KEYS)
-        applied = structs.replace(new, settings=_runtime_part(new.settings, old.settings))
+        # What waits for a restart is shown (config show) as it is in force, from where it came.
+        kept = {key: old.sources.get(key, "default") for key in waiting}
+        applied = structs.replace(
+            new,
+            settings=_runtime_part(new.settings, old.settings),
+            sources={**new.sources, **kept},
+        )
         if applied.log_level != old.log_level:
             logging.getLogger().setLevel(applied.log_level.upper())
         if applied.settings != old.settings:
