@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshnode.client import cli
+from meshnode.client.words import size
 
 
 def test_status_names_the_interfaces_discovery_skips_and_why() -> None:
@@ -36,7 +37,7 @@ def test_a_record_line_has_three_cells_whatever_its_value_holds() -> None:
 
 
 def test_sizes_are_shown_in_the_units_people_read() -> None:
-    assert [cli._size(n) for n in (570, 1536, (1 << 20) - 1, 268435456, 5 << 30)] == [
+    assert [size(n) for n in (570, 1536, (1 << 20) - 1, 268435456, 5 << 30)] == [
         "570 B",
         "1.5 KiB",
         "1 MiB",

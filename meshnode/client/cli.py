@@ -25,6 +25,7 @@ from meshnode.client.exits import (
     EXIT_NO_DAEMON,
     EXIT_OK,
 )
+from meshnode.client.words import counted, size
 from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -221,13 +222,7 @@ def _id_from_key_file(home: Path) -> dict[str, str] | None:
         identity = datadir.load_identity(home)
     except datadir.DataDirError as exc:
         fail(EXIT_FAILED, str(exc))
-    if identity is None:
-        return None
-    return {
-        "node_id": identity.node_id,
-        "fingerprint": identity.fingerprint,
-        "public_key": identity.public_key.hex(),
-    }
+    return None if identity is None else identity.public_names()
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
@@ -246,12 +241,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         (
             "records",
             f"{info['records']} ({info['own_records']} own,"
-            f" {info['tombstones']} deleted, {_count(info['authors'], 'author')})",
+            f" {info['tombstones']} deleted, {counted(info['authors'], 'author')})",
         ),
         (
             "store",
-            f"{_size(info['store_bytes'])} on disk; records {_size(info['record_bytes'])} of"
-            f" {_size(info['store_limit_bytes'])}",
+            f"{size(info['store_bytes'])} on disk; records {size(info['record_bytes'])} of"
+            f" {size(info['store_limit_bytes'])}",
         ),
         ("peers", f"{info['peers']} connected{_overlay_part(info.get('overlay'))}"),
         *([("sync", sync_line(info["sync"]))] if "sync" in info else []),
@@ -280,18 +275,6 @@ def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
-def _count(n: int, thing: str) -> str:
-    return f"{n} {thing}{'' if n == 1 else 's'}"
-
-
-def _size(n: int) -> str:
-    """Bytes as people read them: 570 B, 1.5 MiB, 256 MiB (``status --json`` has the bytes)."""
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if round(n / factor, 1) >= 1:  # 1,048,575 B is 1 MiB, not 1024 KiB
-            return f"{n / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} B"
-
-
 def _overlay_part(overlay: dict[str, int] | None) -> str:
     if not overlay:
         return ""
@@ -313,7 +296,7 @@ def _discovery_line(discovery: dict[str, Any]) -> str:
     )
     seen = discovery.get("services", 0)
     line = f"mDNS on {used}{f', not on {skipped}' if skipped else ''};"
-    line += f" {seen} service{'' if seen == 1 else 's'} of this network seen"
+    line += f" {counted(seen, 'service')} of this network seen"
     ignored = discovery.get("ignored_services", {})
     if ignored:
         line += "; ignored: " + ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))

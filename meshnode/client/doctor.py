@@ -15,6 +15,8 @@ from typing import Any
 
 from msgspec import Struct, structs
 
+from meshnode.client.words import counted
+
 AVAHI_SOCKET = Path("/run/avahi-daemon/socket")
 SHOWN_FAILURES = 3  # failing addresses named in the verdict; peers --all has them all
 
@@ -91,12 +93,12 @@ def _services(discovery: dict[str, Any]) -> Check | None:
     other = discovery.get("ignored_services", {}).get("another network", 0)
     if seen:
         note = f"; {other} of another network ignored" if other else ""
-        return Check("services", True, f"{_count(seen, 'node')} of this network seen{note}")
+        return Check("services", True, f"{counted(seen, 'node')} of this network seen{note}")
     if other:
         return Check(
             "services",
             False,
-            f"{_count(other, 'node')} seen, all of another network: a different network key",
+            f"{counted(other, 'node')} seen, all of another network: a different network key",
             "start with the same invite as the other nodes: --network-key mesh1...",
         )
     return Check(
@@ -113,7 +115,7 @@ def _peers(
 ) -> Check:
     count = status.get("peers", 0)
     if count:
-        return Check("peers", True, f"{_count(count, 'peer')} connected")
+        return Check("peers", True, f"{counted(count, 'peer')} connected")
     failing = sorted(
         (a for a in addresses if a.get("failures") and a.get("last_failure")),
         key=lambda a: a.get("source") != "static",  # the ones given by hand first
@@ -178,10 +180,6 @@ def _clock(status: dict[str, Any]) -> Check:
         "the clock reads before 2026: it is not set (a Pi without network time boots in 1970)",
         "connect to a network with NTP, or set the date; records' times are not judged meanwhile",
     )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _loopback(address: str) -> bool:

@@ -18,6 +18,7 @@ import sys
 import time
 
 from meshnode.client.exits import EXIT_FAILED, EXIT_OK
+from meshnode.client.words import counted
 from meshnode.core.jsonview import dumps
 
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
@@ -104,7 +105,7 @@ def sync_line(summary: dict[str, Any]) -> str:
     to_fetch, reconciling = summary["to_fetch"], summary["peers_reconciling"]
     if to_fetch:
         fetching = summary["peers_fetching"]
-        line = f"catching up: {to_fetch:,} records to fetch from {_peers(fetching)}"
+        line = f"catching up: {to_fetch:,} records to fetch from {counted(fetching, 'peer')}"
         if reconciling:
             line += " so far (still reconciling: more may be found)"
         if summary["rate"]:
@@ -120,20 +121,17 @@ def sync_line(summary: dict[str, Any]) -> str:
             if refused
             else ""
         )
-        return f"in sync with {_peers(peers)}{held_back}"
+        return f"in sync with {counted(peers, 'peer')}{held_back}"
     if reconciling:
-        line = f"reconciling with {_peers(reconciling)}"
+        line = f"reconciling with {counted(reconciling, 'peer')}"
         return f"{line}; in sync with {synced} of {peers}" if synced else line
     if not synced:
-        return f"nothing to fetch so far; not yet reconciled with {_peers(peers)} (sync --wait)"
+        peers_said = counted(peers, "peer")
+        return f"nothing to fetch so far; not yet reconciled with {peers_said} (sync --wait)"
     return (
-        f"nothing to fetch; in sync with {synced} of {_peers(peers)}, the others not yet"
+        f"nothing to fetch; in sync with {synced} of {counted(peers, 'peer')}, the others not yet"
         " reconciled with (meshnode sync --wait starts it)"
     )
-
-
-def _peers(n: int) -> str:
-    return f"{n} peer" if n == 1 else f"{n} peers"
 
 
 def _session_line(session: dict[str, Any]) -> str:
@@ -173,7 +171,7 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
                 return _done(args, state, "no peers connected: nothing to catch up with")
             if enough and not behind:
                 progress.close()
-                return _done(args, state, f"in sync with {_peers(len(sessions))}")
+                return _done(args, state, f"in sync with {counted(len(sessions), 'peer')}")
             now = time.monotonic()
             if now >= deadline:
                 progress.close()
@@ -208,7 +206,7 @@ def _show(
 ) -> None:
     if not enough:
         have = len(state["sessions"])
-        progress.say(f"waiting for {_peers(wanted)} to connect ({have} so far)")
+        progress.say(f"waiting for {counted(wanted, 'peer')} to connect ({have} so far)")
     elif state["to_fetch"] and state["peers_reconciling"]:  # the total is not known yet
         note = f"{state['to_fetch']:,} found to fetch so far, still reconciling"
         progress.bar(state["fetched"], None, rate=state["rate"], note=note)
@@ -216,7 +214,7 @@ def _show(
         done = state["fetched"]
         progress.bar(done, done + state["to_fetch"], rate=state["rate"], eta_s=state["eta_s"])
     else:
-        progress.say(f"reconciling with {_peers(len(behind))}")
+        progress.say(f"reconciling with {counted(len(behind), 'peer')}")
 
 
 def _done(args: argparse.Namespace, state: dict[str, Any], line: str) -> int:
@@ -231,15 +229,15 @@ def _timed_out(
         _out(dumps({**state, "caught_up": False}))
     missing = []
     if len(state["sessions"]) < args.peers:
-        missing.append(f"{len(state['sessions'])} of {_peers(args.peers)} connected")
+        missing.append(f"{len(state['sessions'])} of {counted(args.peers, 'peer')} connected")
     fetching = [s for s in behind if s["to_fetch"]]
     if fetching:
         to_fetch = sum(s["to_fetch"] for s in fetching)
-        missing.append(f"{to_fetch:,} records still to fetch from {_peers(len(fetching))}")
+        missing.append(f"{to_fetch:,} records still to fetch from {counted(len(fetching), 'peer')}")
     unreconciled = [s for s in behind if not s["to_fetch"]]
     if unreconciled:
         names = ", ".join(s["address"] for s in unreconciled)
-        missing.append(f"no round finished with {_peers(len(unreconciled))} ({names})")
+        missing.append(f"no round finished with {counted(len(unreconciled), 'peer')} ({names})")
     _out(f"meshnode: not caught up after {waited:.0f} s: {'; '.join(missing)}", sys.stderr)
     return EXIT_FAILED
 

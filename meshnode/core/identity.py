@@ -28,6 +28,15 @@ class Identity:
         self.node_id: str = encode_node_id(self.public_key)
         self.fingerprint: str = fingerprint(self.public_key)
 
+    def public_names(self) -> dict[str, str]:
+        """Everything that names this node and nothing secret: the control method ``id``'s
+        answer, which ``meshnode id`` also gives from the key file when no daemon runs."""
+        return {
+            "node_id": self.node_id,
+            "fingerprint": self.fingerprint,
+            "public_key": self.public_key.hex(),
+        }
+
     def seed(self) -> bytes:
         """The private seed, for ``meshnode.system.datadir`` to persist."""
         return bytes(self._secret[:SEED_SIZE])

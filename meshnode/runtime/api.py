@@ -213,12 +213,7 @@ class Api:
 
     async def id(self, args: Args) -> dict[str, Any]:
         args.done()
-        identity = self.node.identity
-        return {
-            "node_id": identity.node_id,
-            "fingerprint": identity.fingerprint,
-            "public_key": identity.public_key.hex(),
-        }
+        return self.node.identity.public_names()
 
     async def status(self, args: Args) -> dict[str, Any]:
         args.done()
