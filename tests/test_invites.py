@@ -77,6 +77,18 @@ def network_row(file: Path, source: str, invite: str | None) -> dict[str, Any]:
     }
 
 
+def config_answer(
+    file: Path, source: str, invite: str | None, *, read: bool = False
+) -> dict[str, Any]:
+    """What a daemon's ``config`` answers of its network: the file it reads (``read``: it
+    exists) and the network key's row."""
+    return {
+        "file": str(file),
+        "files": [str(file)] if read else [],
+        "settings": [network_row(file, source, invite)],
+    }
+
+
 def answers(*results: Any, seen: list[str] | None = None) -> list[Callable[[socket.socket], None]]:
     """Fake daemon handlers: one connection each, one request answered with each result."""
 
@@ -177,8 +189,8 @@ def test_join_json_says_where_the_key_went_and_what_the_daemon_did(node: Node) -
         "daemon": "not_running",
         "source": f"{node.conf}:2",  # below the comment join writes
     }
-    shown = {"file": str(node.conf), "files": [], "settings": [network_row(node.conf, "", None)]}
-    after = {**shown, "settings": [network_row(node.conf, f"{node.conf}:2", INVITE)]}
+    shown = config_answer(node.conf, "", None)
+    after = config_answer(node.conf, f"{node.conf}:2", INVITE)
     reloaded = {"changed": ["network_key"], "restart_needed": []}
     with FakeDaemon(answers(shown, reloaded, after)) as fake:
         moved = node.run("network", "join", "--json", INVITE, MESHNODE_SOCKET=str(fake.socket))
@@ -214,13 +226,9 @@ def test_leave_takes_the_key_out_and_the_node_is_on_the_public_network(node: Nod
 def test_leave_moves_a_running_daemon_back_to_the_public_network(node: Node) -> None:
     node.conf.parent.mkdir(parents=True)
     node.conf.write_text(f'network_key = "{INVITE}"\n')
-    shown = {
-        "file": str(node.conf),
-        "files": [str(node.conf)],
-        "settings": [network_row(node.conf, f"{node.conf}:1", INVITE)],
-    }
+    shown = config_answer(node.conf, f"{node.conf}:1", INVITE, read=True)
     reloaded = {"changed": ["network_key"], "restart_needed": []}
-    after = {**shown, "settings": [network_row(node.conf, "default", None)]}
+    after = config_answer(node.conf, "default", None, read=True)
     with FakeDaemon(answers(shown, reloaded, after)) as fake:
         result = node.run("network", "leave", MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 0, result.stderr
@@ -241,13 +249,9 @@ def test_join_refuses_when_the_environment_would_override_the_file(node: Node) -
 def test_join_with_a_running_daemon_writes_its_file_and_reloads_it(node: Node) -> None:
     daemons_file = node.home / "elsewhere.toml"
     seen: list[str] = []
-    shown = {
-        "file": str(daemons_file),
-        "files": [],
-        "settings": [network_row(daemons_file, "default", None)],
-    }
+    shown = config_answer(daemons_file, "default", None)
     reloaded = {"changed": ["network_key"], "restart_needed": []}
-    after = {**shown, "settings": [network_row(daemons_file, f"{daemons_file}:2", INVITE)]}
+    after = config_answer(daemons_file, f"{daemons_file}:2", INVITE)
     with FakeDaemon(answers(shown, reloaded, after, seen=seen)) as fake:
         result = node.run("network", "join", INVITE, MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 0, result.stderr
@@ -257,11 +261,7 @@ def test_join_with_a_running_daemon_writes_its_file_and_reloads_it(node: Node) -
 
 
 def test_join_refuses_when_the_running_daemon_takes_its_key_from_a_flag(node: Node) -> None:
-    shown = {
-        "file": str(node.conf),
-        "files": [],
-        "settings": [network_row(node.conf, "flag --network-key", OTHER_INVITE)],
-    }
+    shown = config_answer(node.conf, "flag --network-key", OTHER_INVITE)
     with FakeDaemon(answers(shown)) as fake:
         result = node.run("network", "join", INVITE, MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 2 and "flag --network-key" in result.stderr
@@ -274,11 +274,7 @@ def test_join_refuses_when_the_running_daemon_takes_its_key_from_a_flag(node: No
 def test_network_show_reveals_a_running_daemons_key_only_from_its_file(node: Node) -> None:
     node.conf.parent.mkdir(parents=True)
     node.conf.write_text(f'network_key = "{INVITE}"\n')
-    shown = {
-        "file": str(node.conf),
-        "files": [str(node.conf)],
-        "settings": [network_row(node.conf, f"{node.conf}:1", INVITE)],
-    }
+    shown = config_answer(node.conf, f"{node.conf}:1", INVITE, read=True)
     with FakeDaemon(answers(shown, shown)) as fake:
         hidden = node.run("network", "show", MESHNODE_SOCKET=str(fake.socket))
         revealed = node.run("network", "show", "--reveal", MESHNODE_SOCKET=str(fake.socket))
