@@ -332,14 +332,16 @@ def _put_on_network(args: argparse.Namespace, invite: str | None) -> int:
     command = "join ..." if invite else "leave"
     target, shown = _network_file(args)
     _check_not_overridden(shown, args.force)
-    _write_network_key(target, invite)
+    changed = _write_network_key(target, invite)
     name = config.network_id(decode_network_key(invite) if invite else PUBLIC_NETWORK_KEY)
     network = f"network {name}" if invite else f"the public network ({name})"
     say: Callable[[str], object] = _silent if args.json else print  # --json: one object, last
     if invite:
         say(f"stored the key of {network} in {target} (mode 0600)")
-    else:
+    elif changed:
         say(f"took the network key out of {target}, for {network}")
+    else:
+        say(f"no network key in {target} to take out, for {network}")
     if shown is None:
         daemon = "not_running"
         system_file = Path("/etc/meshnode/config.toml")
@@ -400,11 +402,12 @@ def _network_file(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None
     return target, None
 
 
-def _write_network_key(target: Path, invite: str | None) -> None:
+def _write_network_key(target: Path, invite: str | None) -> bool:
+    """Whether the file changed (``set_network_key``); CommandFailed if it cannot be."""
     from meshnode.system import config
 
     try:
-        config.set_network_key(target, invite)
+        return config.set_network_key(target, invite)
     except config.ConfigError as exc:
         raise CommandFailed(EXIT_FAILED, str(exc)) from None
     except PermissionError:

@@ -720,9 +720,10 @@ _KEY_LINE = re.compile(
 )
 
 
-def set_network_key(path: Path, invite: str | None) -> None:
+def set_network_key(path: Path, invite: str | None) -> bool:
     """Store ``invite`` as the ``network_key`` of the TOML file at ``path``, all else kept;
-    None takes the key out (the node goes back to the public network).
+    None takes the key out (the node goes back to the public network). False if there was
+    no key to take out, and the file is left alone.
 
     Comments, other keys and their order stay as they were; the file (and its
     directory) is made if missing. The new file replaces the old at once (a
@@ -751,7 +752,7 @@ def set_network_key(path: Path, invite: str | None) -> None:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{target} is not valid TOML ({exc}); fix it first") from None
     if invite is None and "network_key" not in had:
-        return  # on the public network already, as far as this file goes: nothing to write
+        return False  # on the public network already, as far as this file goes
     new = _with_network_key(old, invite) if invite else _without_network_key(old)
     try:
         edited = tomllib.loads(new).get("network_key") == invite
@@ -761,6 +762,7 @@ def set_network_key(path: Path, invite: str | None) -> None:
         raise ConfigError(f"cannot set network_key in {target}: edit it by hand")
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _replace(target, new.encode("utf-8"), status)
+    return True
 
 
 _KEY_COMMENT = "# the network this node is on (meshnode network join)"
