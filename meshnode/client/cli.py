@@ -26,6 +26,7 @@ from meshnode.client.exits import (
     EXIT_OK,
 )
 from meshnode.client.words import counted, size
+from meshnode.core import durations
 from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -39,27 +40,17 @@ if TYPE_CHECKING:
 
 _INPUT_ERRORS = {"invalid-params", "unknown-method", "bad-request"}
 OTHERS_LOOKED_AT = 100  # records under a key's prefix looked at to say who else has the key
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 class BadInput(Exception):
     """A command-line argument that cannot be used; nothing was sent."""
 
 
-def parse_duration_ms(text: str) -> int:
-    """``90`` (seconds), ``45s``, ``30m``, ``3h``, ``2d``, ``1w`` or ``1h30m`` in ms."""
-    text = text.strip().lower()
-    if text.isdigit():
-        total = int(text) * 1000
-    else:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise BadInput(f"invalid duration {text!r}; use e.g. 90, 45s, 30m, 3h, 2d, 1h30m")
-        total = sum(int(n) * _UNIT_MS[u] for n, u in parts)
-    if total <= 0:
-        raise BadInput("a duration must be positive")
-    return total
+def _ttl_ms(text: str) -> int:
+    try:
+        return durations.parse_ms(text)
+    except durations.DurationError as exc:
+        raise BadInput(f"--ttl {exc}") from None
 
 
 def check_author(text: str | None) -> str | None:
@@ -317,7 +308,7 @@ def cmd_publish(client: Client, args: argparse.Namespace) -> int:
         value = sys.stdin.read() if args.value == "-" else args.value
     else:
         raise BadInput("publish needs a value (or --json-value JSON, or - for stdin)")
-    ttl_ms = parse_duration_ms(args.ttl) if args.ttl else None
+    ttl_ms = _ttl_ms(args.ttl) if args.ttl else None
     record = client.publish(args.key, value, ttl_ms=ttl_ms)
     if args.json:
         print(dumps(record))
@@ -580,7 +571,9 @@ def _add_record_commands(
         p.add_argument("key", help="the record's key, such as profile/name")
         p.add_argument("value", nargs="?", help="the value as a string; - reads it from stdin")
         p.add_argument("--json-value", metavar="JSON", help="a structured value, as JSON")
-        p.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (45s, 30m, 3h, 2d)")
+        p.add_argument(
+            "--ttl", metavar="DURATION", help="expire after DURATION (45s, 30m, 1.5h, 2d)"
+        )
     if wanted("get"):
         p = command("get", cmd_get, "print a record's value")
         p.add_argument("key")
@@ -668,7 +661,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     argparse fills an optional positional before it sees later words, so a
     value given after ``--ttl`` comes back unrecognised; it is the value.
     """
-    words = sys.argv[1:] if argv is None else list(argv)
+    words = _negative_ttl_joined(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(_named_command(words))
     args, extras = parser.parse_known_args(words)
     if args.command == "publish" and args.value is None and len(extras) == 1:
@@ -676,6 +669,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if extras:
         _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _negative_ttl_joined(words: list[str]) -> list[str]:
+    """``--ttl -5m`` as ``--ttl=-5m``: argparse takes ``-5m`` for an unknown option and says
+    ``--ttl`` lacks its argument, where the user needs to hear that a TTL is positive."""
+    joined: list[str] = []
+    for word in words:
+        if joined and joined[-1] == "--ttl" and re.match(r"-[\d.]", word):
+            joined[-1] = f"--ttl={word}"
+        else:
+            joined.append(word)
+    return joined
 
 
 def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:

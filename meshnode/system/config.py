@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct, field, structs
 
+from meshnode.core import durations
 from meshnode.core.addresses import DEFAULT_PORT, AddressError, format_address, parse_address
 from meshnode.core.netkey import PUBLIC_NETWORK_KEY, NetworkKeyError, decode_network_key
 from meshnode.core.nodeid import NodeIdError, decode_node_id
@@ -284,42 +284,22 @@ def _show_size(size: int) -> int | str:
     return size
 
 
-MAX_DURATION_MS = 100 * 365 * 86_400_000  # far past any use, and well inside SQLite's integers
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION_MS = {
-    "ms": 1,
-    "s": 1000,
-    "m": 60_000,
-    "h": 3_600_000,
-    "d": 86_400_000,
-    "w": 604_800_000,
-}
-
-
 def _duration_ms(value: Any) -> int:
     """Milliseconds of a duration: a number of seconds, or ``"30d"``, ``"1h30m"``, ``"500ms"``."""
-    text = value.strip().lower() if isinstance(value, str) else ""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):  # TOML has inf and nan
-            raise _Bad(f"must be a finite duration, got {value!r}")
-        ms = round(value * 1000)
-    elif text.isascii() and text.isdigit():
-        ms = int(text) * 1000
-    elif text and not _DURATION.sub("", text):  # nothing but number-unit pairs
-        ms = round(sum(float(n) * _DURATION_MS[unit] for n, unit in _DURATION.findall(text)))
-    else:
-        raise _Bad(f'is a duration: seconds, or a string such as "30d", "1h30m"; got {value!r}')
-    if ms <= 0:
-        raise _Bad("must be a positive duration")
-    if ms > MAX_DURATION_MS:
-        raise _Bad(f"must be at most 100 years, got {value!r}")
-    return ms
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return durations.checked_ms(value * 1000, value)
+        if isinstance(value, str):
+            return durations.parse_ms(value)
+    except durations.DurationError as exc:
+        raise _Bad(str(exc)) from None
+    raise _Bad(f"{durations.WRITTEN_AS}; got {value!r}")
 
 
 def _show_duration(ms: int) -> str:
     for unit in ("w", "d", "h", "m", "s"):
-        if ms % _DURATION_MS[unit] == 0:
-            return f"{ms // _DURATION_MS[unit]}{unit}"
+        if ms % durations.UNIT_MS[unit] == 0:
+            return f"{ms // durations.UNIT_MS[unit]}{unit}"
     return f"{ms}ms"
 
 

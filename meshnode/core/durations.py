@@ -1,0 +1,59 @@
+"""Durations as people write them: ``90`` (seconds), ``45s``, ``1.5h``, ``1h30m``, ``500ms``.
+
+One grammar for the command line (``publish --ttl``) and the configuration file
+(``tombstone_retention``, a hook's ``timeout``), so that what works in one works in
+the other. A number may have a fraction; a bare number is seconds. Errors complete a
+sentence whose subject is the caller's name for the value ("--ttl must be a positive
+duration", "hook 1: timeout is a duration: ...").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+MAX_MS = 100 * 365 * 86_400_000
+"""Far past any use, and well inside SQLite's integers."""
+
+UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+_NUMBER = r"\d+(?:\.\d+)?|\.\d+"
+_SECONDS = re.compile(_NUMBER)
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)")  # "ms" before "m", or "5ms" reads as 5m + s
+
+
+WRITTEN_AS = 'is a duration: seconds, or a string such as "30d", "1h30m", "1.5h"'
+"""What a value that is not a duration is told, before what it was."""
+
+
+class DurationError(ValueError):
+    """Not a duration, or out of range; the message says which, without a subject."""
+
+
+def parse_ms(text: str) -> int:
+    """The milliseconds ``text`` spells, rounded to the nearest; DurationError if none."""
+    spelled = text.strip().lower()
+    negative = spelled.startswith("-")  # parsed, to be refused as such rather than as words
+    if negative:
+        spelled = spelled[1:]
+    if _SECONDS.fullmatch(spelled):
+        spelled += "s"
+    if not spelled or _PART.sub("", spelled):  # anything left over is not number and unit
+        raise DurationError(f"{WRITTEN_AS}; got {text!r}")
+    ms = sum(float(n) * UNIT_MS[unit] for n, unit in _PART.findall(spelled))
+    if math.isinf(ms):  # digits past any float, not infinity written down
+        ms = 2.0 * MAX_MS
+    return checked_ms(-ms if negative else ms, text)
+
+
+def checked_ms(ms: float, given: object) -> int:
+    """``ms`` rounded, if it is a duration meshnode can keep; ``given`` is what was written."""
+    if not math.isfinite(ms):  # TOML has inf and nan
+        raise DurationError(f"must be a finite duration, got {given!r}")
+    if ms <= 0:
+        raise DurationError(f"must be a positive duration, got {given!r}")
+    if ms > MAX_MS:
+        raise DurationError(f"must be at most 100 years, got {given!r}")
+    if round(ms) == 0:
+        raise DurationError(f"must be at least 1 ms, got {given!r}")
+    return round(ms)
