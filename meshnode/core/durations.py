@@ -17,7 +17,7 @@ MAX_MS = 100 * 365 * 86_400_000
 
 UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
-_NUMBER = r"\d+(?:\.\d+)?|\.\d+"
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"  # ASCII: \d takes any script's digits
 _SECONDS = re.compile(_NUMBER)
 _PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)")  # "ms" before "m", or "5ms" reads as 5m + s
 
