@@ -177,6 +177,13 @@ def test_watch_streams_new_and_changed_records_until_interrupted(daemon: Daemon)
         (("publish", "k", "--ttl", "soon", "x"), "--ttl is a duration"),
         (("publish", "k", "--ttl", "-5m", "x"), "--ttl must be a positive duration"),
         (("publish", "k", "--ttl=0.0001s", "x"), "--ttl must be at least 1 ms"),
+        (("publish", "k", "--ttl", "", "x"), "--ttl is a duration"),
+        (("publish", "k", "--ttl", "3651d", "x"), "--ttl must be at most 10 years"),
+        (("publish", "k", "--json-value", "18446744073709551616"), "beyond 64 bits"),
+        (("publish", "k", "--json-value", "-9223372036854775809"), "beyond 64 bits"),
+        (("publish", "k/\udcff", "x"), "not valid UTF-8"),
+        (("publish", "k", "\udcff"), "not valid UTF-8"),
+        (("query", "--prefix", "k/\udcff"), "not valid UTF-8"),
         (("publish", "k"), "needs a value"),
         (("get", "k", "--author", "node1nope"), "invalid node id"),
         (("query", "--author", "alice"), "invalid node id"),
@@ -347,6 +354,18 @@ def test_a_socket_path_that_is_too_long_is_refused_clearly(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 2 and "longer than 107 bytes" in result.stderr
+
+
+def test_stdin_that_is_not_utf8_is_stored_as_bytes_and_text_as_text(daemon: Daemon) -> None:
+    command = [sys.executable, "-m", "meshnode", "publish", *daemon.cli_args]
+    for key, data in (("bin/x", b"\xff\xfe\x00"), ("text/x", "caf\u00e9\n".encode())):
+        done = subprocess.run(
+            [*command, key, "-"], input=data, capture_output=True, timeout=20, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    with daemon.client() as client:
+        assert client.get("bin/x")["value"] == b"\xff\xfe\x00"
+        assert client.get("text/x")["value"] == "caf\u00e9\n"
 
 
 def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:

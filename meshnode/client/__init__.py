@@ -73,6 +73,29 @@ class ConnectionLost(ClientError):
     """The daemon closed the connection or sent something unreadable."""
 
 
+class Unencodable(ClientError, ValueError):
+    """The caller's request cannot be put into msgpack-RPC; nothing was sent."""
+
+
+def _request(msgid: int, method: str, params: list[Any]) -> bytes:
+    """The request's bytes; Unencodable for a value msgpack cannot carry, said in the
+    terms of whoever typed it (a key that is not UTF-8, an integer from JSON). A Python
+    object that is no value at all is the caller's mistake: its TypeError goes out as is."""
+    try:
+        return encode_request(msgid, method, params)
+    except UnicodeEncodeError:
+        raise Unencodable(
+            "text that is not valid UTF-8 cannot be sent (to store bytes, pipe them to"
+            " publish on stdin with -)"
+        ) from None
+    except OverflowError:
+        raise Unencodable(
+            "an integer beyond 64 bits cannot be stored (from -2**63 to 2**64 - 1)"
+        ) from None
+    except ValueError as exc:  # msgpack's limits (a value of 4 GiB, nesting too deep)
+        raise Unencodable(f"this cannot be sent: {exc}") from None
+
+
 class RemoteError(ClientError):
     """The daemon answered with an error; ``code`` is stable, ``message`` is for people."""
 
@@ -277,7 +300,7 @@ class Client:
 
     def _call_once(self, method: str, params: dict[str, Any]) -> Any:
         msgid = next(self._msgids)
-        self._send(self._ready(), encode_request(msgid, method, [params] if params else []))
+        self._send(self._ready(), _request(msgid, method, [params] if params else []))
         return self._answer(msgid)
 
     # -- the methods, with Python signatures -----------------------------------
@@ -551,7 +574,7 @@ class _Pipeline:
         if ttl_ms is not None:
             params["ttl_ms"] = ttl_ms
         msgid = next(self._msgids)
-        request = encode_request(msgid, "publish", [params])
+        request = _request(msgid, "publish", [params])
         self._unanswered.append((msgid, len(self.taken)))
         self.taken.append((key, value, ttl_ms))
         self.results.append(None)

@@ -17,7 +17,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from meshnode import __version__
-from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError, config_commands
+from meshnode.client import (
+    Client,
+    ClientError,
+    DaemonNotRunning,
+    RemoteError,
+    Unencodable,
+    config_commands,
+)
 from meshnode.client.exits import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -48,9 +55,21 @@ class BadInput(Exception):
 
 def _ttl_ms(text: str) -> int:
     try:
-        return durations.parse_ms(text)
+        ms = durations.parse_ms(text)
     except durations.DurationError as exc:
         raise BadInput(f"--ttl {exc}") from None
+    if ms > durations.MAX_TTL_MS:
+        raise BadInput(f"--ttl must be at most 10 years (a record's longest life), got {text!r}")
+    return ms
+
+
+def _stdin_value() -> str | bytes:
+    """What stdin holds, as it is: text if it is UTF-8, else bytes (msgpack bin)."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def check_author(text: str | None) -> str | None:
@@ -304,11 +323,13 @@ def cmd_publish(client: Client, args: argparse.Namespace) -> int:
             value = json.loads(args.json_value)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             raise BadInput(f"--json-value is not valid JSON: {exc}") from None
+    elif args.value == "-":
+        value = _stdin_value()
     elif args.value is not None:
-        value = sys.stdin.read() if args.value == "-" else args.value
+        value = args.value
     else:
         raise BadInput("publish needs a value (or --json-value JSON, or - for stdin)")
-    ttl_ms = _ttl_ms(args.ttl) if args.ttl else None
+    ttl_ms = None if args.ttl is None else _ttl_ms(args.ttl)
     record = client.publish(args.key, value, ttl_ms=ttl_ms)
     if args.json:
         print(dumps(record))
@@ -721,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except RemoteError as exc:
         fail(EXIT_BAD_INPUT if exc.code in _INPUT_ERRORS else EXIT_FAILED, exc.message)
+    except Unencodable as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
     except ClientError as exc:
         _fail_if_not_a_directory(paths.data_dir(args.data_dir, os.environ))  # a socket in a file
         fail(EXIT_FAILED, str(exc))

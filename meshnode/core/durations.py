@@ -15,6 +15,9 @@ import re
 MAX_MS = 100 * 365 * 86_400_000
 """Far past any use, and well inside SQLite's integers."""
 
+MAX_TTL_MS = 10 * 365 * 86_400_000
+"""The longest life ``publish`` gives a record (``engine.node`` enforces it)."""
+
 UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"  # ASCII: \d takes any script's digits

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from msgspec import Struct, field
 
 from meshnode.core.canonical import Value
+from meshnode.core.durations import MAX_TTL_MS
 from meshnode.core.identity import Identity
 from meshnode.core.record import (
     CLOCK_FLOOR_MS,
@@ -36,7 +37,6 @@ from meshnode.store.base import IngestResult, Store
 DecodeResult = tuple[list[Record], list[RecordError]]
 Decode = Callable[[Sequence[bytes]], DecodeResult]
 
-MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000
 SEQS_PER_MS = 1000
 
 
