@@ -7,6 +7,7 @@ import takes the path of a peer's records, and says what became of each one.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -699,6 +700,29 @@ def test_a_truncated_bundle_imports_what_came_before_the_cut_and_exits_1(
     done = cli(target, "import", str(path))
     assert done.returncode == 1
     assert b"new 6" in done.stdout and b"cut short" in done.stderr
+
+
+def test_a_medium_that_fails_part_way_gives_what_was_read_then_says_so() -> None:
+    from meshnode.client.bundle_commands import _batches, _Unread
+
+    def failing() -> Iterator[tuple[int, bytes]]:
+        yield 10, b"a record"
+        raise OSError(errno.EIO, "Input/output error")
+
+    batches = _batches(failing())
+    assert next(batches) == [(10, b"a record")]
+    with pytest.raises(_Unread, match="cannot read on: Input/output error"):
+        next(batches)
+
+
+@pytest.mark.slow
+def test_a_file_that_cannot_be_read_is_one_line_and_exit_1(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    target = stopped(daemon_factory())
+    done = cli(target, "import", "/proc/self/mem")  # opens, then fails to read: EIO
+    assert done.returncode == 1
+    assert done.stderr == b"meshnode: /proc/self/mem: cannot read on: Input/output error\n"
 
 
 @pytest.mark.slow

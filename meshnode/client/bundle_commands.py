@@ -270,6 +270,8 @@ def _import(args: argparse.Namespace) -> int:
             first = next(rest, [])
         except BundleError as exc:
             return _unreadable(args, tally, exc)
+        except _Unread as exc:
+            raise _Failed(EXIT_FAILED, f"{name}: {exc}") from None
         batches = itertools.chain([first], rest)
         with Client(socket_path, timeout=120) as client:
             try:
@@ -338,6 +340,10 @@ def _batches(entries: Iterator[Entry]) -> Iterator[list[Entry]]:
         if batch:
             yield batch  # what came before the fault is imported; then the fault
         raise
+    except OSError as exc:  # the medium failed (a USB stick pulled, a bad sector)
+        if batch:
+            yield batch
+        raise _Unread(f"cannot read on: {exc.strerror or exc}") from None
     if batch:
         yield batch
 
@@ -369,6 +375,10 @@ class _Stopped(Exception):
     """The node stopped taking records part-way (the daemon went away, the disk is full)."""
 
 
+class _Unread(Exception):
+    """The bundle's file could not be read on; what came before it was read whole."""
+
+
 def _feed(
     tally: _Tally,
     batches: Iterator[list[Entry]],
@@ -391,6 +401,8 @@ def _feed(
         tally.fault = exc
     except _Stopped as exc:
         tally.stopped = str(exc)
+    except _Unread as exc:
+        tally.stopped = f"{exc}; the records before were imported"
     except KeyboardInterrupt:
         tally.stopped = "interrupted; what the last chunk sent to a daemon became is not known"
     finally:
