@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -360,6 +362,33 @@ def test_with_no_peer_connected_sync_wait_has_nothing_to_wait_for(daemon: Daemon
     assert (waited.returncode, waited.stdout) == (0, nothing)
     once = daemon.cli("sync")
     assert (once.returncode, once.stdout) == (0, "no peers connected\n")
+
+
+@pytest.mark.slow
+def test_sync_wait_just_after_the_daemon_was_started_waits_for_it(
+    daemon_factory: MakeDaemon,
+) -> None:
+    node = daemon_factory("starting")
+    command = [
+        sys.executable,
+        "-m",
+        "meshnode",
+        "sync",
+        *node.cli_args,
+        "--wait",
+        "--timeout",
+        "20",
+    ]
+    waiting = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # sync has found no daemon by now, and waits
+        node.start()
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert (waiting.returncode, out) == (0, "no peers connected: nothing to catch up with\n"), err
 
 
 @pytest.mark.slow

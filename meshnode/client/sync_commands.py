@@ -8,7 +8,8 @@ reconciliation round of this node's since the wait began (or since its session
 opened, if later), and nothing is left to fetch from any. It exits 0 then, 1
 when ``--timeout`` comes first (saying what was missing), and 0 at once when
 no peer is connected, since there is nothing to catch up with: ``--peers N``
-first waits for N connected peers (within the same timeout).
+first waits for N connected peers (within the same timeout). A daemon that is
+still starting is waited for, up to 10 s or the timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 POLL_INTERVAL = 0.2  # seconds between two looks at the daemon
 RESTART_EVERY = 1.0  # seconds between two asks to reconcile, while not caught up
+DAEMON_START_S = 10.0  # a daemon not yet answering is waited for this long, or to --timeout
 
 
 def add_commands(
@@ -158,7 +160,7 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
     began = time.monotonic()
     deadline = began + args.timeout if args.timeout is not None else float("inf")
     progress = Progress(sys.stderr)
-    state = client.call("sync", start=True)
+    state = _first_answer(client, min(deadline, began + DAEMON_START_S))
     asked = time.monotonic()
     baseline = {_key(s): s["reconcile_rounds_finished"] for s in state["sessions"]}
     try:
@@ -185,6 +187,20 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
                 asked = time.monotonic()
     finally:
         progress.close()
+
+
+def _first_answer(client: Client, until: float) -> dict[str, Any]:
+    """The daemon's first sync state, waiting ``until`` for a daemon that is starting: a
+    script may run ``meshnode run &`` and ``meshnode sync --wait`` one after the other."""
+    from meshnode.client import DaemonNotRunning
+
+    while True:
+        try:
+            return client.call("sync", start=True)  # type: ignore[no-any-return]
+        except DaemonNotRunning:
+            if time.monotonic() >= until:
+                raise
+            time.sleep(POLL_INTERVAL / 4)
 
 
 def _key(session: dict[str, Any]) -> tuple[str, int]:
