@@ -26,6 +26,7 @@ import trio.testing
 from meshnode.client.hooks import HookRunner as CliRunner
 from meshnode.client.hooks import hook_from_args, run_hook
 from meshnode.core.nodeid import encode_node_id
+from meshnode.runtime import hooks as hooks_runtime
 from meshnode.runtime.api import record_view
 from meshnode.runtime.hooks import HookRunner as DaemonRunner
 from meshnode.runtime.watch import WatchHub
@@ -310,6 +311,18 @@ def test_drops_are_told_at_once_then_at_most_once_an_interval_and_when_drained()
     assert tally.drained(12.0) == 1
     assert tally.drained(13.0) is None
     assert tally.total == 6
+
+
+def test_drops_left_untold_by_a_burst_are_due_an_interval_after_the_last_line() -> None:
+    tally = DropTally(interval_s=10)
+    assert tally.due() is None
+    assert tally.dropped(0.0) == 1
+    assert tally.due() is None  # nothing untold
+    assert [tally.dropped(t) for t in (1.0, 2.0)] == [None, None]
+    assert tally.due() == 10.0
+    assert tally.tell_due(9.0) is None
+    assert tally.tell_due(10.0) == 2
+    assert tally.due() is None and tally.tell_due(30.0) is None
 
 
 # -- one run, blocking (the CLI's) ---------------------------------------------
@@ -678,6 +691,19 @@ async def test_a_hanging_hook_never_stalls_the_node(
     assert dropped_lines == [
         "event=hooks_dropped dropped=1 total=1 queue=8: the queue of runs was full"
     ], "drops are counted, not logged one by one"
+
+
+async def test_drops_of_a_burst_are_told_an_interval_later_though_the_backlog_stays(
+    daemonside: Callable[..., Any], hook_log: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(hooks_runtime, "DROP_LOG_INTERVAL_S", 0.2)
+    node = await daemonside([HookConfig(("sleep", "60"))], 1, queue_size=2)
+    node.hub.publish([record(AUTHOR, key=f"offer/{n}", seq=n + 1) for n in range(50)])
+    await trio.testing.wait_all_tasks_blocked()
+    await wait_for(lambda: len([m for m in warnings_of(hook_log) if "hooks_dropped" in m]) == 2)
+    first, rest = [m for m in warnings_of(hook_log) if "hooks_dropped" in m]
+    assert first.startswith("event=hooks_dropped dropped=1 total=1 ")
+    assert f"total={node.runner.dropped} " in rest, "the whole burst is told, the sleep hangs on"
 
 
 async def test_one_step_storing_more_than_a_watch_holds_misses_no_hook(

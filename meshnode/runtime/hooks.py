@@ -93,6 +93,7 @@ class HookRunner:
         self._env = hook_environment(os.environ if env is None else env, {}, socket)
         self._output_cap = output_cap
         self._drops = DropTally(DROP_LOG_INTERVAL_S)
+        self._drops_untold = trio.Event()  # set when a drop was not told at once
         self._running = False  # listening to the hub, between run's start and end
         self._groups: set[int] = set()  # process groups of the runs under way
         self._start_errors: set[tuple[HookConfig, str]] = set()  # said once until a reload
@@ -141,6 +142,7 @@ class HookRunner:
         self._listen()
         try:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._tell_late_drops)
                 await self._dispatch(nursery)
         finally:
             self._running = False
@@ -156,7 +158,20 @@ class HookRunner:
             try:
                 self._send.send_nowait(_Job(hook, event, view))
             except trio.WouldBlock:
-                self._tell_drops(self._drops.dropped(trio.current_time()))
+                told = self._drops.dropped(trio.current_time())
+                if told is None:
+                    self._drops_untold.set()
+                self._tell_drops(told)
+
+    async def _tell_late_drops(self) -> None:
+        """Drops left untold by a burst are told when their interval is up."""
+        while True:
+            await self._drops_untold.wait()
+            self._drops_untold = trio.Event()
+            due = self._drops.due()
+            if due is not None:
+                await trio.sleep_until(due)
+                self._tell_drops(self._drops.tell_due(trio.current_time()))
 
     async def _dispatch(self, nursery: trio.Nursery) -> None:
         while True:

@@ -339,7 +339,8 @@ class DropTally:
     """Counts records dropped because the hooks fell behind, for a line now and then.
 
     The first drop after a quiet spell is told at once; later ones at most once
-    per ``interval_s``, and what is left untold once the backlog has drained.
+    per ``interval_s`` (``due``: when, if no further drop comes to tell them), and
+    what is left untold once the backlog has drained.
     Each call that returns a number hands over the drops untold so far (``total``
     counts all). Time is passed in.
     """
@@ -361,6 +362,19 @@ class DropTally:
     def drained(self, now: float) -> int | None:
         """The backlog is empty again: the drops not yet told, if any."""
         return self._tell(now) if self._untold else None
+
+    def due(self) -> float | None:
+        """When the drops not yet told are to be told, if there are any: a burst of drops
+        and then none (an import into hung hooks) is told an interval later, not only
+        once the backlog drains, which may take many minutes."""
+        if not self._untold or self._last_line is None:
+            return None
+        return self._last_line + self._interval_s
+
+    def tell_due(self, now: float) -> int | None:
+        """The drops not yet told, if their time (``due``) has come."""
+        due = self.due()
+        return self._tell(now) if due is not None and now >= due else None
 
     def _tell(self, now: float) -> int:
         untold, self._untold, self._last_line = self._untold, 0, now
