@@ -433,7 +433,11 @@ def _watch_exec(client: Client, args: argparse.Namespace) -> int:
     if not 1 <= concurrency <= MAX_HOOK_CONCURRENCY:
         raise BadInput(f"--exec-concurrency is 1 to {MAX_HOOK_CONCURRENCY}")
     try:
-        hook = hook_from_args(args.exec, args.exec_timeout)
+        timeout_ms = None if args.exec_timeout is None else durations.parse_ms(args.exec_timeout)
+    except durations.DurationError as exc:
+        raise BadInput(f"--exec-timeout {exc}") from None
+    try:
+        hook = hook_from_args(args.exec, None if timeout_ms is None else timeout_ms / 1000)
     except HookSpecError as exc:
         raise BadInput(str(exc)) from None
     events = client.watch(prefix=args.prefix, author=check_author(args.author))
@@ -628,7 +632,9 @@ def _watch_options(p: argparse.ArgumentParser) -> None:
         ' "$MESHNODE_VALUE", ... (quote them) and JSON on stdin',
     )
     p.add_argument(
-        "--exec-timeout", type=float, metavar="S", help="stop a run after S seconds (default 10)"
+        "--exec-timeout",
+        metavar="DURATION",
+        help="stop a run after DURATION: seconds, or 500ms, 5s, 2m (default 10s)",
     )
     p.add_argument(
         "--exec-concurrency", type=int, metavar="N", help="at most N runs at once (default 4)"

@@ -72,7 +72,7 @@ def hook_from_args(
         raise HookSpecError(f"cannot run {argv[0]!r}: command not found or not executable")
     timeout_s = DEFAULT_HOOK_TIMEOUT_S if timeout_s is None else timeout_s
     if not 0 < timeout_s <= 86_400:
-        raise HookSpecError("--exec-timeout is a number of seconds above 0 (at most a day)")
+        raise HookSpecError("--exec-timeout must be at most a day")
     return HookConfig(argv, timeout_s=timeout_s)
 
 
