@@ -18,7 +18,7 @@ def test_status_names_the_interfaces_discovery_skips_and_why() -> None:
     }
     assert cli._discovery_line(discovery) == (
         "mDNS on eth0, not on lo (loopback), docker0 (a container bridge);"
-        " 1 service of this network seen; ignored: 2 another network"
+        " 1 service of this network seen; ignored: another network 2"
     )
 
 

@@ -356,7 +356,7 @@ def test_a_reload_the_daemon_refuses_is_exit_2_with_its_reason(node: Node) -> No
     with FakeDaemon([refuse]) as fake:
         result = node.run("config", "reload", MESHNODE_SOCKET=str(fake.socket))
     assert result.returncode == 2
-    assert result.stderr == f"meshnode: {why}; nothing changed: the daemon keeps what it had\n"
+    assert result.stderr == f"meshnode: {why} (nothing changed: the daemon keeps what it had)\n"
 
 
 def test_config_path_prints_the_file(node: Node, tmp_path: Path) -> None:

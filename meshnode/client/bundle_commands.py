@@ -27,6 +27,7 @@ import time
 
 from meshnode.client import Client, ClientError, DaemonNotRunning, RemoteError
 from meshnode.client.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK
+from meshnode.client.words import counted
 from meshnode.core.jsonview import dumps
 from meshnode.core.nodeid import NodeIdError, decode_node_id
 from meshnode.system import paths
@@ -163,7 +164,8 @@ def _export(args: argparse.Namespace) -> int:
         sys.stderr.write(dumps(summary) + "\n")
     else:
         sys.stderr.write(
-            f"exported {writer.count:,} records ({writer.size:,} bytes) from {where} to {target}\n"
+            f"exported {counted(writer.count, 'record')} ({writer.size:,} bytes) from {where}"
+            f" to {target}\n"
         )
     return EXIT_OK
 
@@ -511,7 +513,7 @@ def _report(args: argparse.Namespace, tally: _Tally, reader: BundleReader) -> in
     else:
         counts = ", ".join(f"{_WORDS[v]} {tally.counts.get(v, 0):,}" for v in _ACCEPTED)
         sys.stdout.write(
-            f"imported {tally.name} into {tally.into}: {tally.records:,} records,"
+            f"imported {tally.name} into {tally.into}: {counted(tally.records, 'record')},"
             f" {counts}, rejected {tally.rejected:,}\n"
         )
         for reason in sorted(tally.examples):

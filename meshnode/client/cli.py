@@ -309,7 +309,7 @@ def _discovery_line(discovery: dict[str, Any]) -> str:
     line += f" {counted(seen, 'service')} of this network seen"
     ignored = discovery.get("ignored_services", {})
     if ignored:
-        line += "; ignored: " + ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))
+        line += "; ignored: " + ", ".join(f"{why} {n}" for why, n in sorted(ignored.items()))
     return line
 
 

@@ -214,7 +214,7 @@ def cmd_config_reload(args: argparse.Namespace) -> int:
         if exc.code != "config-error":
             raise
         raise CommandFailed(
-            EXIT_BAD_INPUT, f"{exc.message}; nothing changed: the daemon keeps what it had"
+            EXIT_BAD_INPUT, f"{exc.message} (nothing changed: the daemon keeps what it had)"
         ) from None
     except DaemonNotRunning as exc:
         start = "meshnode run" + (f" --data-dir {args.data_dir}" if args.data_dir else "")

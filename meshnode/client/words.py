@@ -9,8 +9,8 @@ from __future__ import annotations
 
 
 def counted(n: int, noun: str) -> str:
-    """``1 peer``, ``2 peers``: the noun's plural is its singular with an s."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    """``1 peer``, ``2 peers``, ``20,014 records``: the plural is the singular with an s."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def size(n: int) -> str:

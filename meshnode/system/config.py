@@ -455,7 +455,15 @@ def _hook(file: _File, index: int, table: dict[str, Any]) -> HookConfig:
 
     for key in table:
         if key not in _HOOK_KEYS:
-            raise bad(key, f"unknown key {key!r}; a hook has {', '.join(_HOOK_KEYS)}")
+            import difflib
+
+            problem = f"unknown key {key!r}; a hook has {', '.join(_HOOK_KEYS)}"
+            if key in _KNOWN or difflib.get_close_matches(key, _KNOWN, n=1):
+                problem += (
+                    " (TOML puts every key below a [[hooks]] line into that hook:"
+                    " settings of the node go above the first one)"
+                )
+            raise bad(key, problem)
     prefix = table.get("prefix", "")
     if not isinstance(prefix, str):
         raise bad("prefix", "prefix is a string, the start of the keys it is for")
