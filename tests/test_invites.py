@@ -296,7 +296,9 @@ def test_config_show_without_a_daemon_says_what_run_would_use(node: Node) -> Non
     node.conf.write_text(f'peers = ["192.0.2.1:7744"]\nnetwork_key = "{INVITE}"\n')
     result = node.run("config", "show", "--peer", "192.0.2.2:1", MESHNODE_LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr
-    assert "no daemon is running" in result.stderr and "meshnode run" in result.stderr
+    assert result.stderr.startswith(
+        "meshnode: with --peer: this is what `meshnode run` would use\n"
+    )
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert lines["file:"] == f"file: {node.conf}"
     assert lines["peers"].endswith(f"{node.conf}:1 + flag --peer")
@@ -305,7 +307,9 @@ def test_config_show_without_a_daemon_says_what_run_would_use(node: Node) -> Non
     assert lines["max_peers"].split()[1:] == ["128", "default"]
     assert f"private {config.network_id(KEY)} (network show --reveal)" in (lines["network_key"])
     assert INVITE not in result.stdout
-    as_json = json.loads(node.run("config", "show", "--json").stdout)
+    plain = node.run("config", "show", "--json")
+    assert "no daemon is running" in plain.stderr and "meshnode run" in plain.stderr
+    as_json = json.loads(plain.stdout)
     assert as_json["file"] == str(node.conf) and as_json["files"] == [str(node.conf)]
     assert as_json["running"] is False
     assert {"key": "listen", "value": [":7744"], "source": "default"} in as_json["settings"]
@@ -323,6 +327,25 @@ def test_config_show_asks_a_running_daemon(node: Node) -> None:
         f"file: {daemons}",
         f"{'log_level':<25} {'error':<36} {daemons}:1",
     ]
+
+
+def test_config_show_with_run_flags_answers_for_them_though_a_daemon_runs(node: Node) -> None:
+    other = node.conf.parent / "other.toml"
+    other.parent.mkdir(parents=True)
+    other.write_text("max_peers = 12\n")
+    with FakeDaemon([]) as fake:  # a daemon that would never answer: it is not asked
+        result = node.run(
+            "config", "show", "--config", str(other), MESHNODE_SOCKET=str(fake.socket)
+        )
+        typo = node.run(
+            "config", "show", "--config", str(other) + "x", MESHNODE_SOCKET=str(fake.socket)
+        )
+    assert result.returncode == 0, result.stderr
+    assert "with --config: this is what `meshnode run` would use" in result.stderr
+    assert (
+        f"max_peers                 12                                   {other}:1" in result.stdout
+    )
+    assert typo.returncode == 0 and "(not there: defaults)" in typo.stdout
 
 
 def test_a_bad_configuration_is_exit_2_with_the_file_and_line(node: Node) -> None:

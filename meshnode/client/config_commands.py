@@ -170,9 +170,16 @@ def _no_daemon_note(args: argparse.Namespace) -> None:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    shown = _daemon_config(args)
+    flags = _run_flags(args)
+    shown = None if flags else _daemon_config(args)
     running = shown is not None
-    if shown is None:
+    if flags:  # a question about a start with these flags, whatever the daemon uses now
+        print(
+            f"meshnode: with {', '.join(flags)}: this is what `meshnode run` would use",
+            file=sys.stderr,
+        )
+        shown = _local_config(args)
+    elif shown is None:
         _no_daemon_note(args)
         shown = _local_config(args)
     if args.json:
@@ -188,6 +195,19 @@ def cmd_config_show(args: argparse.Namespace) -> int:
             source = "" if n else row["source"]  # hooks: where the first of them is
             print(f"{key:<25} {value:<36} {source}".rstrip())
     return EXIT_OK
+
+
+def _run_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of ``meshnode run`` given to ``config show``, as typed."""
+    given = {
+        "--config": args.config is not None,
+        "--log-level": args.log_level is not None,
+        "--listen": bool(args.listen),
+        "--peer": bool(args.peer),
+        "--no-mdns": args.no_mdns,
+        "--network-key": args.network_key is not None,
+    }
+    return [flag for flag, there in given.items() if there]
 
 
 def _shown_values(row: dict[str, Any]) -> list[tuple[str, str]]:
