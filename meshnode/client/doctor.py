@@ -145,8 +145,10 @@ def _peers(
             "peers",
             False,
             "nodes of this network are seen, but none is connected",
-            "a firewall may block their peer port (7744/tcp); meshnode peers --all shows"
-            " the dials and their failures",
+            # 2 minutes: the TTL of every mDNS record meshnode sends (runtime.mdns.TTL)
+            "a node unplugged without a goodbye is still heard of for up to 2 minutes, until"
+            " its mDNS record expires; past that, a firewall may block their peer port"
+            " (7744/tcp); meshnode peers --all shows the dials and their failures",
         )
     if not discovery.get("mdns"):
         hint = "mDNS is off: give a peer with --peer HOST:PORT, or start without --no-mdns"
