@@ -102,9 +102,9 @@ def test_delete_writes_a_signed_tombstone() -> None:
     tombstone = n.delete("offer/x", now_ms=T0 + 1)
     assert tombstone.is_tombstone and tombstone.author == ME.public_key
     assert n.get("offer/x", now_ms=T0 + 1) == tombstone
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="'offer/x' is deleted already"):
         n.delete("offer/x", now_ms=T0 + 2)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match="no record 'never/was' to delete"):
         n.delete("never/was", now_ms=T0 + 2)
 
 

@@ -143,8 +143,10 @@ class Node:
     def delete(self, key: str, *, now_ms: int) -> Record:
         """Replace one of this node's records with a signed tombstone."""
         current = self.store.get(self.identity.public_key, key, now_ms)
-        if current is None or current.is_tombstone:
+        if current is None:
             raise NotFound(f"no record {key!r} to delete")
+        if current.is_tombstone:
+            raise NotFound(f"{key!r} is deleted already")
         [result] = self._store_own([(key, None, None)], now_ms)
         if isinstance(result, Exception):
             raise result
