@@ -326,6 +326,7 @@ def test_a_port_in_use_is_a_clear_start_up_error(daemon_factory: MakeDaemon) -> 
     assert second.process.wait(10) == 1
     assert "cannot listen for peers" in second.log() and "Address already in use" in second.log()
     assert "Traceback" not in second.log()
+    assert "event=stopped" not in second.log(), "it never started, so it does not say it stopped"
 
 
 def _handshaken(address: str, who: int) -> tuple[socket.socket, SecureChannel]:

@@ -119,6 +119,7 @@ class _Daemon:
         self.store_thread = StoreThread()
         self.hub = WatchHub()
         self.discovery_scope: trio.CancelScope | None = None
+        self.started = False  # its work began (and it said event=ready)
 
     async def main(self) -> None:
         config = self.config
@@ -184,7 +185,8 @@ class _Daemon:
                     root.cancel_scope.cancel()
         finally:
             _unlink_quietly(config.socket_path)
-            log.info("event=stopped")
+            if self.started:  # a start that failed says why instead
+                log.info("event=stopped")
 
     def _start_work(
         self,
@@ -203,6 +205,7 @@ class _Daemon:
         port = _advertised_port(peers.listening)
         if discovery.mdns and port is not None:
             nursery.start_soon(self._discover, port)
+        self.started = True
         log.info(
             "event=ready version=%s node=%s data_dir=%s socket=%s",
             __version__,
