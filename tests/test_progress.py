@@ -246,7 +246,7 @@ def test_the_sync_line_of_status() -> None:
     )
     assert sync_line(summary(peers=3, peers_synced=3)) == "in sync with 3 peers"
     assert sync_line(summary(peers=1, peers_synced=1, refused=2013)) == (
-        "in sync with 1 peer (2,013 records refused by this node's store quotas: store_max_*)"
+        "in sync with 1 peer (the store's quotas refused records 2,013 times: store_max_*)"
     )
     assert sync_line(summary()) == "no peers connected"
     assert "in sync with 1 of 2 peers" in sync_line(summary(peers=2, peers_synced=1))

@@ -117,13 +117,7 @@ def sync_line(summary: dict[str, Any]) -> str:
         return line
     synced = summary["peers_synced"]
     if synced == peers:
-        refused = summary.get("refused", 0)
-        held_back = (
-            f" ({refused:,} records refused by this node's store quotas: store_max_*)"
-            if refused
-            else ""
-        )
-        return f"in sync with {counted(peers, 'peer')}{held_back}"
+        return f"in sync with {counted(peers, 'peer')}{_held_back(summary)}"
     if reconciling:
         line = f"reconciling with {counted(reconciling, 'peer')}"
         return f"{line}; in sync with {synced} of {peers}" if synced else line
@@ -134,6 +128,16 @@ def sync_line(summary: dict[str, Any]) -> str:
         f"nothing to fetch; in sync with {synced} of {counted(peers, 'peer')}, the others not yet"
         " reconciled with (meshnode sync --wait starts it)"
     )
+
+
+def _held_back(summary: dict[str, Any]) -> str:
+    """What the store's quotas kept out, if anything: said, or "in sync" would hide it.
+
+    A count of refusals, not of records: a record a peer sends again is refused again."""
+    refused = summary.get("refused", 0)
+    if not refused:
+        return ""
+    return f" (the store's quotas refused records {counted(refused, 'time')}: store_max_*)"
 
 
 def _session_line(session: dict[str, Any]) -> str:
@@ -173,7 +177,8 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
                 return _done(args, state, "no peers connected: nothing to catch up with")
             if enough and not behind:
                 progress.close()
-                return _done(args, state, f"in sync with {counted(len(sessions), 'peer')}")
+                in_sync = f"in sync with {counted(len(sessions), 'peer')}{_held_back(state)}"
+                return _done(args, state, in_sync)
             now = time.monotonic()
             if now >= deadline:
                 progress.close()
