@@ -220,6 +220,7 @@ def test_leave_takes_the_key_out_and_the_node_is_on_the_public_network(node: Nod
     assert json.loads(node.run("network", "show", "--json").stdout)["network"] == "public"
     again = node.run("network", "leave")  # nothing to take out: still fine, and said
     assert "no network key in" in again.stdout and "to take out" in again.stdout
+    assert "takes effect" not in again.stdout, "nothing changed, so nothing is to take effect"
     assert json.loads(node.run("network", "leave", "--json").stdout)["daemon"] == "not_running"
     assert node.conf.read_text() == "# my laptop\nlog_level = 'warning'\n"
 

@@ -385,7 +385,8 @@ def _put_on_network(args: argparse.Namespace, invite: str | None) -> int:
             f" {in_force['network_id']}"
         )
     elif daemon == "not_running":
-        say(f"it takes effect when a node that reads {target} starts")
+        if changed or invite:
+            say(f"it takes effect when a node that reads {target} starts")
     elif daemon == "restart_needed":
         say("the daemon needs a restart to move to it (systemctl restart meshnode)")
     elif "network_key" in answer["changed"]:
