@@ -43,11 +43,7 @@ def parse_ms(text: str) -> int:
         spelled += "s"
     if not spelled or _PART.sub("", spelled):  # anything left over is not number and unit
         raise DurationError(f"{WRITTEN_AS}; got {text!r}")
-    parts = _PART.findall(spelled)
-    units = [UNIT_MS[unit] for _, unit in parts]
-    if units != sorted(set(units), reverse=True):  # "1h30m", never "30m1h" or "1h1h"
-        raise DurationError(f"{WRITTEN_AS}, largest unit first, each once; got {text!r}")
-    ms = sum(float(n) * UNIT_MS[unit] for n, unit in parts)
+    ms = sum(float(n) * UNIT_MS[unit] for n, unit in _PART.findall(spelled))
     if math.isinf(ms):  # digits past any float, not infinity written down
         ms = 2.0 * MAX_MS
     return checked_ms(-ms if negative else ms, text)
