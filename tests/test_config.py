@@ -315,6 +315,8 @@ BAD_FILES = [
     ("tombstone_retention = inf", 1, "must be a finite duration"),
     ("tombstone_retention = nan", 1, "must be a finite duration"),
     ("tombstone_retention = 1e300", 1, "must be at most 100 years"),
+    ("tombstone_retention = 1e308", 1, "must be at most 100 years"),
+    ("tombstone_retention = 1" + "0" * 400, 1, "must be at most 100 years"),
     ('[[hooks]]\nexec = ["a"]\ntimeout = -inf\n', 3, "hook 1: timeout must be a finite"),
     ("hook_concurrency = 0", 1, "hook_concurrency must be 1 to 64"),
     ('hooks = "notify-send"', 1, "hooks are tables"),

@@ -1,8 +1,8 @@
 """Durations as people write them: ``90`` (seconds), ``45s``, ``1.5h``, ``1h30m``, ``500ms``.
 
-One grammar for the command line (``publish --ttl``) and the configuration file
-(``tombstone_retention``, a hook's ``timeout``), so that what works in one works in
-the other. A number may have a fraction; a bare number is seconds. Errors complete a
+One grammar for the command line (``publish --ttl``, ``watch --exec-timeout``) and the
+configuration file (``tombstone_retention``, a hook's ``timeout``), so that what works in
+one works in the other. A number may have a fraction; a bare number is seconds. Errors complete a
 sentence whose subject is the caller's name for the value ("--ttl must be a positive
 duration", "hook 1: timeout is a duration: ...").
 """
@@ -33,8 +33,14 @@ class DurationError(ValueError):
     """Not a duration, or out of range; the message says which, without a subject."""
 
 
+MAX_TEXT = 64
+"""Characters at most: far past "1w6d23h59m59s999ms", and a bound on the regex's work."""
+
+
 def parse_ms(text: str) -> int:
     """The milliseconds ``text`` spells, rounded to the nearest; DurationError if none."""
+    if len(text) > MAX_TEXT:
+        raise DurationError(f"{WRITTEN_AS}; got {len(text):,} characters")
     spelled = text.strip().lower()
     negative = spelled.startswith("-")  # parsed, to be refused as such rather than as words
     if negative:
@@ -49,9 +55,19 @@ def parse_ms(text: str) -> int:
     return checked_ms(-ms if negative else ms, text)
 
 
+def seconds_ms(seconds: float, given: object) -> int:
+    """A number of seconds (TOML's int or float) in milliseconds, checked as ``checked_ms``;
+    the range is checked first, so that 1e308 s is too long rather than infinite."""
+    if isinstance(seconds, float) and not math.isfinite(seconds):  # TOML has inf and nan
+        raise DurationError(f"must be a finite duration, got {given!r}")
+    if seconds > MAX_MS / 1000:
+        raise DurationError(f"must be at most 100 years, got {given!r}")
+    return checked_ms(seconds * 1000, given)
+
+
 def checked_ms(ms: float, given: object) -> int:
     """``ms`` rounded, if it is a duration meshnode can keep; ``given`` is what was written."""
-    if not math.isfinite(ms):  # TOML has inf and nan
+    if isinstance(ms, float) and not math.isfinite(ms):  # an int is finite, however long
         raise DurationError(f"must be a finite duration, got {given!r}")
     if ms <= 0:
         raise DurationError(f"must be a positive duration, got {given!r}")

@@ -288,7 +288,7 @@ def _duration_ms(value: Any) -> int:
     """Milliseconds of a duration: a number of seconds, or ``"30d"``, ``"1h30m"``, ``"500ms"``."""
     try:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return durations.checked_ms(value * 1000, value)
+            return durations.seconds_ms(value, value)
         if isinstance(value, str):
             return durations.parse_ms(value)
     except durations.DurationError as exc:
