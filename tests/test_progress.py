@@ -391,6 +391,17 @@ def test_sync_wait_just_after_the_daemon_was_started_waits_for_it(
     assert (waiting.returncode, out) == (0, "no peers connected: nothing to catch up with\n"), err
 
 
+def test_sync_wait_with_no_daemon_says_it_waits_then_gives_up_at_the_timeout(
+    daemon_factory: MakeDaemon,
+) -> None:
+    node = daemon_factory("never-started")
+    started = time.monotonic()
+    waited = node.cli("sync", "--wait", "--timeout", "1")
+    assert waited.returncode == 3 and 1 <= time.monotonic() - started < 10
+    assert waited.stderr.startswith(f"meshnode: waiting for a daemon to answer at {node.socket}\n")
+    assert "no meshnode daemon is running" in waited.stderr
+
+
 @pytest.mark.slow
 def test_bad_sync_arguments_are_refused_and_the_daemon_goes_on(daemon: Daemon) -> None:
     assert daemon.cli("sync", "--timeout", "-1").returncode == 2

@@ -9,7 +9,7 @@ opened, if later), and nothing is left to fetch from any. It exits 0 then, 1
 when ``--timeout`` comes first (saying what was missing), and 0 at once when
 no peer is connected, since there is nothing to catch up with: ``--peers N``
 first waits for N connected peers (within the same timeout). A daemon that is
-still starting is waited for, up to 10 s or the timeout.
+still starting is waited for, up to the timeout (10 s without one).
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
     began = time.monotonic()
     deadline = began + args.timeout if args.timeout is not None else float("inf")
     progress = Progress(sys.stderr)
-    state = _first_answer(client, min(deadline, began + DAEMON_START_S))
+    until = deadline if args.timeout is not None else began + DAEMON_START_S
+    state = _first_answer(client, until)
     asked = time.monotonic()
     baseline = {_key(s): s["reconcile_rounds_finished"] for s in state["sessions"]}
     try:
@@ -199,12 +200,17 @@ def _first_answer(client: Client, until: float) -> dict[str, Any]:
     script may run ``meshnode run &`` and ``meshnode sync --wait`` one after the other."""
     from meshnode.client import DaemonNotRunning
 
+    said = False
     while True:
         try:
             return client.call("sync", start=True)  # type: ignore[no-any-return]
         except DaemonNotRunning:
             if time.monotonic() >= until:
                 raise
+            if not said:
+                waiting = f"meshnode: waiting for a daemon to answer at {client.socket_path}"
+                _out(waiting, sys.stderr)
+                said = True
             time.sleep(POLL_INTERVAL / 4)
 
 
