@@ -110,3 +110,12 @@ def test_an_unknown_option_is_told_with_its_commands_usage(line: list[str], usag
         cli.parse_args(line)
     assert exited.value.code == 2
     assert err.getvalue().startswith(usage) and "unrecognized arguments: --bogus" in err.getvalue()
+
+
+def test_a_negative_duration_is_read_as_the_option_s_value_but_not_past_a_double_dash() -> None:
+    from meshnode.client.cli import parse_args
+
+    assert parse_args(["publish", "k", "--ttl", "-5m", "v"]).ttl == "-5m"
+    assert parse_args(["watch", "--exec", "true", "--exec-timeout", "-1s"]).exec_timeout == "-1s"
+    as_words = parse_args(["publish", "k", "--", "--ttl"])
+    assert (as_words.ttl, as_words.value) == (None, "--ttl")

@@ -688,7 +688,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     argparse fills an optional positional before it sees later words, so a
     value given after ``--ttl`` comes back unrecognised; it is the value.
     """
-    words = _negative_ttl_joined(sys.argv[1:] if argv is None else list(argv))
+    words = _negative_durations_joined(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(_named_command(words))
     args, extras = parser.parse_known_args(words)
     if args.command == "publish" and args.value is None and len(extras) == 1:
@@ -698,13 +698,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _negative_ttl_joined(words: list[str]) -> list[str]:
+_DURATION_OPTIONS = ("--ttl", "--exec-timeout")
+
+
+def _negative_durations_joined(words: list[str]) -> list[str]:
     """``--ttl -5m`` as ``--ttl=-5m``: argparse takes ``-5m`` for an unknown option and says
-    ``--ttl`` lacks its argument, where the user needs to hear that a TTL is positive."""
+    ``--ttl`` lacks its argument, where the user needs to hear that a duration is positive.
+    Not past ``--``: what follows it is the user's words, as they are."""
     joined: list[str] = []
-    for word in words:
-        if joined and joined[-1] == "--ttl" and re.match(r"-[\d.]", word):
-            joined[-1] = f"--ttl={word}"
+    for n, word in enumerate(words):
+        if word == "--":
+            return joined + words[n:]
+        if joined and joined[-1] in _DURATION_OPTIONS and re.match(r"-[\d.]", word):
+            joined[-1] = f"{joined[-1]}={word}"
         else:
             joined.append(word)
     return joined
