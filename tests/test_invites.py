@@ -334,12 +334,16 @@ def test_config_show_with_run_flags_answers_for_them_though_a_daemon_runs(node: 
     other = node.conf.parent / "other.toml"
     other.parent.mkdir(parents=True)
     other.write_text("max_peers = 12\n")
-    with FakeDaemon([]) as fake:  # a daemon that would never answer: it is not asked
+    shown = {"file": "/daemons.toml", "files": [], "settings": []}
+    with FakeDaemon(answers(shown, shown, shown)) as fake:  # asked only whether it runs
         result = node.run(
             "config", "show", "--config", str(other), MESHNODE_SOCKET=str(fake.socket)
         )
         typo = node.run(
             "config", "show", "--config", str(other) + "x", MESHNODE_SOCKET=str(fake.socket)
+        )
+        as_json = node.run(
+            "config", "show", "--json", "--no-mdns", MESHNODE_SOCKET=str(fake.socket)
         )
     assert result.returncode == 0, result.stderr
     assert "with --config: this is what `meshnode run` would use" in result.stderr
@@ -347,6 +351,9 @@ def test_config_show_with_run_flags_answers_for_them_though_a_daemon_runs(node: 
         f"max_peers                 12                                   {other}:1" in result.stdout
     )
     assert typo.returncode == 0 and "(not there: defaults)" in typo.stdout
+    answer = json.loads(as_json.stdout)
+    assert (answer["running"], answer["for_flags"]) == (True, ["--no-mdns"])
+    assert {"key": "mdns", "value": False, "source": "flag --no-mdns"} in answer["settings"]
 
 
 def test_a_bad_configuration_is_exit_2_with_the_file_and_line(node: Node) -> None:

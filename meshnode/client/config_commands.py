@@ -171,7 +171,7 @@ def _no_daemon_note(args: argparse.Namespace) -> None:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     flags = _run_flags(args)
-    shown = None if flags else _daemon_config(args)
+    shown = _daemon_config(args)
     running = shown is not None
     if flags:  # a question about a start with these flags, whatever the daemon uses now
         print(
@@ -183,7 +183,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         _no_daemon_note(args)
         shown = _local_config(args)
     if args.json:
-        print(dumps({**shown, "running": running}))
+        print(dumps({**shown, "running": running, "for_flags": flags}))
         return EXIT_OK
     read = shown["file"] in shown["files"]
     print(f"file: {shown['file']}{'' if read else ' (not there: defaults)'}")
