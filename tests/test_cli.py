@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.client import Client, ClientError
 from meshnode.system import datadir, paths
 from tests.fake_daemon import FakeDaemon, refuse_as_busy
 from tests.helpers import Daemon, env_without_xdg
@@ -207,18 +208,12 @@ def test_a_missing_record_exits_1(daemon: Daemon) -> None:
 
 def test_a_daemon_with_no_room_is_named_as_the_cause_not_a_broken_pipe() -> None:
     fake = FakeDaemon([refuse_as_busy])
-    with fake:  # the value is too large to be sent before the daemon has closed
-        result = subprocess.run(
-            [sys.executable, "-m", "meshnode", "publish", "--socket", str(fake.socket), "k", "-"],
-            capture_output=True,
-            text=True,
-            input="x" * 1_000_000,
-            timeout=20,
-            check=False,
-        )
-    assert result.returncode == 1
-    assert result.stderr.startswith("meshnode: the daemon has too many control clients (65)")
-    assert "Broken pipe" not in result.stderr
+    # The request is too large to be sent before the daemon has closed (a script's, through
+    # the client: the CLI reads no more than a value may hold).
+    with fake, Client(fake.socket, timeout=20) as client, pytest.raises(ClientError) as refused:
+        client.publish("k", "x" * 1_000_000)
+    assert str(refused.value).startswith("the daemon has too many control clients (65)")
+    assert "Broken pipe" not in str(refused.value)
 
 
 def status_of(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -366,6 +361,26 @@ def test_stdin_that_is_not_utf8_is_stored_as_bytes_and_text_as_text(daemon: Daem
     with daemon.client() as client:
         assert client.get("bin/x")["value"] == b"\xff\xfe\x00"
         assert client.get("text/x")["value"] == "caf\u00e9\n"
+
+
+def test_stdin_is_read_no_further_than_a_value_may_go(daemon: Daemon) -> None:
+    from meshnode.client.cli import MAX_STDIN_VALUE
+    from meshnode.core.record import MAX_VALUE_BYTES
+
+    assert MAX_STDIN_VALUE == MAX_VALUE_BYTES
+    command = [sys.executable, "-m", "meshnode", "publish", *daemon.cli_args]
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run(
+            [*command, "big/x", "-"], stdin=endless, capture_output=True, timeout=20, check=False
+        )
+    assert done.returncode == 2 and b"over 16 KiB" in done.stderr
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *command, "closed/x", "-"],
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    assert closed.returncode == 2 and b"stdin is closed" in closed.stderr
 
 
 def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:

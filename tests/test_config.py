@@ -333,6 +333,11 @@ BAD_FILES = [
     ('[[hooks]]\nexec = ["a"]\ntimeout = "soon"\n', 3, "hook 1: timeout is a duration"),
     ('[[hooks]]\nexec = ["a"]\nmax_peers = 5\n', 3, "settings of the node go above the first"),
     ('[[hooks]]\nexec = ["a"]\nmax_peer = 5\n', 3, "settings of the node go above the first"),
+    (
+        '[[hooks]]\nexec = ["a"]\nprefixes = "a/"\n',
+        3,
+        "hook 1: unknown key 'prefixes'; did you mean prefix?",
+    ),
     ('[[hooks]]\nexec = [""]\n', 2, "hook 1: exec: a hook needs a command"),
     ("[[hooks]]\nexec = 5\n", 2, "hook 1: exec is a command: a list of strings"),
     ('[[hooks]]\nexec = ["a", 1]\n', 2, "hook 1: exec: a command is a list of strings"),

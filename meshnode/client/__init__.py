@@ -74,7 +74,9 @@ class ConnectionLost(ClientError):
 
 
 class Unencodable(ClientError, ValueError):
-    """The caller's request cannot be put into msgpack-RPC; nothing was sent."""
+    """The caller's request cannot be put into msgpack-RPC; nothing was sent.
+
+    A ValueError too, as msgpack's own error was: a caller that caught that still does."""
 
 
 def _request(msgid: int, method: str, params: list[Any]) -> bytes:
@@ -85,8 +87,8 @@ def _request(msgid: int, method: str, params: list[Any]) -> bytes:
         return encode_request(msgid, method, params)
     except UnicodeEncodeError:
         raise Unencodable(
-            "text that is not valid UTF-8 cannot be sent (to store bytes, pipe them to"
-            " publish on stdin with -)"
+            "text that is not valid UTF-8 cannot be sent (a value of bytes can be published"
+            " from stdin: meshnode publish KEY -)"
         ) from None
     except OverflowError:
         raise Unencodable(

@@ -63,9 +63,17 @@ def _ttl_ms(text: str) -> int:
     return ms
 
 
+MAX_STDIN_VALUE = 16 * 1024  # meshnode.core.record.MAX_VALUE_BYTES, which pulls in nacl
+
+
 def _stdin_value() -> str | bytes:
-    """What stdin holds, as it is: text if it is UTF-8, else bytes (msgpack bin)."""
-    data = sys.stdin.buffer.read()
+    """What stdin holds, as it is: text if it is UTF-8, else bytes (msgpack bin). Read no
+    further than a value may go: ``publish k - < /dev/zero`` is refused, not held."""
+    if sys.stdin is None:
+        raise BadInput("publish - reads the value from stdin, and stdin is closed")
+    data = sys.stdin.buffer.read(MAX_STDIN_VALUE + 1)
+    if len(data) > MAX_STDIN_VALUE:
+        raise BadInput(f"the value on stdin is over {MAX_STDIN_VALUE // 1024} KiB, a value's limit")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -250,8 +258,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         ("uptime", f"{info['uptime_s']:.0f} s"),
         (
             "records",
-            f"{info['records']} ({info['own_records']} own,"
-            f" {info['tombstones']} deleted, {counted(info['authors'], 'author')})",
+            f"{info['records']:,} ({info['own_records']:,} own,"
+            f" {info['tombstones']:,} deleted, {counted(info['authors'], 'author')})",
         ),
         (
             "store",

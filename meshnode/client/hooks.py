@@ -71,7 +71,9 @@ def hook_from_args(
     if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
         raise HookSpecError(f"cannot run {argv[0]!r}: command not found or not executable")
     timeout_s = DEFAULT_HOOK_TIMEOUT_S if timeout_s is None else timeout_s
-    if not 0 < timeout_s <= 86_400:
+    if not timeout_s > 0:
+        raise HookSpecError("--exec-timeout must be a positive duration")
+    if timeout_s > 86_400:
         raise HookSpecError("--exec-timeout must be at most a day")
     return HookConfig(argv, timeout_s=timeout_s)
 

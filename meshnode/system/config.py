@@ -458,7 +458,10 @@ def _hook(file: _File, index: int, table: dict[str, Any]) -> HookConfig:
             import difflib
 
             problem = f"unknown key {key!r}; a hook has {', '.join(_HOOK_KEYS)}"
-            if key in _KNOWN or difflib.get_close_matches(key, _KNOWN, n=1):
+            close = difflib.get_close_matches(key, _HOOK_KEYS, n=1)
+            if close:
+                problem = f"unknown key {key!r}; did you mean {close[0]}?"
+            elif key in _KNOWN or difflib.get_close_matches(key, _KNOWN, n=1):
                 problem += (
                     " (TOML puts every key below a [[hooks]] line into that hook:"
                     " settings of the node go above the first one)"
