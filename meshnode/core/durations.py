@@ -2,9 +2,9 @@
 
 One grammar for the command line (``publish --ttl``, ``watch --exec-timeout``) and the
 configuration file (``tombstone_retention``, a hook's ``timeout``), so that what works in
-one works in the other. A number may have a fraction; a bare number is seconds. Errors complete a
-sentence whose subject is the caller's name for the value ("--ttl must be a positive
-duration", "hook 1: timeout is a duration: ...").
+one works in the other. A number may have a fraction; a bare number is seconds. Errors
+complete a sentence whose subject is the caller's name for the value ("--ttl must be a
+positive duration", "hook 1: timeout is a duration: ...").
 """
 
 from __future__ import annotations
@@ -49,9 +49,7 @@ def parse_ms(text: str) -> int:
         spelled += "s"
     if not spelled or _PART.sub("", spelled):  # anything left over is not number and unit
         raise DurationError(f"{WRITTEN_AS}; got {text!r}")
-    ms = sum(float(n) * UNIT_MS[unit] for n, unit in _PART.findall(spelled))
-    if math.isinf(ms):  # digits past any float, not infinity written down
-        ms = 2.0 * MAX_MS
+    ms = sum(float(n) * UNIT_MS[unit] for n, unit in _PART.findall(spelled))  # 64 digits: finite
     return checked_ms(-ms if negative else ms, text)
 
 
