@@ -53,11 +53,16 @@ class BadInput(Exception):
     """A command-line argument that cannot be used; nothing was sent."""
 
 
-def _ttl_ms(text: str) -> int:
+def _option_ms(option: str, text: str) -> int:
+    """A duration option's milliseconds; BadInput that names the option."""
     try:
-        ms = durations.parse_ms(text)
+        return durations.parse_ms(text)
     except durations.DurationError as exc:
-        raise BadInput(f"--ttl {exc}") from None
+        raise BadInput(f"{option} {exc}") from None
+
+
+def _ttl_ms(text: str) -> int:
+    ms = _option_ms("--ttl", text)
     if ms > durations.MAX_TTL_MS:
         raise BadInput(f"--ttl must be at most 10 years (a record's longest life), got {text!r}")
     return ms
@@ -440,10 +445,9 @@ def _watch_exec(client: Client, args: argparse.Namespace) -> int:
         concurrency = DEFAULT_HOOK_CONCURRENCY
     if not 1 <= concurrency <= MAX_HOOK_CONCURRENCY:
         raise BadInput(f"--exec-concurrency is 1 to {MAX_HOOK_CONCURRENCY}")
-    try:
-        timeout_ms = None if args.exec_timeout is None else durations.parse_ms(args.exec_timeout)
-    except durations.DurationError as exc:
-        raise BadInput(f"--exec-timeout {exc}") from None
+    timeout_ms = (
+        None if args.exec_timeout is None else _option_ms("--exec-timeout", args.exec_timeout)
+    )
     try:
         hook = hook_from_args(args.exec, None if timeout_ms is None else timeout_ms / 1000)
     except HookSpecError as exc:

@@ -355,9 +355,7 @@ class DropTally:
         """Count one dropped record; the drops to tell now, if it is time."""
         self.total += 1
         self._untold += 1
-        if self._last_line is None or now - self._last_line >= self._interval_s:
-            return self._tell(now)
-        return None
+        return self._tell(now) if self._last_line is None else self.tell_due(now)
 
     def drained(self, now: float) -> int | None:
         """The backlog is empty again: the drops not yet told, if any."""
