@@ -156,8 +156,15 @@ def test_what_needs_a_restart_is_named_and_kept(nodes: Callable[[str], Node]) ->
     answer = node.reload('mdns_interfaces = ["eth0"]\n')
     assert answer == {"changed": [], "restart_needed": ["mdns_interfaces"]}
     wait_until(lambda: "event=reload_restart_needed keys=mdns_interfaces" in node.daemon.log())
-    # config show: what is in force, and where it came from, not the file's waiting line
-    assert node.setting("mdns_interfaces")["source"] == "default"
+    # config show: what is in force, and where it came from; beside it, what the file says
+    row = node.setting("mdns_interfaces")
+    assert (row["value"], row["source"]) == (None, "default")
+    assert row["at_restart"] == {"value": ["eth0"], "source": f"{node.config}:1"}
+    shown = node.daemon.cli("config", "show").stdout
+    assert 'at restart: ["eth0"]' in shown and f"{node.config}:1" in shown
+    # Put back as it runs, it waits for nothing
+    assert node.reload("") == {"changed": [], "restart_needed": []}
+    assert "at_restart" not in node.setting("mdns_interfaces")
 
 
 def test_a_file_that_does_not_load_changes_nothing(nodes: Callable[[str], Node]) -> None:

@@ -194,6 +194,9 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         for n, (key, value) in enumerate(_shown_values(row)):
             source = "" if n else row["source"]  # hooks: where the first of them is
             print(f"{key:<25} {value:<36} {source}".rstrip())
+        if (waiting := row.get("at_restart")) is not None:  # a reload found it changed
+            for _, value in _shown_values({"key": row["key"], "value": waiting["value"]}):
+                print(f"{'':<25} {'at restart: ' + value:<36} {waiting['source']}")
     return EXIT_OK
 
 

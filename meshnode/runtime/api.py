@@ -315,11 +315,16 @@ class Api:
 
     async def config(self, args: Args) -> dict[str, Any]:
         args.done()
-        effective = self._reloader().effective
+        reloader = self._reloader()
+        effective = reloader.effective
+        rows = describe(effective)
+        for row in rows:
+            if (waiting := reloader.at_restart.get(row["key"])) is not None:
+                row["at_restart"] = waiting
         return {
             "file": str(effective.config_file),
             "files": [str(path) for path in effective.files],
-            "settings": describe(effective),
+            "settings": rows,
         }
 
     async def reload(self, args: Args) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from msgspec import Struct, structs
@@ -55,6 +56,9 @@ class Reloader:
     ) -> None:
         self.inputs = inputs
         self.effective = effective
+        # What the files now say of the keys that wait for a restart, as ``config`` shows a
+        # setting: key -> {value, source}. Empty until a reload finds one changed.
+        self.at_restart: dict[str, dict[str, Any]] = {}
         self._appliers = appliers
         self._notifier = notifier
         self._lock = trio.Lock()  # two reloads at once would apply in either order
@@ -100,6 +104,11 @@ class Reloader:
         if (applied.hooks, applied.hook_concurrency) != (old.hooks, old.hook_concurrency):
             self._appliers.hooks(applied.hooks, applied.hook_concurrency)
         self.effective = applied
+        self.at_restart = {
+            row["key"]: {"value": row["value"], "source": row["source"]}
+            for row in config.describe(new)
+            if row["key"] in waiting
+        }
         now_in_force = tuple(k for k in changed if k not in RESTART_KEYS)
         log.info(
             "event=reloaded changed=%s restart_needed=%s took_ms=%.1f",
