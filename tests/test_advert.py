@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.core import advert
+from meshnode.core.addresses import IPAddress
 from meshnode.core.advert import (
     SERVICE_TYPE,
     AdvertError,
@@ -30,7 +31,7 @@ LABEL = bytes(range(10))
 ON_LINK = (ipaddress.ip_network("10.231.0.0/24"), ipaddress.ip_network("fd00::/64"))
 
 
-def reachable(ip: advert.IPAddress) -> bool:
+def reachable(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
         return ip.scope_id in ("2", "eth0")
     return any(ip in net for net in ON_LINK)
@@ -142,6 +143,16 @@ def test_a_service_breaking_a_rule_is_not_used_for_one_reason_of_a_fixed_set(
     with pytest.raises(AdvertError) as caught:
         read_sighting(KEY, resolved(**changes), reachable)
     assert caught.value.kind == kind
+
+
+@pytest.mark.parametrize(
+    "host", ["0.1.2.3", "127.0.0.1", "224.0.0.251", "240.0.0.1", "255.255.255.255", "::1",
+             "::ffff:10.231.0.2", "64:ff9b::a00:1", "fec0::1", "ff02::fb"]
+)  # fmt: skip
+def test_no_service_sends_a_node_outside_the_unicast_blocks_whatever_its_links(host: str) -> None:
+    with pytest.raises(AdvertError) as caught:
+        read_sighting(KEY, resolved(hosts=(host,)), lambda ip: True)
+    assert caught.value.kind == advert.UNREACHABLE
 
 
 def test_on_the_public_network_the_tag_is_public_too() -> None:

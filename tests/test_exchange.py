@@ -94,6 +94,13 @@ def test_a_node_with_exchange_off_does_not_list_the_feature() -> None:
         ("127.0.0.1:7745", "127.0.0.1:40000", True),  # two nodes of one host
         ("0.0.0.0:7744", "192.0.2.24:40000", False),
         ("224.0.0.251:5353", "192.0.2.24:40000", False),
+        ("255.255.255.255:7744", "192.0.2.24:40000", False),  # broadcast, in 240.0.0.0/4
+        ("0.1.2.3:7744", "192.0.2.24:40000", False),  # "this network"
+        ("[::ffff:127.0.0.1]:7745", "192.0.2.24:40000", False),  # loopback, spelt as IPv6
+        ("[fec0::9]:7744", "192.0.2.24:40000", False),  # outside IPv6's unicast blocks
+        ("[64:ff9b::c633:6409]:7744", "192.0.2.24:40000", False),
+        ("[fd00::9]:7744", "192.0.2.24:40000", True),  # unique local
+        ("[::1]:7745", "[::1]:40000", True),  # two nodes of one host
         ("node.local:7744", "192.0.2.24:40000", False),  # a name would be resolved for a stranger
         ("198.51.100.9", "192.0.2.24:40000", False),  # no port
     ],

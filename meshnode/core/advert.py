@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from msgspec import Struct
 
-from meshnode.core.addresses import format_address
+from meshnode.core.addresses import IPAddress, format_address, unicast
 
 SERVICE_TYPE = "_meshnode._tcp.local."
 ADVERT_VERSION = 1
@@ -167,16 +167,11 @@ def read_sighting(
     return Sighting(label, tuple(dict.fromkeys(addresses)))
 
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
 def _dialable(ip: IPAddress) -> bool:
-    """Not an address a service may send peers to: loopback, unspecified, multicast, ..."""
-    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+    """An address a service may send peers to (``unicast``), IPv6 link-local with its scope."""
+    if not unicast(ip):
         return False
-    if isinstance(ip, ipaddress.IPv4Address):
-        return ip != ipaddress.IPv4Address("255.255.255.255")
-    return not ip.is_link_local or bool(ip.scope_id)  # fe80::/10 needs its interface
+    return not (isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local) or bool(ip.scope_id)
 
 
 def _txt_pairs(txt: bytes) -> dict[bytes, bytes | None]:

@@ -22,7 +22,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from meshnode.core.addresses import AddressError, parse_address
+from meshnode.core.addresses import AddressError, IPAddress, parse_address, unicast
 
 if TYPE_CHECKING:
     import random
@@ -72,9 +72,7 @@ def next_shuffle(now: float, rng: random.Random) -> float:
 
 def _crosses(address: str, *, via_loopback: bool) -> bool:
     ip = _ip(address)
-    if ip is None or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
-        return False
-    return via_loopback or not ip.is_loopback
+    return ip is not None and not ip.is_link_local and unicast(ip, loopback=via_loopback)
 
 
 def _is_loopback(address: str) -> bool:
@@ -82,7 +80,7 @@ def _is_loopback(address: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(address: str) -> IPAddress | None:
     try:
         host, port = parse_address(address, default_port=0)
         if host is None or port == 0:

@@ -38,13 +38,13 @@ from msgspec import Struct, field
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
+from meshnode.core.addresses import IPAddress
 from meshnode.core.advert import (
     LABEL_BYTES,
     SERVICE_TYPE,
     UNREACHABLE,
     Advert,
     AdvertError,
-    IPAddress,
     Resolved,
     advert_for,
     label_of,
