@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,6 +76,34 @@ def test_every_vector_is_reproduced(case: dict[str, object]) -> None:
     assert made.instance == case["instance"]
     assert made.server == case["server"]
     assert made.txt == case["txt"]
+
+
+def test_python_zeroconf_puts_the_txt_record_on_the_wire_as_the_vectors_write_it() -> None:
+    from zeroconf import ServiceInfo
+
+    for case in json.loads(VECTORS.read_text())["cases"]:
+        info = ServiceInfo(SERVICE_TYPE, case["instance"], port=7744, properties=case["txt"])
+        assert info.text.hex() == case["txt_wire"]
+
+
+@pytest.mark.parametrize(
+    "case", json.loads(VECTORS.read_text())["reading"], ids=lambda case: case["case"]
+)
+def test_every_reading_vector_is_judged_as_written(case: dict[str, Any]) -> None:
+    links = [ipaddress.ip_network(link) for link in ("10.231.0.0/24", "fd00::/64")]
+
+    def reader_reaches(ip: IPAddress) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+            return ip.scope_id == "eth0"
+        return any(ip in link for link in links)
+
+    service = Resolved(case["instance"], bytes.fromhex(case["txt"]), case["port"], case["hosts"])
+    try:
+        seen = read_sighting(bytes(range(32)), service, reader_reaches)
+    except AdvertError as exc:
+        assert exc.kind == case["ignored"]
+    else:
+        assert list(seen.addresses) == case["used"]
 
 
 def test_the_label_is_mn_and_sixteen_base32_characters_of_random_bytes() -> None:

@@ -157,14 +157,15 @@ def read_sighting(
     ips.sort(key=lambda ip: ip.is_link_local)
     addresses: list[str] = []
     for ip in ips:
-        if not _dialable(ip) or not reachable(ip):
+        address = format_address(str(ip), port)
+        if address in addresses or not _dialable(ip) or not reachable(ip):
             continue
-        addresses.append(format_address(str(ip), port))
+        addresses.append(address)
         if len(addresses) == MAX_ADDRESSES:
             break
     if not addresses:
         raise AdvertError(UNREACHABLE)
-    return Sighting(label, tuple(dict.fromkeys(addresses)))
+    return Sighting(label, tuple(addresses))
 
 
 def _dialable(ip: IPAddress) -> bool:
@@ -175,11 +176,16 @@ def _dialable(ip: IPAddress) -> bool:
 
 
 def _txt_pairs(txt: bytes) -> dict[bytes, bytes | None]:
-    """RFC 6763 §6: length-prefixed strings ``key=value``; keys case-insensitive, first wins."""
+    """RFC 6763 §6: length-prefixed strings ``key=value``; keys case-insensitive, first wins.
+
+    A bare ``key`` (no ``=``) has the value None; an empty key is skipped.
+    """
     pairs: dict[bytes, bytes | None] = {}
     at = 0
     while at < len(txt):
         size = txt[at]
+        if at + 1 + size > len(txt):
+            raise AdvertError(MALFORMED, "a TXT string runs past the end of the record")
         item = txt[at + 1 : at + 1 + size]
         at += 1 + size
         key, equals, value = item.partition(b"=")
