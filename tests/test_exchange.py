@@ -116,6 +116,13 @@ def test_what_a_peer_shares_is_taken_as_an_exchange_hint_only_where_it_means_som
     assert (learnt.get(address) == "exchange") == taken
 
 
+def test_an_address_spelt_another_way_is_taken_in_its_one_canonical_form() -> None:
+    via = "192.0.2.24:40000"
+    assert exchange.taken_as("[::ffff:198.51.100.9]:7744", via=via) == "198.51.100.9:7744"
+    assert exchange.taken_as("[2001:0DB8:0:0::9]:7744", via=via) == "[2001:db8::9]:7744"
+    assert exchange.taken_as("[2001:db8::9%eth0]:7744", via=via) is None  # a zone of its own
+
+
 def test_exchanged_addresses_are_dialled_when_exchange_is_a_dial_source() -> None:
     mesh = engine(EXCHANGING)
     open_session(mesh, 1)

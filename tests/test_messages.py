@@ -413,13 +413,33 @@ def test_the_most_records_and_ids_a_message_may_carry_are_accepted() -> None:
         b"\x92\x05\xd6\xff\x00\x00\x00\x00",  # [5, <timestamp ext>]
         b"\x92\x05\xc7\x00\x01",  # [5, <empty ext>]
         msgpack.packb([0, {1: 1}]),  # map keys must be strings
+        msgpack.packb([0, {"v": 1, b"agent": "x"}], use_bin_type=True),  # not bin either
+        msgpack.packb([99, {b"k": 1}], use_bin_type=True),  # in any message, known or not
         msgpack.packb([0, {"v": 1, "features": [{"k": "v"}]}]),
+        msgpack.packb([99, [[[]]]]),  # four levels, however empty the last
     ],
-    ids=["reserved-byte", "bad-utf8", "timestamp", "ext", "int-map-key", "map-in-list"],
+    ids=[
+        "reserved-byte",
+        "bad-utf8",
+        "timestamp",
+        "ext",
+        "int-map-key",
+        "bin-map-key",
+        "bin-map-key-unknown-type",
+        "map-in-list",
+        "too-deep-empty",
+    ],
 )
 def test_malformed_msgpack_is_refused(data: bytes) -> None:
     with pytest.raises(PeerProtocolError):
         MessageDecoder().feed(data)
+
+
+def test_of_a_repeated_map_key_the_last_value_counts() -> None:
+    # fixmap of 3: v, agent "a", agent "b"
+    data = b"\x92\x00\x83\xa1v\x01\xa5agent\xa1a\xa5agent\xa1b"
+    [hello] = MessageDecoder().feed(data)
+    assert isinstance(hello, Hello) and hello.agent == "b"
 
 
 # --- Bombs ------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ def test_any_bytes_give_an_end_none_or_scan_error(data: bytes) -> None:
         (b"\xdb\xff\xff\xff\xff", "larger"),  # str32 claiming 4 GiB: refused before any payload
         (b"\xc6\x00\x10\x00\x01", "larger"),  # bin32 just over the limit
         (b"\x91" * 9, "deeper"),
+        (b"\x91" * 8 + b"\x90", "deeper"),  # an empty array is a level too
+        (b"\x91" * 8 + b"\x80", "deeper"),
         (b"\xdd\x00\x01\x00\x00", "elements"),  # array32 of 65,536
         (b"\xde\x00\x80", "elements"),  # map16 of 128 pairs = 256 elements
         (b"\xc7\x01\x01x", "not allowed"),  # ext8

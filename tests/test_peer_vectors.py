@@ -12,6 +12,7 @@ from meshnode.core.handshake import PeerHandshake
 from meshnode.core.identity import Identity
 from meshnode.core.record import decode_record
 from meshnode.core.x25519 import KeyPair
+from meshnode.engine import exchange
 
 VECTORS_DIR = Path(__file__).parents[1] / "protocol" / "vectors"
 VECTOR = json.loads((VECTORS_DIR / "peer.json").read_text(encoding="utf-8"))
@@ -91,3 +92,19 @@ def test_the_transcript_keeps_the_session_rules() -> None:
 def test_every_field_of_the_file_is_described() -> None:
     described = {name for key in VECTOR["notes"] for name in key.split(", ")}
     assert set(VECTOR) - {"notes"} <= described
+
+
+def test_a_receiver_reads_every_peers_message_of_the_vectors_as_written() -> None:
+    for case in VECTOR["peers_reading"]:
+        plaintext = bytes.fromhex(case["plaintext"])
+        try:
+            [deferred] = m.MessageDecoder().feed(plaintext)
+            assert isinstance(deferred, m.Deferred)
+            peers = m.parse_deferred(deferred)
+        except m.PeerProtocolError:
+            assert case["verdict"] == "violation", case["case"]
+            continue
+        assert case["verdict"] == "taken" and isinstance(peers, m.Peers), case["case"]
+        for name, via in (("over_lan", "192.0.2.24:40000"), ("over_loopback", "127.0.0.1:40000")):
+            hints = [exchange.taken_as(address, via=via) for address in peers.addresses]
+            assert [h for h in hints if h is not None] == case[f"hints_{name}"], case["case"]

@@ -233,14 +233,41 @@ def _peers_unasked(target: Target) -> None:
         still_talking(link)
 
 
-@case("peer-exchange: more than 32 addresses is goodbye 1")
-def _peers_too_many(target: Target) -> str | None:
+_BAD_PEERS: dict[str, list[object]] = {
+    "more than 32 addresses": [8, [f"192.0.2.{n}:7744" for n in range(33)]],
+    "an address over 256 bytes": [8, ["1" * 257]],
+    "an address that is not a str": [8, [b"192.0.2.1:7744"]],
+    "no list": [8],
+    "not a list": [8, "192.0.2.1:7744"],
+}
+
+
+def _bad_peers_cases() -> Iterator[Case]:
+    for what, message in _BAD_PEERS.items():
+
+        def run(target: Target, message: list[object] = message) -> str | None:
+            link, skipped = exchange_session(target)
+            if skipped:
+                return skipped
+            with link:
+                link.send_raw(message)
+                expect_goodbye(link, m.GoodbyeCode.PROTOCOL)
+            return None
+
+        yield Case(f"peer-exchange: peers with {what} is goodbye 1", run)
+
+
+CASES.extend(_bad_peers_cases())
+
+
+@case("peer-exchange: a burst of 4 peers messages, as queued behind a slow link, is welcome")
+def _peers_burst(target: Target) -> str | None:
     link, skipped = exchange_session(target)
     if skipped:
         return skipped
     with link:
-        link.send(m.Peers(tuple(f"192.0.2.{n}:7744" for n in range(33))))
-        expect_goodbye(link, m.GoodbyeCode.PROTOCOL)
+        link.send(*[m.Peers((f"192.0.2.{n}:7744",)) for n in range(4)])
+        still_talking(link)
     return None
 
 

@@ -225,6 +225,7 @@ class MessageDecoder:
             max_bytes=MAX_MESSAGE_BYTES,
             max_depth=MAX_DEPTH,
             max_items=MAX_IDS_PER_MESSAGE + MAX_MESSAGE_FIELDS,
+            object_pairs_hook=_str_keyed,
         )
 
     def feed(self, data: bytes) -> list[Message | Deferred]:
@@ -238,6 +239,14 @@ class MessageDecoder:
             if message is not None:
                 messages.append(message)
         return messages
+
+
+def _str_keyed(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """A map of any message, known or not: keys are str (§4.2), and of a repeated key the
+    last value counts."""
+    if not all(type(key) is str for key, _ in pairs):
+        raise ValueError("a map key that is not a str")
+    return dict(pairs)
 
 
 _SCAN_FAULTS = {

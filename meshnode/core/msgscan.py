@@ -18,6 +18,7 @@ import msgpack
 # ``typing`` is for the type checker only: importing it costs the CLI ~5 ms of start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -72,6 +73,8 @@ def _header(kind: int) -> Header | None:
 
 
 _HEADERS = tuple(_header(kind) for kind in range(256))
+# Arrays and maps: each opens a level of nesting, even with nothing in it.
+_CONTAINERS = frozenset((*range(0x80, 0xA0), *_CONTAINER_LENGTH))
 
 
 class Scanner:
@@ -120,15 +123,20 @@ class Scanner:
                     raise ScanError(
                         f"a message holds more than {self.max_items} elements", "elements"
                     )
-                if len(remaining) > self.max_depth:
-                    raise ScanError(f"a message nests deeper than {self.max_depth} levels", "depth")
+                self._open_level()
                 remaining.append(count)
+            elif kind in _CONTAINERS:
+                self._open_level()
             self._pos = pos + step
             while remaining and remaining[-1] == 0:
                 remaining.pop()
         if self._pos > size:
             return self._incomplete(size)
         return self._pos
+
+    def _open_level(self) -> None:
+        if len(self._remaining) > self.max_depth:
+            raise ScanError(f"a message nests deeper than {self.max_depth} levels", "depth")
 
     def _incomplete(self, size: int) -> int | None:
         """None (the value is not all there yet), unless the buffer already says too much."""
@@ -141,11 +149,20 @@ class ValueStream:
     """Bytes in, whole msgpack values out, each within the scanner's bounds."""
 
     def __init__(
-        self, *, max_bytes: int, max_depth: int, max_items: int, strict_map_key: bool = True
+        self,
+        *,
+        max_bytes: int,
+        max_depth: int,
+        max_items: int,
+        strict_map_key: bool = True,
+        object_pairs_hook: Callable[[list[tuple[Any, Any]]], Any] | None = None,
     ) -> None:
+        """``strict_map_key`` and ``object_pairs_hook`` are msgpack's; an exception the hook
+        raises makes the value malformed."""
         self._scanner = Scanner(max_bytes=max_bytes, max_depth=max_depth, max_items=max_items)
         self._buffer = bytearray()
         self._strict_map_key = strict_map_key
+        self._object_pairs_hook = object_pairs_hook
 
     def feed(self, data: bytes) -> list[Any]:
         """Every value completed by ``data``; ``ScanError`` if the stream is bad."""
@@ -171,7 +188,11 @@ class ValueStream:
     def _unpack(self, chunk: bytes) -> Any:
         try:
             return msgpack.unpackb(
-                chunk, raw=False, use_list=True, strict_map_key=self._strict_map_key
+                chunk,
+                raw=False,
+                use_list=True,
+                strict_map_key=self._strict_map_key,
+                object_pairs_hook=self._object_pairs_hook,
             )
         except Exception as exc:  # msgpack reports bad bytes with many types
             raise ScanError(f"malformed msgpack: {exc}", "malformed") from None

@@ -22,7 +22,13 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from meshnode.core.addresses import AddressError, IPAddress, parse_address, unicast
+from meshnode.core.addresses import (
+    AddressError,
+    IPAddress,
+    format_address,
+    parse_address,
+    unicast,
+)
 
 if TYPE_CHECKING:
     import random
@@ -48,11 +54,10 @@ def sample_for(
     via_loopback = _is_loopback(peer_address)
     one_each: dict[bytes, str] = {}
     for address, node in shareable:
-        if (
-            node != peer_node
-            and node not in one_each
-            and _crosses(address, via_loopback=via_loopback)
-        ):
+        if node == peer_node or node in one_each:
+            continue
+        parsed = _ip_and_port(address)
+        if parsed is not None and _crosses(parsed[0], via_loopback=via_loopback):
             one_each[node] = address
     pool = list(one_each.values())
     if len(pool) <= SAMPLE:
@@ -61,26 +66,37 @@ def sample_for(
     return rng.sample(pool, SAMPLE)
 
 
-def acceptable(address: str, *, via: str) -> bool:
-    """Whether an address a peer shared over the session at ``via`` is worth a hint."""
-    return _crosses(address, via_loopback=_is_loopback(via))
+def taken_as(address: str, *, via: str) -> str | None:
+    """An address a peer shared over the session at ``via``, in the canonical form it is a
+    hint by (§4.5); None where it is ignored."""
+    parsed = _ip_and_port(address)
+    if parsed is None:
+        return None
+    ip, port = parsed
+    if not _crosses(ip, via_loopback=_is_loopback(via)):
+        return None
+    return format_address(str(ip), port)
 
 
 def next_shuffle(now: float, rng: random.Random) -> float:
     return now + SHUFFLE_INTERVAL * rng.uniform(1 - JITTER, 1 + JITTER)
 
 
-def _crosses(address: str, *, via_loopback: bool) -> bool:
-    ip = _ip(address)
-    return ip is not None and not ip.is_link_local and unicast(ip, loopback=via_loopback)
+def _crosses(ip: IPAddress, *, via_loopback: bool) -> bool:
+    """Whether ``ip`` means the same to a peer as to this node: not link-local, no zone."""
+    if ip.is_link_local or (isinstance(ip, ipaddress.IPv6Address) and ip.scope_id):
+        return False
+    return unicast(ip, loopback=via_loopback)
 
 
 def _is_loopback(address: str) -> bool:
-    ip = _ip(address)
-    return ip is not None and ip.is_loopback
+    parsed = _ip_and_port(address)
+    return parsed is not None and parsed[0].is_loopback
 
 
-def _ip(address: str) -> IPAddress | None:
+def _ip_and_port(address: str) -> tuple[IPAddress, int] | None:
+    """The IP literal and port of ``address``, IPv4-mapped IPv6 as IPv4; None for a name,
+    a missing port or anything else."""
     try:
         host, port = parse_address(address, default_port=0)
         if host is None or port == 0:
@@ -89,5 +105,5 @@ def _ip(address: str) -> IPAddress | None:
     except (AddressError, ValueError):
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+        return ip.ipv4_mapped, port
+    return ip, port

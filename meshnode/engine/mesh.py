@@ -397,8 +397,8 @@ class Mesh:
                         self._offer(peer)
                 case PeersOffered(addresses):
                     for address in addresses:
-                        if exchange.acceptable(address, via=peer.address):
-                            self._policy.hint(address, EXCHANGE, now=self._now.mono)
+                        if (hint := exchange.taken_as(address, via=peer.address)) is not None:
+                            self._policy.hint(hint, EXCHANGE, now=self._now.mono)
                 case SessionClosed() as closed:
                     peer.why = peer.why or closed
                     banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED

@@ -6,6 +6,8 @@ handshake are deterministic given them, so a second implementation fed the
 same inputs must produce exactly these bytes. ``tests/test_peer_vectors.py``
 checks that the committed file is what this script produces and that a
 responder reading the initiator's bytes (and back) gets these messages.
+``peers_reading`` adds how a receiver reads ``peers`` messages (§4.1, §4.5,
+§5.9): violations, and the hints it takes from each address.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from meshnode.core import messages as m
 from meshnode.core.handshake import BINDING_CONTEXT, PROLOGUE, PROTOCOL_NAME, PeerHandshake
 from meshnode.core.identity import Identity
@@ -23,6 +27,7 @@ from meshnode.core.negentropy import Initiator, Responder, SortedItems
 from meshnode.core.record import sign_record
 from meshnode.core.session import STRATEGY
 from meshnode.core.x25519 import KeyPair
+from meshnode.engine.exchange import taken_as
 from meshnode.store.base import reconcile_timestamp
 
 OUT = Path(__file__).with_name("peer.json")
@@ -129,14 +134,74 @@ def build() -> dict[str, Any]:
             "only_bob": only_bob.raw.hex(),
         },
         "transcript": [{"from": who, **entry} for who, entry in transcript],
+        "peers_reading": peers_reading(),
     }
+
+
+OVER_LAN = "192.0.2.24:40000"
+OVER_LOOPBACK = "127.0.0.1:40000"
+ADDRESSES = [
+    "198.51.100.9:7744",
+    "[2001:DB8:0:0::1]:7744",  # another spelling: taken as RFC 5952 writes it
+    "[::ffff:192.0.2.1]:7744",  # IPv4-mapped: taken as IPv4
+    "[fd00::1]:7745",
+    "node.local:7744",  # a name
+    "198.51.100.9",  # no port
+    "198.51.100.9:0",
+    "198.51.100.9:65536",
+    "010.1.2.3:7744",  # a leading zero
+    "[fe80::1%eth0]:7744",  # link-local
+    "169.254.1.1:7744",
+    "[fd00::2%eth0]:7744",  # a zone
+    "127.0.0.1:7745",  # loopback: only over loopback
+    "[::1]:7745",
+    "0.0.0.0:7744",  # unspecified
+    "224.0.0.251:5353",  # multicast
+    "255.255.255.255:7744",  # broadcast
+    "[fec0::1]:7744",  # outside IPv6's unicast blocks
+    "[64:ff9b::c633:6409]:7744",
+]
+
+
+def peers_reading() -> list[dict[str, Any]]:
+    """``peers`` messages as plaintext and what a receiver with the feature in force makes of
+    each: a violation, or the hints it takes, over a session on the LAN or over loopback."""
+    cases: list[dict[str, Any]] = [
+        {"case": "addresses of every form", "message": [8, ADDRESSES]},
+        {"case": "an empty list", "message": [8, []]},
+        {"case": "elements after the list are ignored", "message": [8, ["198.51.100.9:7744"], 1]},
+        {"case": "32 addresses", "message": [8, [f"198.51.100.{n}:7744" for n in range(32)]]},
+        {"case": "33 addresses", "message": [8, [f"198.51.100.{n}:7744" for n in range(33)]]},
+        {"case": "an address of 257 bytes", "message": [8, ["1" * 257]]},
+        {"case": "an element that is not a str", "message": [8, [b"198.51.100.9:7744"]]},
+        {"case": "no list", "message": [8]},
+        {"case": "not a list", "message": [8, "198.51.100.9:7744"]},
+    ]
+    for case in cases:
+        plaintext = msgpack.packb(case["message"], use_bin_type=True)
+        case["plaintext"] = plaintext.hex()
+        del case["message"]
+        try:
+            [deferred] = m.MessageDecoder().feed(plaintext)
+            assert isinstance(deferred, m.Deferred)
+            peers = m.parse_deferred(deferred)
+        except m.PeerProtocolError:
+            case["verdict"] = "violation"
+            continue
+        assert isinstance(peers, m.Peers)
+        case["verdict"] = "taken"
+        for name, via in (("over_lan", OVER_LAN), ("over_loopback", OVER_LOOPBACK)):
+            hints = (taken_as(address, via=via) for address in peers.addresses)
+            case[f"hints_{name}"] = [hint for hint in hints if hint is not None]
+    return cases
 
 
 NOTES = {
     "about": "One session between Alice (the dialer: Noise initiator and session initiator) and"
     " Bob (the responder), from the first handshake byte to goodbye. Byte strings are lowercase"
-    " hex. Every input is fixed, so an implementation fed the same keys must produce these"
-    " bytes exactly.",
+    " hex. Every input is fixed: the keys, and the plaintext of each message (msgpack as"
+    " peer.md 4.2's senders write it, hello's keys in the order of its table), so an"
+    " implementation fed the same keys and plaintexts must produce these bytes exactly.",
     "protocol": "the Noise protocol name",
     "prologue": "the Noise prologue (peer.md section 2)",
     "binding_context": "the bytes signed before the Noise static key in the identity binding",
@@ -157,6 +222,11 @@ NOTES = {
     " message (its name in peer.md section 4), plaintext (the msgpack encoding of the message),"
     " wire (the transport frame as sent on the stream: 2-byte big-endian length prefix, then"
     " ChaChaPoly ciphertext and tag, nonces counting from 0 per direction)",
+    "peers_reading": "peers messages (type 8) as plaintext, each read by a node with the"
+    " peer-exchange feature in force: verdict violation (goodbye 1, peer.md 4.1) or taken, and"
+    " then the hints it takes, in canonical form (4.5), over a session on the LAN"
+    f" ({OVER_LAN}) and over loopback ({OVER_LOOPBACK}) (5.9). Where the feature is not in"
+    " force, every one of these is ignored unread.",
 }
 
 
