@@ -396,6 +396,22 @@ def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:
     assert os.path.exists(daemon.socket)
 
 
+def test_output_to_a_full_disk_is_one_line_and_exit_1(daemon: Daemon) -> None:
+    """``meshnode peers --json > peers.json`` on a Pi whose SD card is full."""
+    for command in (("status",), ("config", "show")):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [sys.executable, "-m", "meshnode", *command, *daemon.cli_args],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == "meshnode: cannot write: No space left on device\n"
+
+
 def test_a_value_with_line_breaks_or_tabs_stays_on_its_own_line(daemon: Daemon) -> None:
     assert daemon.cli("publish", "notes/today", "-", input="a longer note\n").returncode == 0
     assert daemon.cli("publish", "notes/tab", "left\tright").returncode == 0

@@ -11,6 +11,8 @@ daemon is running.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import re
 import sys
@@ -739,8 +741,33 @@ def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any
         parser = chosen
 
 
+# A write that failed for want of room or a device: a full SD card under `> peers.json`.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # here, not at exit, where a failure would be a traceback
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head); nothing left to say
+        return EXIT_OK
+    except OSError as exc:
+        if exc.errno not in _WRITE_FAILURES:
+            raise
+        _drop_unwritten_output()
+        fail(EXIT_FAILED, f"cannot write: {exc.strerror}")
+    return code
+
+
+def _drop_unwritten_output() -> None:
+    """Let the interpreter exit without trying the failed write once more."""
+    with contextlib.suppress(OSError):  # nowhere to point it: the interpreter will say so
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "offline", None) is not None:
         return int(args.offline(args))
     if args.handler is None:
@@ -773,9 +800,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(EXIT_FAILED, str(exc))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (| head); nothing left to say
-        return EXIT_OK
 
 
 if __name__ == "__main__":
