@@ -167,6 +167,19 @@ def test_what_needs_a_restart_is_named_and_kept(nodes: Callable[[str], Node]) ->
     assert "at_restart" not in node.setting("mdns_interfaces")
 
 
+def test_config_show_warns_of_a_file_that_no_longer_loads(nodes: Callable[[str], Node]) -> None:
+    node = nodes("node").start('log_level = "warning"\n')
+    with node.daemon.client() as client:
+        assert "load_error" not in client.call("config")
+    node.config.write_text('log_level = "warning"\nmax_peer = 3\n')
+    with node.daemon.client() as client:
+        assert "max_peer" in client.call("config")["load_error"]
+    shown = node.daemon.cli("config", "show")
+    assert shown.returncode == 0
+    assert "no longer loads (a reload or a restart would fail)" in shown.stderr
+    assert "max_peer" in shown.stderr and "warning" in shown.stdout  # what runs, still shown
+
+
 def test_a_file_that_does_not_load_changes_nothing(nodes: Callable[[str], Node]) -> None:
     node = nodes("node").start('log_level = "warning"\n')
     node.config.write_text('log_level = "warning"\nno_such_key = 1\n')

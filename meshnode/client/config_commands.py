@@ -185,8 +185,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps({**shown, "running": running, "for_flags": flags}))
         return EXIT_OK
-    read = shown["file"] in shown["files"]
-    print(f"file: {shown['file']}{'' if read else ' (not there: defaults)'}")
+    if (problem := shown.get("load_error")) is not None:
+        print(
+            f"meshnode: warning: the configuration no longer loads (a reload or a restart would"
+            f" fail): {problem}",
+            file=sys.stderr,
+        )
+    print(f"file: {shown['file']}{_unread(shown) if shown['file'] not in shown['files'] else ''}")
     for other in shown["files"]:
         if other != shown["file"]:
             print(f"also: {other} (the old place: move its settings to the file above)")
@@ -198,6 +203,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
             for _, value in _shown_values({"key": row["key"], "value": waiting["value"]}):
                 print(f"{'':<25} {'at restart: ' + value:<36} {waiting['source']}")
     return EXIT_OK
+
+
+def _unread(shown: dict[str, Any]) -> str:
+    """Why the main file's settings are not shown: it is not there, or came after the start."""
+    if not Path(shown["file"]).is_file():
+        return " (not there: defaults)"
+    return " (not read: made after the node started; meshnode config reload reads it)"
 
 
 def _run_flags(args: argparse.Namespace) -> list[str]:

@@ -321,11 +321,14 @@ class Api:
         for row in rows:
             if (waiting := reloader.at_restart.get(row["key"])) is not None:
                 row["at_restart"] = waiting
-        return {
+        answer: dict[str, Any] = {
             "file": str(effective.config_file),
             "files": [str(path) for path in effective.files],
             "settings": rows,
         }
+        if (problem := await reloader.check()) is not None:
+            answer["load_error"] = problem
+        return answer
 
     async def reload(self, args: Args) -> dict[str, Any]:
         args.done()

@@ -63,6 +63,14 @@ class Reloader:
         self._notifier = notifier
         self._lock = trio.Lock()  # two reloads at once would apply in either order
 
+    async def check(self) -> str | None:
+        """Why the configuration would not load now (a reload or a restart would fail), or None."""
+        try:
+            await trio.to_thread.run_sync(config.load, self.inputs)
+        except config.ConfigError as exc:
+            return str(exc)
+        return None
+
     async def reload(self) -> Reloaded:
         """Read the configuration again and apply what changed; ``ReloadError`` if it fails."""
         async with self._lock:
