@@ -586,6 +586,56 @@ def test_a_hundred_fake_services_leave_the_table_bounded_and_dials_slow(tmp_path
         assert daemon.peers() == 0
 
 
+FAKE_NODE = """
+import asyncio, sys
+from zeroconf import ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+from meshnode.core.advert import advert_for
+from meshnode.core.netkey import PUBLIC_NETWORK_KEY
+advert = advert_for(PUBLIC_NETWORK_KEY, bytes(range(10)), 7799)  # nobody listens on 7799
+
+async def main():
+    zc = AsyncZeroconf(interfaces=[sys.argv[1]])
+    info = ServiceInfo(advert.instance.split(".", 1)[1], advert.instance, port=advert.port,
+                       properties=advert.txt, server=advert.server, parsed_addresses=[sys.argv[1]],
+                       host_ttl=3, other_ttl=3)  # records that go stale in 3 s
+    await zc.async_register_service(info, cooperating_responders=True)
+    print("registered", flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+@NETNS
+def test_a_node_gone_without_a_goodbye_is_forgotten_once_its_dials_fail(tmp_path: Path) -> None:
+    """python-zeroconf keeps a PTR 1125 s; a failed dial makes the node ask after the service.
+
+    While the service still answers it stays, though nobody accepts at its address; killed
+    (no goodbye), it is forgotten within seconds of its records going stale.
+    """
+    require_netns()
+    with Lan.create(hosts=2) as lan:
+        node, faker = lan.hosts
+        daemon = NsDaemon(node, tmp_path)
+        wait_for(daemon.status_ok, FORM_TIMEOUT, "the node up", [daemon])
+        fake = faker.popen(
+            [sys.executable, "-c", FAKE_NODE, faker.ipv4[0]], stdout=subprocess.PIPE, text=True
+        )
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "registered"
+
+        def seen() -> int:
+            return daemon.call("status")["discovery"]["services"]  # type: ignore[index,no-any-return]
+
+        wait_for(lambda: seen() == 1, 10, "the fake node seen", [daemon])
+        time.sleep(8.0)  # dials fail all along; its records went stale and were asked after
+        assert seen() == 1, "a node that still answers was forgotten"
+        fake.kill()
+        fake.wait(10)
+        wait_for(lambda: seen() == 0, 30, "the dead node forgotten", [daemon])
+        assert "event=mdns_service_gone" in daemon.log()
+
+
 def test_past_max_services_the_one_heard_of_longest_ago_is_withdrawn_and_forgotten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

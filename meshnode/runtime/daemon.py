@@ -273,8 +273,12 @@ class _Daemon:
                 steps=self.peers.steps,
             )
             self.api.discovery = mdns.state
-            with trio.CancelScope() as self.discovery_scope:
-                await mdns.run(port)  # until cancelled: it says goodbye on the way out
+            self.peers.on_dial_failed = mdns.doubt
+            try:
+                with trio.CancelScope() as self.discovery_scope:
+                    await mdns.run(port)  # until cancelled: it says goodbye on the way out
+            finally:
+                self.peers.on_dial_failed = lambda address: None
             self.api.discovery = DiscoveryState(error="restarting under the new network key")
 
     def _switch_network(self, key: bytes) -> None:

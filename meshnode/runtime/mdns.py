@@ -16,6 +16,12 @@ label drawn at random at start, registered without probing
 (``protocol/discovery.md``), re-announced with its new addresses whenever an
 interface changes.
 
+A node gone without a goodbye is not left to its PTR record: python-zeroconf
+keeps one at least 1125 s, whatever its TTL. When dialling a service's address
+fails, the bridge looks at the service's SRV record; once that is older than its
+TTL, it asks the link for the service again, and forgets it if nothing answers
+(RFC 6762 §10.4: a failure is a reason to doubt the cache).
+
 Interfaces are followed through a netlink socket (Linux), or re-read every
 few seconds where there is none; a burst of changes (a Wi-Fi handover makes
 several) settles first. Discovery never ends the daemon: a zeroconf failure
@@ -35,7 +41,7 @@ from typing import Any, TypeVar
 
 import trio
 from msgspec import Struct, field
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from meshnode.core.addresses import IPAddress
@@ -66,7 +72,9 @@ MAX_RESOLVING = 16  # resolutions at once; more services wait their turn
 MAX_PENDING = 256  # messages from zeroconf not yet taken by trio; more are dropped, and counted
 MAX_SERVICES = 512  # services remembered; past it, the one heard of longest ago is forgotten
 STOP_TIMEOUT = 2.0  # seconds zeroconf gets to send its goodbyes and close, of the 5 s of a stop
-TTL = 120  # seconds, every record: a node gone without goodbye is forgotten after this
+TTL = 120  # seconds, every record we announce
+DOUBT_INTERVAL = 5.0  # seconds: a service is asked after at most once so often, however many fail
+_SRV, _IN = 33, 1  # the DNS record type and class (RFC 2782, RFC 1035)
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
 
@@ -110,6 +118,7 @@ class Discovery:
         self._links: Choice | None = None  # the links addresses are judged against, from start
         self._advert: Advert | None = None
         self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
+        self._doubted: dict[str, float] = {}  # instance -> when a failed dial last asked after it
         self._ignored: dict[str, str] = {}  # instance -> why not used, last heard
         self._unreachable: dict[str, Resolved] = {}  # judged again when the links change
 
@@ -238,6 +247,23 @@ class Discovery:
 
     # -- what was heard -------------------------------------------------------------------
 
+    def doubt(self, address: str) -> None:
+        """A dial to ``address`` failed: ask after the services that gave it, if they may be gone.
+
+        On the trio thread; never waits: the question goes to zeroconf's loop.
+        """
+        zc, bridge = self._zc, self._bridge
+        loop = None if zc is None else zc.loop
+        if loop is None or bridge is None:
+            return
+        now = trio.current_time()
+        for instance, addresses in self._hinted.items():
+            last = self._doubted.get(instance)
+            if address in addresses and (last is None or now - last >= DOUBT_INTERVAL):
+                self._doubted[instance] = now
+                with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to ask
+                    loop.call_soon_threadsafe(bridge.verify, instance)
+
     async def _heard(self, message: Message) -> None:
         events = self._news(message)
         self._tally()
@@ -273,6 +299,7 @@ class Discovery:
 
     def _forget(self, instance: str) -> list[Event]:
         self.state.services.pop(instance, None)
+        self._doubted.pop(instance, None)
         return self._withdrawn(self._hinted.pop(instance, ()))
 
     def _withdrawn(self, addresses: Iterable[str]) -> list[Event]:
@@ -320,6 +347,7 @@ class _Bridge:
         self._own = own.lower()
         self._on_drop = on_drop
         self._resolving: set[str] = set()
+        self._verifying: set[str] = set()
         self._waiting: dict[str, None] = {}  # in the order heard; bounded
         self._tasks: set[asyncio.Future[None]] = set()
         self._browser: AsyncServiceBrowser | None = None
@@ -375,6 +403,34 @@ class _Bridge:
                 waiting = next(iter(self._waiting))
                 del self._waiting[waiting]
                 self._resolve(waiting)
+
+    def verify(self, name: str) -> None:
+        """Ask the link after ``name`` if its records have expired; it is gone if none answers."""
+        if name in self._verifying or len(self._verifying) >= MAX_RESOLVING:
+            return
+        self._verifying.add(name)
+        task = asyncio.ensure_future(self._verify(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _verify(self, name: str) -> None:
+        try:
+            now = current_time_millis()
+            srv = self._zc.cache.async_all_by_details(name, _SRV, _IN)
+            if any(not record.is_expired(now) for record in srv):
+                return  # heard within its TTL: a node that refuses is not a node that left
+            # The cache has nothing fresh, so this goes to the link (three queries in 3 s).
+            if not await AsyncServiceInfo(SERVICE_TYPE, name).async_request(
+                self._zc, RESOLVE_TIMEOUT_MS
+            ):
+                log.info(
+                    "event=mdns_service_gone name=%r: no answer once its records expired", name
+                )
+                self._tell(_Gone(name))
+        except Exception as exc:  # as in _lookup: zeroconf's to report, never fatal here
+            log.debug("event=mdns_verify_failed name=%r error=%r", name, str(exc))
+        finally:
+            self._verifying.discard(name)
 
     def _tell(self, message: Message) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # the daemon is stopping

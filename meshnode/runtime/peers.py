@@ -28,7 +28,7 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,6 +196,8 @@ class PeerService:
         self.config = config
         self._identity = identity
         self._wall_clock_ms = wall_clock_ms
+        # Told of every address a dial failed on: discovery, which may doubt what it heard.
+        self.on_dial_failed: Callable[[str], None] = lambda address: None
         # Fresh per process, never on disk; from the kernel's generator, as the ephemeral keys are.
         self._static_key = KeyPair(secrets.token_bytes(KEY_SIZE))
         self._replays = ReplayCache()
@@ -645,6 +647,7 @@ class PeerService:
                     LOG_INTERVAL,
                 )
             await self.step(DialFailed(address, why=why))
+            self.on_dial_failed(address)
             return
         ticket = self._admission.dial(trio.current_time())
         outcome = await self._guarded(stream, True, address, source_of(host), ticket)
@@ -653,6 +656,7 @@ class PeerService:
         if outcome != "session":
             why = _DIAL_OUTCOMES.get(outcome, outcome)
             await self.step(DialFailed(address, is_self=outcome == "self", why=why))
+            self.on_dial_failed(address)
 
     async def _guarded(
         self, stream: trio.SocketStream, initiator: bool, address: str, source: str, ticket: int
