@@ -13,10 +13,12 @@ WELL = {
     "peers": 3,
     "listening": ["0.0.0.0:7744", "[::]:7744"],
     "clock_set": True,
+    "wrong_key_from": [],
     "discovery": {
         "mdns": True,
         "running": True,
         "interfaces": ["wlan0"],
+        "addresses": ["192.168.1.20", "fe80::1%wlan0"],
         "skipped_interfaces": {"lo": "loopback"},
         "services": 3,
         "ignored_services": {},
@@ -45,7 +47,9 @@ def test_a_different_network_key_is_said_plainly() -> None:
     found = problems(
         status(peers=0, discovery={"services": 0, "ignored_services": {"another network": 5}})
     )
-    assert "different network key" in found["services"] and "--network-key" in found["services"]
+    assert "different network key" in found["services"]
+    assert "meshnode network join INVITE" in found["services"]
+    assert "network leave, if they are on the public network" in found["services"]
 
 
 def test_no_interface_names_what_was_skipped_and_what_to_do() -> None:
@@ -77,7 +81,34 @@ def test_failing_dials_are_named_with_why_the_ones_given_by_hand_first() -> None
         "no peer is connected; dials fail (192.0.2.10:7744: refused; 10.0.0.0:7744: timeout;"
         " 10.0.0.1:7744: timeout; 2 more)"
     )
-    assert "--network-key" in peers.hint
+    assert "network key" not in peers.hint  # nothing failed the way another network does
+
+
+def test_a_dial_that_another_network_hangs_up_on_suggests_joining_it() -> None:
+    hung_up = "closed during the handshake: most likely the node has another network key"
+    failing = [
+        {"address": "10.0.0.1:7744", "source": "static", "failures": 1, "last_failure": hung_up}
+    ]
+    [peers] = [c for c in diagnose(status(peers=0), failing, avahi=False) if c.check == "peers"]
+    assert "meshnode network join INVITE" in peers.hint
+
+
+def test_nodes_dialling_in_with_another_network_key_are_named() -> None:
+    """The dialled side of the usual mistake, which sees nothing else of it."""
+    found = problems(status(wrong_key_from=["10.231.0.4"]))
+    assert found["handshakes"].startswith(
+        "handshakes from 10.231.0.4 failed in the last 10 minutes: another network key"
+    )
+    assert "network show --reveal" in found["handshakes"]
+
+
+def test_a_node_listening_on_every_interface_names_the_addresses_to_dial() -> None:
+    [listening] = [c for c in diagnose(status(), avahi=False) if c.check == "listening"]
+    assert listening.ok
+    assert listening.verdict == (
+        "peers can dial 192.168.1.20:7744, [fe80::1%wlan0]:7744"
+        " (listening on 0.0.0.0:7744, [::]:7744)"
+    )
 
 
 def test_seen_but_not_connected_points_at_the_firewall() -> None:
@@ -105,7 +136,7 @@ def test_a_static_peer_that_is_this_node_itself_is_named() -> None:
 
 def test_mdns_off_is_a_choice_not_a_problem() -> None:
     checks = diagnose(status(discovery={"mdns": False}), avahi=False)
-    assert [c.check for c in checks] == ["interfaces", "peers", "listening", "clock"]
+    assert [c.check for c in checks] == ["interfaces", "peers", "handshakes", "listening", "clock"]
     assert checks[0].ok and "mDNS is off" in checks[0].verdict
 
 
@@ -131,3 +162,23 @@ def test_the_command_on_a_lonely_daemon_exits_1_with_json_too(
     lines = daemon.cli("doctor", "--json").stdout.splitlines()
     checks = {c["check"]: c for c in map(json.loads, lines)}
     assert not checks["listening"]["ok"] and checks["clock"]["ok"]
+
+
+def test_the_dialled_side_of_a_different_network_key_says_so(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """A static peer started with another key: the node it dials names it in doctor."""
+    import time
+
+    from meshnode.core.netkey import encode_network_key
+
+    dialled = daemon_factory("dialled").start()
+    other_key = encode_network_key(bytes(range(32)))
+    daemon_factory("dialler").start("--network-key", other_key, "--peer", dialled.peer_address)
+    deadline = time.monotonic() + 15
+    while not dialled.call("status")["wrong_key_from"]:
+        assert time.monotonic() < deadline, "no handshake failed on the network key"
+        time.sleep(0.1)
+    assert dialled.call("status")["wrong_key_from"] == ["127.0.0.1"]
+    shown = dialled.cli("doctor").stdout
+    assert "handshakes from 127.0.0.1 failed in the last 10 minutes: another network key" in shown

@@ -16,6 +16,7 @@ from typing import Any
 from msgspec import Struct, structs
 
 from meshnode.client.words import counted
+from meshnode.core.addresses import format_address
 
 AVAHI_SOCKET = Path("/run/avahi-daemon/socket")
 SHOWN_FAILURES = 3  # failing addresses named in the verdict; peers --all has them all
@@ -48,7 +49,8 @@ def diagnose(
         _mdns(discovery, AVAHI_SOCKET.exists() if avahi is None else avahi),
         _services(discovery),
         _peers(status, discovery, addresses),
-        _listening(status),
+        _handshakes(status),
+        _listening(status, discovery),
         _clock(status),
     ]
     return [c for c in checks if c is not None]
@@ -99,7 +101,7 @@ def _services(discovery: dict[str, Any]) -> Check | None:
             "services",
             False,
             f"{counted(other, 'node')} seen, all of another network: a different network key",
-            "start with the same invite as the other nodes: --network-key mesh1...",
+            _OTHER_NETWORK,
         )
     return Check(
         "services",
@@ -127,8 +129,8 @@ def _peers(
             "peers",
             False,
             f"no peer is connected; dials fail ({said}{f'; {more} more' if more > 0 else ''})",
-            "check each address and that meshnode runs there; a node that hangs up during the"
-            " handshake is most likely of another network: use its invite (--network-key)",
+            "check each address and that meshnode runs there"
+            + (f"; for another network key, {_OTHER_NETWORK}" if _keyed(failing) else ""),
         )
     own = [
         a["address"] for a in addresses if a.get("source") == "static" and a.get("state") == "self"
@@ -157,9 +159,47 @@ def _peers(
     return Check("peers", False, "no peer is connected", hint)
 
 
-def _listening(status: dict[str, Any]) -> Check:
+_OTHER_NETWORK = (
+    "join theirs with their invite, no restart needed: meshnode network join INVITE"
+    " (or meshnode network leave, if they are on the public network)"
+)
+
+
+def _keyed(failing: Sequence[dict[str, Any]]) -> bool:
+    """Whether a dial failed the way a node of another network makes it fail."""
+    return any("network key" in a["last_failure"] for a in failing)
+
+
+def _handshakes(status: dict[str, Any]) -> Check | None:
+    hosts = status.get("wrong_key_from")
+    if hosts is None:  # a daemon from before the check
+        return None
+    if not hosts:
+        return Check("handshakes", True, "no node dialled this one with another network key lately")
+    shown = ", ".join(hosts[:SHOWN_FAILURES]) + (
+        f" and {len(hosts) - SHOWN_FAILURES} more" if len(hosts) > SHOWN_FAILURES else ""
+    )
+    return Check(
+        "handshakes",
+        False,
+        f"handshakes from {shown} failed in the last 10 minutes: another network key",
+        "they are nodes of another mesh (or scanners): to meet them, one side joins the"
+        " other's network: meshnode network join INVITE (meshnode network show --reveal"
+        " gives this one's)",
+    )
+
+
+def _listening(status: dict[str, Any], discovery: dict[str, Any]) -> Check:
     listening = status.get("listening", [])
     reachable = [a for a in listening if not _loopback(a)]
+    wildcard = [a for a in reachable if _unspecified(a)]
+    if wildcard:  # 0.0.0.0:7744 is no address to dial: the interfaces' are
+        port = int(wildcard[0].rsplit(":", 1)[1])
+        announced = discovery.get("addresses", [])
+        at = ", ".join(format_address(ip, port) for ip in announced) or f"any address, port {port}"
+        return Check(
+            "listening", True, f"peers can dial {at} (listening on {', '.join(reachable)})"
+        )
     if reachable:
         return Check("listening", True, f"peers can dial {', '.join(reachable)}")
     if listening:
@@ -182,6 +222,11 @@ def _clock(status: dict[str, Any]) -> Check:
         "the clock reads before 2026: it is not set (a Pi without network time boots in 1970)",
         "connect to a network with NTP, or set the date; records' times are not judged meanwhile",
     )
+
+
+def _unspecified(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("", "0.0.0.0", "::")
 
 
 def _loopback(address: str) -> bool:

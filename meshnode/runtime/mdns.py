@@ -91,6 +91,7 @@ class DiscoveryState(Struct):
 
     running: bool = False
     interfaces: list[str] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)  # announced; link-local with %interface
     skipped: dict[str, str] = field(default_factory=dict)  # interface -> why not
     services: dict[str, list[str]] = field(default_factory=dict)  # instance -> addresses
     ignored: dict[str, int] = field(default_factory=dict)  # reason -> services (fixed reasons)
@@ -174,6 +175,7 @@ class Discovery:
 
     async def _apply(self, choice: Choice, send: Channel, token: trio.lowlevel.TrioToken) -> None:
         self.state.interfaces = [i.name for i in choice.used]
+        self.state.addresses = _announced(choice)
         self.state.skipped = dict(choice.skipped)
         self._links = choice  # answers may come while zeroconf is still starting
         try:
@@ -511,6 +513,19 @@ def _ip_version(choice: Choice) -> IPVersion:
     if choice.ipv4 and choice.ipv6_indexes:
         return IPVersion.All
     return IPVersion.V6Only if choice.ipv6_indexes else IPVersion.V4Only
+
+
+def _announced(choice: Choice) -> list[str]:
+    """The addresses this node announces, as people dial them: IPv6 link-local with its
+    interface."""
+    return [
+        *choice.ipv4,
+        *(
+            f"{ip}%{interface.name}" if ipaddress.ip_address(ip).is_link_local else ip
+            for interface in choice.used
+            for ip in interface.ipv6
+        ),
+    ]
 
 
 def _ipv6_addresses(choice: Choice) -> list[str]:

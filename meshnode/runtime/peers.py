@@ -28,6 +28,7 @@ import math
 import os
 import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,8 @@ MAX_HALF_OPEN_PER_SOURCE = 4  # ... from one IPv4 address or IPv6 /64
 MAX_SESSIONS_PER_SOURCE = 16  # established inbound sessions from one source
 MAX_TICKS_PER_S = 100  # a bound on engine ticks, whatever the engine asks for
 LOG_INTERVAL = 10.0  # seconds between two lines of one kind about refusals or failed handshakes
+WRONG_KEY_WINDOW = 600.0  # seconds a handshake failed on the network key is shown (status, doctor)
+MAX_WRONG_KEY_HOSTS = 16  # hosts remembered for it; the one heard from longest ago goes first
 # Why a dial came to nothing, for ``peers --all`` and ``doctor``, by what the connection ended in.
 # Noise XXpsk0 mixes the network key into message 1: a node with another key cannot read it and
 # hangs up without answering, which a dialler sees only as a connection closed mid-handshake.
@@ -225,6 +228,9 @@ class PeerService:
         self._refusals = LogThrottle("peer connections refused or evicted", LOG_INTERVAL)
         self._failures = LogThrottle("peer handshakes failed or timed out", LOG_INTERVAL)
         self._unreached = LogThrottle("peer dials that reached no one", LOG_INTERVAL)
+        # Hosts whose message 1 did not decrypt lately, last first: nodes of another network
+        # (or scanners) dialling this one; ``doctor`` says so, since nothing else would.
+        self._wrong_key: OrderedDict[str, float] = OrderedDict()
         self.listening: list[str] = []
 
     # -- the engine ---------------------------------------------------------------
@@ -390,6 +396,12 @@ class PeerService:
     @property
     def sessions(self) -> int:
         return len(self._connections)
+
+    @property
+    def wrong_key_from(self) -> list[str]:
+        """Hosts whose handshakes failed on the network key within ``WRONG_KEY_WINDOW``."""
+        since = trio.current_time() - WRONG_KEY_WINDOW
+        return [host for host, at in reversed(self._wrong_key.items()) if at >= since]
 
     async def ban_list(self) -> list[dict[str, Any]]:
         """The bans in force, for ``meshnode peers --bans``."""
@@ -603,6 +615,12 @@ class PeerService:
             )
 
     def _note_failure(self, source: str, address: str, reason: str, detail: str) -> None:
+        if reason == "network-key":
+            host = address.rsplit(":", 1)[0].strip("[]")
+            self._wrong_key[host] = trio.current_time()
+            self._wrong_key.move_to_end(host)
+            while len(self._wrong_key) > MAX_WRONG_KEY_HOSTS:
+                self._wrong_key.popitem(last=False)
         if self._failures.note(source, reason, trio.current_time()):
             log.info(
                 "event=handshake_failed address=%s detail=%r (more are summed up every %.0f s)",
