@@ -127,7 +127,9 @@ def test_nodes_with_different_network_keys_never_connect(daemon_factory: MakeDae
     assert known["failures"] and "another network key" in known["last_failure"]
     doctor = outsider.cli("doctor").stdout
     assert f"{inside.peer_address}: closed during the handshake" in doctor
-    assert "--network-key" in doctor
+    assert "meshnode network join INVITE" in doctor
+    # ... and the dialled node's doctor names the outsider
+    assert "handshakes from 127.0.0.1 failed" in inside.cli("doctor").stdout
     friend = daemon_factory("friend").start("--network-key", key, "--peer", inside.peer_address)
     wait_for(lambda: peer_count(inside) == 1 and peer_count(friend) == 1, what="the friend")
 
