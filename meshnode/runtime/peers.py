@@ -155,6 +155,7 @@ class Connection(Struct, eq=False):
     announced: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope | None = None  # the connection's tasks, once they run
     why: str | None = None  # why the session ended, for the line that says it did
+    told: bool = False  # logged as the node's connection (event=connected at INFO)
 
 
 class HalfOpen(Struct, eq=False):
@@ -728,17 +729,11 @@ class PeerService:
         )
         # Two nodes that hear of each other at once dial each other at once, and the
         # duplicate rule closes one of the two sessions: a detail, not news for the log.
-        level = logging.DEBUG if self._connected_to(node) else logging.INFO
+        connection.told = not self._connected_to(node)
         self._connections[conn] = connection
         try:
             opened = Opened(conn, node, initiator, established.channel, address, source)
-            log.log(
-                level,
-                "event=connected peer=%s address=%s direction=%s",
-                encode_node_id(node),
-                address,
-                "out" if initiator else "in",
-            )
+            _log_connected(connection, logging.INFO if connection.told else logging.DEBUG)
             await self.step(opened)  # sends the hello (or a refusal, or a duplicate's goodbye)
             async with trio.open_nursery() as nursery:
                 connection.scope = nursery.cancel_scope
@@ -758,14 +753,23 @@ class PeerService:
             self._connections.pop(conn, None)
             with trio.CancelScope(shield=True):
                 await self.step(Lost(conn))
-            log.log(
-                logging.DEBUG if self._connected_to(node) else logging.INFO,
-                "event=disconnected peer=%s address=%s why=%r",
-                encode_node_id(node),
-                address,
-                connection.why or "closed",
-            )
+            self._log_disconnected(connection)
         return "session"
+
+    def _log_disconnected(self, connection: Connection) -> None:
+        """Say the session ended, unless another to the node goes on: then, if the log
+        named this one as the node's, say which one it is now (the other of two dials)."""
+        others = [c for c in self._connections.values() if c.node == connection.node]
+        log.log(
+            logging.DEBUG if others else logging.INFO,
+            "event=disconnected peer=%s address=%s why=%r",
+            encode_node_id(connection.node),
+            connection.address,
+            connection.why or "closed",
+        )
+        if connection.told and others and not any(c.told for c in others):
+            others[0].told = True
+            _log_connected(others[0], logging.INFO)
 
     def _connected_to(self, node: bytes) -> bool:
         return any(c.node == node for c in self._connections.values())
@@ -860,6 +864,16 @@ class PeerService:
             if connection.closing and not connection.pending:
                 scope.cancel()
                 return
+
+
+def _log_connected(connection: Connection, level: int) -> None:
+    log.log(
+        level,
+        "event=connected peer=%s address=%s direction=%s",
+        encode_node_id(connection.node),
+        connection.address,
+        "out" if connection.initiator else "in",
+    )
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
