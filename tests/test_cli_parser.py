@@ -112,6 +112,24 @@ def test_an_unknown_option_is_told_with_its_commands_usage(line: list[str], usag
     assert err.getvalue().startswith(usage) and "unrecognized arguments: --bogus" in err.getvalue()
 
 
+def test_a_commands_own_option_given_before_it_is_told_where_it_goes() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        cli.parse_args(["--json", "status"])
+    assert "(options of status go after it: meshnode status --json)" in err.getvalue()
+
+
+def test_bans_and_all_are_two_lists_not_one() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        cli.parse_args(["peers", "--bans", "--all"])
+    assert "not allowed with argument --bans" in err.getvalue()
+
+
+def test_log_levels_are_taken_in_any_case() -> None:
+    assert cli.parse_args(["run", "--log-level", "DEBUG"]).log_level == "debug"
+
+
 def test_a_negative_duration_is_read_as_the_option_s_value_but_not_past_a_double_dash() -> None:
     from meshnode.client.cli import parse_args
 

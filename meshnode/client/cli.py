@@ -586,8 +586,9 @@ def _add_node_commands(
         command("id", cmd_id, "print this node's id")
     if wanted("peers"):
         p = command("peers", cmd_peers, "list connected peers")
-        p.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
-        p.add_argument(
+        shown = p.add_mutually_exclusive_group()  # the bans are a list of their own
+        shown.add_argument("--bans", action="store_true", help="list banned nodes instead, and why")
+        shown.add_argument(
             "--all",
             action="store_true",
             help="also every known address: its source (static, mdns, exchange, hello), state,"
@@ -708,7 +709,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.command == "publish" and args.value is None and len(extras) == 1:
         args.value = extras.pop()
     if extras:
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        inner = _innermost(parser, args)
+        said = f"unrecognized arguments: {' '.join(extras)}"
+        command = getattr(args, "command", None)
+        before = words[: words.index(command)] if command in words else []
+        if any(e in before and e.split("=")[0] in inner._option_string_actions for e in extras):
+            # meshnode --json status: its own option, given before the command
+            said += f" (options of {command} go after it: meshnode {command} {' '.join(extras)})"
+        inner.error(said)
     return args
 
 

@@ -70,6 +70,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
+        type=str.lower,  # --log-level DEBUG, as other tools take it
         help="how much to log to stderr (default: log_level in the config, else info)",
     )
     parser.add_argument(

@@ -65,7 +65,10 @@ def parse_address(
     if not port_text:
         port = default_port
     elif not (port_text.isascii() and port_text.isdigit()):
-        raise AddressError(f"invalid address {text!r}: the port {port_text!r} is not a number")
+        raise AddressError(
+            f"invalid address {text!r}: the port {port_text!r} is not a number from {min_port}"
+            " to 65535"
+        )
     elif min_port <= int(port_text) <= 65535:
         port = int(port_text)
     else:
