@@ -62,5 +62,17 @@ def test_a_node_not_yet_reconciled_with_any_peer_says_just_that() -> None:
 
     summary = {"peers": 1, "to_fetch": 0, "peers_reconciling": 0, "peers_synced": 0}
     assert sync_line(summary) == (
-        "nothing to fetch so far; not yet reconciled with 1 peer (sync --wait)"
+        "nothing to fetch so far; not yet reconciled with 1 peer (meshnode sync --wait)"
     )
+
+
+@pytest.mark.parametrize(
+    ("peers", "said"),
+    [(2, "not yet reconciled with the other (meshnode"), (4, "with the other 3 peers (meshnode")],
+)
+def test_a_node_in_sync_with_some_peers_counts_the_others(peers: int, said: str) -> None:
+    from meshnode.client.sync_commands import sync_line
+
+    summary = {"peers": peers, "to_fetch": 0, "peers_reconciling": 0, "peers_synced": 1}
+    line = sync_line(summary)
+    assert line.startswith(f"nothing to fetch; in sync with 1 of {peers} peers,") and said in line

@@ -176,12 +176,20 @@ def cmd_peers(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SHORT_NODE_ID = 14  # characters of a node id in peers --all: "node1" and 9 more
+
+
 def _address_line(known: dict[str, Any]) -> str:
     wait = known["next_dial_s"]
     when = "" if wait is None else ("  dial now" if wait == 0 else f"  next dial in {wait:g} s")
     failures = f"  {known['failures']} failed" if known["failures"] else ""
     why = f": {known['last_failure']}" if failures and known.get("last_failure") else ""
-    line = f"  {known['address']:<32} {known['source']:<8} {known['state']:<10}{failures}{why}"
+    node = known.get("node_id")  # the start of it: enough to find its session above
+    node = f"{node[:SHORT_NODE_ID]}…" if node else "-"
+    line = (
+        f"  {known['address']:<32} {known['source']:<8} {known['state']:<10}"
+        f" {node:<{SHORT_NODE_ID + 1}}{failures}{why}"
+    )
     return line + when
 
 
@@ -199,8 +207,8 @@ def _rows(
 def _peer_line(peer: dict[str, Any]) -> str:
     return (
         f"{peer['node_id']}  {peer['address']:<24} {peer['direction']:<3}"
-        f" since {_when(peer['since_ms'])}  bytes {peer['bytes_in']}/{peer['bytes_out']}"
-        f"  records {peer['records_in']}/{peer['records_out']}"
+        f" since {_when(peer['since_ms'])}  bytes in/out {peer['bytes_in']}/{peer['bytes_out']}"
+        f"  records in/out {peer['records_in']}/{peer['records_out']}"
         + (f"  to fetch {peer['to_fetch']:,}" if peer.get("to_fetch") else "")
     )
 

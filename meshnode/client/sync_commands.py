@@ -121,12 +121,13 @@ def sync_line(summary: dict[str, Any]) -> str:
     if reconciling:
         line = f"reconciling with {counted(reconciling, 'peer')}"
         return f"{line}; in sync with {synced} of {peers}" if synced else line
+    waiting = counted(peers - synced, "peer")
     if not synced:
-        peers_said = counted(peers, "peer")
-        return f"nothing to fetch so far; not yet reconciled with {peers_said} (sync --wait)"
+        return f"nothing to fetch so far; not yet reconciled with {waiting} (meshnode sync --wait)"
     return (
-        f"nothing to fetch; in sync with {synced} of {counted(peers, 'peer')}, the others not yet"
-        " reconciled with (meshnode sync --wait starts it)"
+        f"nothing to fetch; in sync with {synced} of {counted(peers, 'peer')}, not yet"
+        f" reconciled with {'the other' if peers - synced == 1 else f'the other {waiting}'}"
+        " (meshnode sync --wait)"
     )
 
 
