@@ -515,13 +515,14 @@ class PeerService:
     async def open_listeners(self) -> list[trio.SocketListener]:
         """Bind every listen address now, so a port in use fails start-up plainly."""
         listeners: list[trio.SocketListener] = []
+        where = ""
         try:
             for host, port in self.config.listen:
+                where = format_address(host, port)  # the one that failed, if one does
                 listeners.extend(await trio.open_tcp_listeners(port, host=host))
         except OSError as exc:
             for listener in listeners:
                 await listener.aclose()
-            where = ", ".join(format_address(h, p) for h, p in self.config.listen)
             raise ListenError(
                 f"cannot listen for peers on {where}: {exc.strerror or exc}"
             ) from None
