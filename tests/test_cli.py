@@ -233,6 +233,39 @@ def test_no_daemon_says_how_to_start_one(tmp_path: Path) -> None:
     assert "no meshnode daemon is running" in result.stderr and "meshnode run" in result.stderr
 
 
+HOLD_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from meshnode.system.datadir import DataDirLock
+lock = DataDirLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_daemon_that_holds_the_data_dir_but_does_not_answer_yet_may_be_starting(
+    tmp_path: Path,
+) -> None:
+    """``meshnode run &`` and at once ``meshnode status``: not "start one", not "--socket"."""
+    home = tmp_path / "home"
+    home.mkdir()
+    starting = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(home)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert starting.stdout is not None and starting.stdout.readline() == "locked\n"
+        result = status_of(home)
+        assert result.returncode == 3
+        assert f"(pid {starting.pid}) is running on {home} but does not answer" in result.stderr
+        assert "it may still be starting (try again in a moment)" in result.stderr
+    finally:
+        starting.kill()
+        starting.wait(10)
+        assert starting.stdout is not None
+        starting.stdout.close()
+
+
 def test_id_with_no_daemon_reads_the_key_file_of_a_node_that_has_run(tmp_path: Path) -> None:
     home = tmp_path / "home"
 

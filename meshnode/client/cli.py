@@ -681,12 +681,35 @@ def _fail_if_held_elsewhere(args: argparse.Namespace, socket_path: object) -> No
 
     home = paths.data_dir(args.data_dir, os.environ)
     pid = DataDirLock.holder(home)
-    if pid is not None:
+    if pid is None:
+        return
+    age = _age_s(pid)
+    if age is not None and age < STARTING_S:  # meshnode run & then at once meshnode status
         fail(
             EXIT_NO_DAEMON,
-            f"a meshnode daemon (pid {pid}) is running on {home}, but not at {socket_path};"
-            " give the --socket it was started with",
+            f"a meshnode daemon (pid {pid}) is running on {home} but does not answer at"
+            f" {socket_path}: started {age:.1f} s ago, it may still be starting (try again in a"
+            " moment); else give the --socket it was started with",
         )
+    fail(
+        EXIT_NO_DAEMON,
+        f"a meshnode daemon (pid {pid}) is running on {home}, but not at {socket_path};"
+        " give the --socket it was started with",
+    )
+
+
+STARTING_S = 10.0  # a daemon younger than this that does not answer yet may just be starting
+
+
+def _age_s(pid: str) -> float | None:
+    """Seconds since process ``pid`` started (Linux: /proc), or None where that cannot be told."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as stat, open("/proc/uptime") as uptime:
+            started = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, in ticks
+            since_boot = float(uptime.read().split()[0])
+        return since_boot - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 _NODE_OPTIONS = ("--data-dir", "--socket")  # the options that may come before the command
