@@ -429,9 +429,15 @@ def test_output_to_a_closed_pipe_is_not_an_error(daemon: Daemon) -> None:
     assert os.path.exists(daemon.socket)
 
 
-def test_output_to_a_full_disk_is_one_line_and_exit_1(daemon: Daemon) -> None:
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_to_a_full_disk_is_one_line_and_exit_1(daemon: Daemon, buffered: bool) -> None:
     """``meshnode peers --json > peers.json`` on a Pi whose SD card is full."""
-    for command in (("status",), ("config", "show")):
+    env = dict(os.environ)
+    if buffered:  # the write fails at the flush, not in print
+        env.pop("PYTHONUNBUFFERED", None)
+    else:
+        env["PYTHONUNBUFFERED"] = "1"
+    for command in (("status",), ("config", "show"), ("get", "no/such/key")):
         with open("/dev/full", "w") as full:
             result = subprocess.run(
                 [sys.executable, "-m", "meshnode", *command, *daemon.cli_args],
@@ -440,9 +446,28 @@ def test_output_to_a_full_disk_is_one_line_and_exit_1(daemon: Daemon) -> None:
                 text=True,
                 timeout=20,
                 check=False,
+                env=env,
             )
+        if command[0] == "get":  # it failed with nothing written: that is what it says
+            assert result.returncode == 1 and "not found" in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+            continue
         assert result.returncode == 1, result.stderr
         assert result.stderr == "meshnode: cannot write: No space left on device\n"
+
+
+def test_a_command_started_with_stdout_closed_does_not_fail_for_it(daemon: Daemon) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshnode", "status", *daemon.cli_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=20,
+        check=False,
+        pass_fds=(),
+        preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
 
 
 def test_a_value_with_line_breaks_or_tabs_stays_on_its_own_line(daemon: Daemon) -> None:

@@ -117,6 +117,10 @@ def test_a_commands_own_option_given_before_it_is_told_where_it_goes() -> None:
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
         cli.parse_args(["--json", "status"])
     assert "(options of status go after it: meshnode status --json)" in err.getvalue()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        cli.parse_args(["--json", "config", "show"])
+    assert "(options of config show go after it: meshnode config show --json)" in err.getvalue()
 
 
 def test_bans_and_all_are_two_lists_not_one() -> None:

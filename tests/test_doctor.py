@@ -95,11 +95,28 @@ def test_a_dial_that_another_network_hangs_up_on_suggests_joining_it() -> None:
 
 def test_nodes_dialling_in_with_another_network_key_are_named() -> None:
     """The dialled side of the usual mistake, which sees nothing else of it."""
-    found = problems(status(wrong_key_from=["10.231.0.4"]))
+    found = problems(status(peers=0, wrong_key_from=["10.231.0.4"]))
     assert found["handshakes"].startswith(
         "handshakes from 10.231.0.4 failed in the last 10 minutes: another network key"
     )
     assert "network show --reveal" in found["handshakes"]
+
+
+def test_with_peers_connected_a_failed_handshake_is_news_not_a_fault() -> None:
+    """A port scan of an exposed 7744 must not make doctor fail a healthy node."""
+    [shaken] = [
+        c for c in diagnose(status(wrong_key_from=["192.0.2.66"])) if c.check == "handshakes"
+    ]
+    assert shaken.ok and shaken.verdict.startswith("3 peers connected; handshakes from 192.0.2.66")
+
+
+def test_an_ipv4_only_listener_is_not_said_to_be_dialled_on_ipv6() -> None:
+    [listening] = [
+        c
+        for c in diagnose(status(listening=["0.0.0.0:7744"]), avahi=False)
+        if c.check == "listening"
+    ]
+    assert listening.verdict == "peers can dial 192.168.1.20:7744 (listening on 0.0.0.0:7744)"
 
 
 def test_a_node_listening_on_every_interface_names_the_addresses_to_dial() -> None:

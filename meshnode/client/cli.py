@@ -746,7 +746,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         before = words[: words.index(command)] if command in words else []
         if any(e in before and e.split("=")[0] in inner._option_string_actions for e in extras):
             # meshnode --json status: its own option, given before the command
-            said += f" (options of {command} go after it: meshnode {command} {' '.join(extras)})"
+            path = inner.prog.removeprefix(parser.prog).strip()  # "config show"
+            said += f" (options of {path} go after it: meshnode {path} {' '.join(extras)})"
         inner.error(said)
     return args
 
@@ -780,15 +781,19 @@ def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any
         parser = chosen
 
 
-# A write that failed for want of room or a device: a full SD card under `> peers.json`.
-_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+# A write that failed for want of room: a full SD card under `> peers.json`. Only writes
+# fail so, never reads, so the words "cannot write" are true wherever it happened.
+_WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        code = _dispatch(args)
-        sys.stdout.flush()  # here, not at exit, where a failure would be a traceback
+        try:
+            return _dispatch(args)
+        finally:  # here, not at exit, where a failure would be a traceback; after fail() too
+            if sys.stdout is not None:  # None when the process was started with fd 1 closed
+                sys.stdout.flush()
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head); nothing left to say
         return EXIT_OK
@@ -797,12 +802,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _drop_unwritten_output()
         fail(EXIT_FAILED, f"cannot write: {exc.strerror}")
-    return code
 
 
 def _drop_unwritten_output() -> None:
     """Let the interpreter exit without trying the failed write once more."""
-    with contextlib.suppress(OSError):  # nowhere to point it: the interpreter will say so
+    with contextlib.suppress(OSError, AttributeError):  # nowhere to point it, or no stdout
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

@@ -179,10 +179,14 @@ def _handshakes(status: dict[str, Any]) -> Check | None:
     shown = ", ".join(hosts[:SHOWN_FAILURES]) + (
         f" and {len(hosts) - SHOWN_FAILURES} more" if len(hosts) > SHOWN_FAILURES else ""
     )
+    failed = f"handshakes from {shown} failed in the last 10 minutes: another network key"
+    peers = status.get("peers", 0)
+    if peers:  # news, not a fault: a port scan must not fail a healthy node
+        failed = f"{counted(peers, 'peer')} connected; {failed}"
     return Check(
         "handshakes",
-        False,
-        f"handshakes from {shown} failed in the last 10 minutes: another network key",
+        bool(peers),
+        failed,
         "they are nodes of another mesh (or scanners): to meet them, one side joins the"
         " other's network: meshnode network join INVITE (meshnode network show --reveal"
         " gives this one's)",
@@ -195,7 +199,9 @@ def _listening(status: dict[str, Any], discovery: dict[str, Any]) -> Check:
     wildcard = [a for a in reachable if _unspecified(a)]
     if wildcard:  # 0.0.0.0:7744 is no address to dial: the interfaces' are
         port = int(wildcard[0].rsplit(":", 1)[1])
-        announced = discovery.get("addresses", [])
+        ipv4 = any(not a.startswith("[") for a in wildcard)  # 0.0.0.0, or :7744 for both
+        ipv6 = any(a.startswith(("[", ":")) for a in wildcard)
+        announced = [ip for ip in discovery.get("addresses", []) if (ipv6 if ":" in ip else ipv4)]
         at = ", ".join(format_address(ip, port) for ip in announced) or f"any address, port {port}"
         return Check(
             "listening", True, f"peers can dial {at} (listening on {', '.join(reachable)})"
