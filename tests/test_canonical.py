@@ -72,6 +72,7 @@ def test_non_canonical_encodings_are_rejected(data: bytes) -> None:
         (b"\x81\x01\x02", "bad-value"),  # int map key
         (b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00", "bad-value"),  # NaN
         (b"\x91" * 17 + b"\xc0", "bad-value"),  # nested too deep
+        (b"\x91" * 16 + b"\x90", "bad-value"),  # as deep, the innermost array empty
         (b"\x91" * 5000 + b"\xc0", "bad-value"),  # deeper than msgpack's own stack
         (b"\xd6\xff\x00\x00\x00\x01", "bad-value"),  # the msgpack timestamp is an ext type
         (b"\xd5\xff\x00\x01", "bad-value"),  # ext -1 of a length no timestamp has
@@ -135,3 +136,16 @@ def test_the_fast_decoder_and_the_classifier_agree(data: bytes) -> None:
         assert exc.kind == kind != ""
     else:
         assert kind == ""
+
+
+def test_an_empty_array_or_map_is_a_level_too() -> None:
+    """records.md §4: [1] is depth 1, and so is []; sixteen levels at most."""
+    for empty in ([], {}):
+        deep: object = empty
+        for _ in range(15):
+            deep = [deep]
+        assert canonical.unpack(canonical.pack(deep)) == deep  # sixteen levels
+        with pytest.raises(CanonicalError, match="deeper"):
+            canonical.pack([deep])
+        with pytest.raises(CanonicalError, match="deeper"):
+            canonical.unpack(b"\x91" + canonical.pack(deep))

@@ -105,6 +105,9 @@ def _invalid_cases(good: Record) -> list[tuple[str, str, bytes]]:
     nested: Any = "x"
     for _ in range(17):
         nested = [nested]
+    nested_empty: Any = []  # an empty array is a level too
+    for _ in range(16):
+        nested_empty = [nested_empty]
     return [
         ("signature does not verify (one bit flipped)", "bad-signature", bytes(flipped)),
         ("signed without the domain context", "bad-signature", bad_context),
@@ -129,6 +132,11 @@ def _invalid_cases(good: Record) -> list[tuple[str, str, bytes]]:
         ("key of 257 bytes", "bad-key", _resign(a, [*base[:3], "k" * 257, *base[4:]])),
         ("key as bin", "bad-key", _resign(a, [*base[:3], b"profile/name", *base[4:]])),
         ("value nested 17 levels", "bad-value", _resign(a, [*base[:4], nested, *base[5:]])),
+        (
+            "value nested 17 levels, the innermost empty",
+            "bad-value",
+            _resign(a, [*base[:4], nested_empty, *base[5:]]),
+        ),
         ("value of 16385 bytes", "too-large", _resign(a, [*base[:4], b"x" * 16382, *base[5:]])),
         ("record over 17408 bytes", "too-large", b"\x98" + b"\x00" * 17408),
         ("created_ms negative", "bad-time", _resign(a, [*base[:5], -1, None])),

@@ -45,10 +45,14 @@ class CanonicalError(ValueError):
 
 
 def _normalise(value: Value, depth: int) -> Value:
-    """Check ``value`` is in the allowed subset; return it with maps sorted."""
-    if depth > MAX_DEPTH:
-        raise CanonicalError(f"nested deeper than {MAX_DEPTH} levels")
+    """Check ``value`` is in the allowed subset; return it with maps sorted.
+
+    ``depth`` is the containers around ``value``; an array or map is a level itself,
+    empty or not (records.md §4), as ``_Walk`` counts.
+    """
     kind = type(value)
+    if (kind is list or kind is tuple or kind is dict) and depth >= MAX_DEPTH:
+        raise CanonicalError(f"nested deeper than {MAX_DEPTH} levels")
     if value is None or kind is bool or kind is str or kind is bytes:
         return value
     if kind is int:
@@ -100,16 +104,17 @@ def _reject_ext(code: int, data: bytes) -> None:
 
 
 def _plain_values(value: Value, depth: int, max_depth: int) -> bool:
-    """True if the decoded value is within the subset (msgpack turns ext -1 into Timestamp)."""
-    if depth > max_depth:
-        return False
+    """True if the decoded value is within the subset (msgpack turns ext -1 into Timestamp);
+    ``depth`` as in ``_normalise``."""
     kind = type(value)
     if kind is float:
         return math.isfinite(value)
     if kind is list:
-        return all(_plain_values(item, depth + 1, max_depth) for item in value)
+        return depth < max_depth and all(_plain_values(i, depth + 1, max_depth) for i in value)
     if kind is dict:
-        return all(_plain_values(item, depth + 1, max_depth) for item in value.values())
+        return depth < max_depth and all(
+            _plain_values(i, depth + 1, max_depth) for i in value.values()
+        )
     return value is None or kind in (bool, int, str, bytes)
 
 
