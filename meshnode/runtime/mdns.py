@@ -18,9 +18,12 @@ interface changes.
 
 A node gone without a goodbye is not left to its PTR record: python-zeroconf
 keeps one at least 1125 s, whatever its TTL. When dialling a service's address
-fails, the bridge looks at the service's SRV record; once that is older than its
-TTL, it asks the link for the service again, and forgets it if nothing answers
-(RFC 6762 §10.4: a failure is a reason to doubt the cache).
+fails (for a reason of the far side's: refused, unanswered), the bridge looks at
+the service's SRV record; once that is older than its TTL, it asks the link for
+the service again (RFC 6762 §10.4: a failure is a reason to doubt the cache). A
+service that does not answer is suspect; one still silent when asked again
+``GONE_AFTER`` later is forgotten, its records dropped from zeroconf's cache
+so that its next answer is news. A lost answer or a short outage is not enough.
 
 Interfaces are followed through a netlink socket (Linux), or re-read every
 few seconds where there is none; a burst of changes (a Wi-Fi handover makes
@@ -34,6 +37,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -41,7 +45,13 @@ from typing import Any, TypeVar
 
 import trio
 from msgspec import Struct, field
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
+from zeroconf import (
+    IPVersion,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+    current_time_millis,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
 from meshnode.core.addresses import IPAddress
@@ -74,7 +84,11 @@ MAX_SERVICES = 512  # services remembered; past it, the one heard of longest ago
 STOP_TIMEOUT = 2.0  # seconds zeroconf gets to send its goodbyes and close, of the 5 s of a stop
 TTL = 120  # seconds, every record we announce
 DOUBT_INTERVAL = 5.0  # seconds: a service is asked after at most once so often, however many fail
-_SRV, _IN = 33, 1  # the DNS record type and class (RFC 2782, RFC 1035)
+QUIET_AFTER_CHANGE = 10.0  # seconds after this node's interfaces change when no dial is doubted
+# A service that did not answer is asked again this much later, and forgotten if silent then
+# too: a quarter of the 120 s TTL RFC 6762 gives SRV records, longer than a lost answer.
+GONE_AFTER = 30.0
+_PTR, _SRV, _IN = 12, 33, 1  # DNS record types and the class (RFC 1035, RFC 2782)
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
 
@@ -120,6 +134,7 @@ class Discovery:
         self._advert: Advert | None = None
         self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
         self._doubted: dict[str, float] = {}  # instance -> when a failed dial last asked after it
+        self._links_changed = -math.inf  # when the interfaces in use last changed
         self._ignored: dict[str, str] = {}  # instance -> why not used, last heard
         self._unreachable: dict[str, Resolved] = {}  # judged again when the links change
 
@@ -174,6 +189,8 @@ class Discovery:
         return changes
 
     async def _apply(self, choice: Choice, send: Channel, token: trio.lowlevel.TrioToken) -> None:
+        if self._choice is not None:  # a change, not the start
+            self._links_changed = trio.current_time()
         self.state.interfaces = [i.name for i in choice.used]
         self.state.addresses = _announced(choice)
         self.state.skipped = dict(choice.skipped)
@@ -259,6 +276,8 @@ class Discovery:
         if loop is None or bridge is None:
             return
         now = trio.current_time()
+        if now - self._links_changed < QUIET_AFTER_CHANGE:
+            return  # dials fail while a link comes and goes; the services have not gone
         for instance, addresses in self._hinted.items():
             last = self._doubted.get(instance)
             if address in addresses and (last is None or now - last >= DOUBT_INTERVAL):
@@ -350,6 +369,7 @@ class _Bridge:
         self._on_drop = on_drop
         self._resolving: set[str] = set()
         self._verifying: set[str] = set()
+        self._suspect: dict[str, float] = {}  # name -> when it first did not answer (loop time)
         self._waiting: dict[str, None] = {}  # in the order heard; bounded
         self._tasks: set[asyncio.Future[None]] = set()
         self._browser: AsyncServiceBrowser | None = None
@@ -371,6 +391,7 @@ class _Bridge:
             return
         if state_change is ServiceStateChange.Removed:
             self._waiting.pop(name, None)
+            self._suspect.pop(name, None)
             self._tell(_Gone(name))
         elif name.lower() != self._own:
             self._resolve(name)
@@ -393,6 +414,7 @@ class _Bridge:
             for attempt in range(RESOLVE_ATTEMPTS):  # a busy link or a busy host loses answers
                 info = AsyncServiceInfo(SERVICE_TYPE, name)
                 if await info.async_request(self._zc, RESOLVE_TIMEOUT_MS):
+                    self._suspect.pop(name, None)
                     hosts = tuple(info.parsed_scoped_addresses())
                     self._tell(Resolved(name, info.text or b"", info.port, hosts))
                     return
@@ -420,19 +442,43 @@ class _Bridge:
             now = current_time_millis()
             srv = self._zc.cache.async_all_by_details(name, _SRV, _IN)
             if any(not record.is_expired(now) for record in srv):
+                self._suspect.pop(name, None)
                 return  # heard within its TTL: a node that refuses is not a node that left
-            # The cache has nothing fresh, so this goes to the link (three queries in 3 s).
-            if not await AsyncServiceInfo(SERVICE_TYPE, name).async_request(
+            # The cache has nothing fresh, so this goes to the link (a few queries in 3 s).
+            if await AsyncServiceInfo(SERVICE_TYPE, name).async_request(
                 self._zc, RESOLVE_TIMEOUT_MS
             ):
-                log.info(
-                    "event=mdns_service_gone name=%r: no answer once its records expired", name
-                )
-                self._tell(_Gone(name))
+                self._suspect.pop(name, None)
+                log.debug("event=mdns_service_answers name=%r", name)
+                return
+            self._silent(name)
         except Exception as exc:  # as in _lookup: zeroconf's to report, never fatal here
             log.debug("event=mdns_verify_failed name=%r error=%r", name, str(exc))
         finally:
             self._verifying.discard(name)
+
+    def _silent(self, name: str) -> None:
+        """``name`` did not answer: suspect the first time, and asked again ``GONE_AFTER``
+        later; gone if silent then too, which a lost answer is not."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        since = self._suspect.setdefault(name, now)
+        while len(self._suspect) > MAX_SERVICES:  # bounded: the oldest suspicion goes
+            del self._suspect[next(iter(self._suspect))]
+        if since == now:
+            log.debug("event=mdns_service_silent name=%r", name)
+            loop.call_later(GONE_AFTER, self.verify, name)
+            return
+        if now - since < GONE_AFTER:
+            return
+        del self._suspect[name]
+        cache = self._zc.cache
+        records = [*cache.async_entries_with_name(name)]
+        pointers = cache.async_all_by_details(SERVICE_TYPE, _PTR, _IN)
+        records += [r for r in pointers if getattr(r, "alias", None) == name]
+        cache.async_remove_records(records)  # its next answer is news to the browser again
+        log.info("event=mdns_service_gone name=%r: no answer since its records expired", name)
+        self._tell(_Gone(name))
 
     def _tell(self, message: Message) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # the daemon is stopping

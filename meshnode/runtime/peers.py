@@ -22,6 +22,7 @@ every ``LOG_INTERVAL`` seconds, so a flood cannot flood the log either.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import math
@@ -667,7 +668,8 @@ class PeerService:
                     LOG_INTERVAL,
                 )
             await self.step(DialFailed(address, why=why))
-            self.on_dial_failed(address)
+            if why not in _OUR_SIDE:  # this node's link is down: says nothing of the peer
+                self.on_dial_failed(address)
             return
         ticket = self._admission.dial(trio.current_time())
         outcome = await self._guarded(stream, True, address, source_of(host), ticket)
@@ -892,6 +894,13 @@ async def _linger(stream: trio.abc.Stream) -> None:
             await stream.send_eof()
         while await stream.receive_some(RECEIVE_SIZE):
             pass
+
+
+# Dials that fail so say nothing of the far side: this node has no route, no address.
+_OUR_SIDE = frozenset(
+    os.strerror(code)[:1].lower() + os.strerror(code)[1:]
+    for code in (errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL)
+)
 
 
 def _unreachable(exc: OSError) -> str:
