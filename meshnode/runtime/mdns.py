@@ -370,6 +370,7 @@ class _Bridge:
         self._resolving: set[str] = set()
         self._verifying: set[str] = set()
         self._suspect: dict[str, float] = {}  # name -> when it first did not answer (loop time)
+        self._closed = False
         self._waiting: dict[str, None] = {}  # in the order heard; bounded
         self._tasks: set[asyncio.Future[None]] = set()
         self._browser: AsyncServiceBrowser | None = None
@@ -379,8 +380,15 @@ class _Bridge:
         self._browser = AsyncServiceBrowser(self._zc, [SERVICE_TYPE], handlers=[self._changed])
 
     async def cancel(self) -> None:
+        """Stop browsing, and the resolutions and questions under way (none is left pending
+        when the loop closes); a question due later is not asked."""
+        self._closed = True
         if self._browser is not None:
             await self._browser.async_cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _changed(
         self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
@@ -397,7 +405,7 @@ class _Bridge:
             self._resolve(name)
 
     def _resolve(self, name: str) -> None:
-        if name in self._resolving or name in self._waiting:
+        if self._closed or name in self._resolving or name in self._waiting:
             return
         if len(self._resolving) >= MAX_RESOLVING:
             self._waiting[name] = None
@@ -430,7 +438,7 @@ class _Bridge:
 
     def verify(self, name: str) -> None:
         """Ask the link after ``name`` if its records have expired; it is gone if none answers."""
-        if name in self._verifying or len(self._verifying) >= MAX_RESOLVING:
+        if self._closed or name in self._verifying or len(self._verifying) >= MAX_RESOLVING:
             return
         self._verifying.add(name)
         task = asyncio.ensure_future(self._verify(name))
