@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from meshnode.client.doctor import diagnose
+from meshnode.client.doctor import diagnose, summary
 from tests.helpers import Daemon
 
 WELL = {
@@ -41,6 +41,12 @@ def problems(found: dict[str, Any]) -> dict[str, str]:
 
 def test_a_node_with_peers_is_well() -> None:
     assert problems(status()) == {}
+
+
+def test_the_last_line_says_all_is_well_or_counts_the_problems() -> None:
+    assert summary(diagnose(status(), avahi=False)) == "all is well: 7 checks passed"
+    lonely = diagnose(status(peers=0, listening=["127.0.0.1:7744"]), avahi=False)
+    assert summary(lonely) == "2 problems (peers, listening): see the hints above"
 
 
 def test_a_different_network_key_is_said_plainly() -> None:
@@ -176,6 +182,7 @@ def test_the_command_on_a_lonely_daemon_exits_1_with_json_too(
     text = daemon.cli("doctor")
     assert text.returncode == 1
     assert "PROBLEM" in text.stdout and "no peer is connected" in text.stdout
+    assert text.stdout.splitlines()[-1].endswith("see the hints above")
     lines = daemon.cli("doctor", "--json").stdout.splitlines()
     checks = {c["check"]: c for c in map(json.loads, lines)}
     assert not checks["listening"]["ok"] and checks["clock"]["ok"]

@@ -295,7 +295,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
-    from meshnode.client.doctor import diagnose
+    from meshnode.client.doctor import diagnose, summary
 
     checks = diagnose(client.status(), client.call("addresses"))
     for check in checks:
@@ -305,6 +305,8 @@ def cmd_doctor(client: Client, args: argparse.Namespace) -> int:
             print(f"{'ok' if check.ok else 'PROBLEM':<8}{check.check:<11}{check.verdict}")
             if check.hint:
                 print(f"{'':<19}try: {check.hint}")
+    if not args.json:  # JSON lines stay one check each; the exit code says the same
+        print(summary(checks))
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 

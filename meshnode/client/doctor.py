@@ -56,6 +56,14 @@ def diagnose(
     return [c for c in checks if c is not None]
 
 
+def summary(checks: Sequence[Check]) -> str:
+    """The last line a person reads: all is well, or how many things are not."""
+    failed = [c.check for c in checks if not c.ok]
+    if not failed:
+        return f"all is well: {counted(len(checks), 'check')} passed"
+    return f"{counted(len(failed), 'problem')} ({', '.join(failed)}): see the hints above"
+
+
 def _interfaces(discovery: dict[str, Any]) -> Check:
     if not discovery.get("mdns"):
         verdict = "mDNS is off: peers come only from --peer and the peers setting"
