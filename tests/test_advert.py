@@ -19,6 +19,7 @@ from meshnode.core.advert import (
     Resolved,
     advert_for,
     instance_label,
+    moved,
     network_tag,
     read_sighting,
 )
@@ -118,6 +119,15 @@ def test_the_advert_depends_on_the_node_in_nothing_but_its_random_label() -> Non
     made = advert_for(KEY, LABEL, 7744)
     assert made.txt == {"v": "1", "n": network_tag(KEY)}
     assert made.server == f"{made.label}.local."  # never the machine's host name
+
+
+def test_a_node_gone_to_other_links_needs_a_new_label_but_not_one_that_kept_an_address() -> None:
+    wifi_a = ["192.168.1.20", "fe80::1c2b:3aff:fe4d:5e6f%wlan0"]
+    wifi_b = ["10.40.0.7", "fe80::8a1:77ff:fe02:9b1%wlan0"]  # a per-network MAC: new fe80 too
+    assert moved(wifi_a, wifi_b)
+    assert not moved(wifi_a, [*wifi_a, "10.0.0.5"])  # a cable plugged in beside the Wi-Fi
+    assert not moved(wifi_a, ["10.40.0.7", wifi_a[1]])  # the same fe80 links the two anyway
+    assert not moved([], wifi_b) and not moved(wifi_a, [])  # not announcing: nothing to link
 
 
 def test_two_networks_have_unlinkable_tags_that_every_member_computes_alike() -> None:

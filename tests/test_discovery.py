@@ -3,7 +3,9 @@ each other by multicast DNS in network namespaces (tests/netns.py), with no --pe
 
 from __future__ import annotations
 
+import base64
 import json
+import select
 import subprocess
 import sys
 import textwrap
@@ -11,11 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from meshnode.client import Client, ClientError
 from meshnode.core.netkey import encode_network_key
+from meshnode.core.nodeid import decode_node_id
 from meshnode.engine import peering
 from meshnode.engine.peering import PeerPolicy
 from meshnode.engine.settings import PeerSettings, Settings
@@ -258,6 +262,22 @@ def mesh(hosts: int, tmp: Path) -> Iterator[tuple[Lan, list[NsDaemon]]]:
         yield lan, [NsDaemon(host, tmp) for host in lan.hosts]
 
 
+def first_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """The first line a helper process prints, stripped; "" if none comes within ``timeout``
+    (a helper that failed to start must fail the test, not hang it)."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if readable else ""
+
+
+def stored(daemon: NsDaemon) -> int:
+    return int(daemon.call("status")["records"])  # type: ignore[index]
+
+
+def discovery(daemon: NsDaemon) -> dict[str, Any]:
+    return daemon.call("status")["discovery"]  # type: ignore[index,no-any-return]
+
+
 def wait_for(condition: object, timeout: float, what: str, daemons: list[NsDaemon]) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -270,15 +290,24 @@ def wait_for(condition: object, timeout: float, what: str, daemons: list[NsDaemo
 
 @NETNS
 def test_eight_nodes_on_one_bridge_find_each_other_and_share_a_record(tmp_path: Path) -> None:
-    with mesh(8, tmp_path) as (_, daemons):
+    """Everyone hears everyone, yet each keeps within its bounds, here set below the 7 others
+    so that a node dialling all it hears would break them; the record crosses by relay."""
+    require_netns()
+    bounds = tmp_path / "bounds.toml"
+    bounds.write_text("target_degree = 3\nmax_peers = 5\noutbound_slots = 3\n")
+    with Lan.create(hosts=8) as lan:
+        daemons = [NsDaemon(host, tmp_path, "--config", str(bounds)) for host in lan.hosts]
         wait_for(
             lambda: all(d.peers() >= 1 for d in daemons),
             FORM_TIMEOUT,
             "every node connected",
             daemons,
         )
-        most = PeerSettings().outbound_slots + PeerSettings().max_peers
-        assert all(d.peers() <= most for d in daemons)
+        time.sleep(1.0)  # let every node fill its outbound slots, and the duplicates close
+        degrees = [d.peers() for d in daemons]
+        assert all(1 <= degree <= 5 for degree in degrees), degrees
+        overlay = daemons[0].call("status")["overlay"]  # type: ignore[index]
+        assert overlay["max_peers"] == 5 and overlay["outbound_slots"] == 3
         daemons[3].call("publish", key="offer/soldering-help", value="table 4")
         author = daemons[3].call("id")["node_id"]  # type: ignore[index]
 
@@ -387,19 +416,84 @@ def test_an_ipv6_only_link_with_link_local_addresses_forms_a_mesh(tmp_path: Path
         assert all(a.startswith("[fe80::") for a in addresses), addresses
 
 
+# Runs in a namespace: hears every mDNS datagram on its one interface (port 5353 is shared,
+# as with avahi) and writes each as a line of hex. It never sends.
+CAPTURE = r"""
+import selectors, socket, struct, sys
+
+ipv4, index, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def bound(family, address):
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((address, 5353))
+    return sock
+
+
+v4 = bound(socket.AF_INET, "0.0.0.0")
+group4 = socket.inet_aton("224.0.0.251") + socket.inet_aton(ipv4)
+v4.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group4)
+v6 = bound(socket.AF_INET6, "::")
+group6 = socket.inet_pton(socket.AF_INET6, "ff02::fb") + struct.pack("@I", index)
+v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group6)
+selector = selectors.DefaultSelector()
+selector.register(v4, selectors.EVENT_READ)
+selector.register(v6, selectors.EVENT_READ)
+with open(path, "a", buffering=1) as out:
+    print("ready", flush=True)
+    while True:
+        for key, _ in selector.select():
+            out.write(key.fileobj.recv(65535).hex() + "\n")
+"""
+
+
+def forms_of(node_id: str) -> list[bytes]:
+    """Every way a node id could appear in a packet: bech32, the raw key, its hex, its base32
+    (whole, and the 10 bytes a label has), compared in lowercase as DNS names are."""
+    key = decode_node_id(node_id)
+    b32 = base64.b32encode(key).decode().rstrip("=").lower()
+    return [node_id.lower().encode(), key, key.hex().encode(), b32.encode(), b32[:16].encode()]
+
+
 @NETNS
 def test_a_node_of_another_network_is_never_connected(tmp_path: Path) -> None:
+    """It is never connected, is sent no record, and hears no member's node id in anything
+    the members multicast."""
     require_netns()
     other = encode_network_key(bytes(range(32)))
     with Lan.create(hosts=3) as lan:
+        heard = tmp_path / "heard.hex"
+        outsider_host = lan.hosts[2]
+        eth0 = outsider_host.interfaces["eth0"]
+        assert eth0.ipv4 is not None
+        capture = outsider_host.popen(
+            [sys.executable, "-c", CAPTURE, eth0.ipv4, str(eth0.index), str(heard)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert first_line(capture, 10.0) == "ready"
         members = [NsDaemon(host, tmp_path) for host in lan.hosts[:2]]
-        outsider = NsDaemon(lan.hosts[2], tmp_path, "--network-key", other)
+        outsider = NsDaemon(outsider_host, tmp_path, "--network-key", other)
         daemons = [*members, outsider]
         wait_for(lambda: all(d.peers() == 1 for d in members), FORM_TIMEOUT, "members met", daemons)
-        time.sleep(1.0)
+        with Client(members[0].socket, timeout=10) as client:
+            client.publish("offer/soldering-help", "table 4")
+        wait_for(lambda: stored(members[1]) == 1, FORM_TIMEOUT, "the record shared", daemons)
+        time.sleep(1.0)  # the members' announcements and answers have all gone out by now
         assert outsider.peers() == 0
-        ignored = outsider.call("status")["discovery"]["ignored_services"]  # type: ignore[index]
+        assert stored(outsider) == 0
+        ignored = discovery(outsider)["ignored_services"]
         assert ignored.get("another network", 0) >= 1
+        packets = [bytes.fromhex(line).lower() for line in heard.read_text().split()]
+        assert sum(b"_meshnode" in p for p in packets) >= 2  # it heard both members' services
+        for member in members:
+            node_id = str(member.call("id")["node_id"])  # type: ignore[index]
+            for form in forms_of(node_id):
+                assert not any(form.lower() in p for p in packets), (node_id, form)
 
 
 @NETNS
@@ -457,12 +551,55 @@ def test_an_interface_plugged_into_a_running_node_is_used_within_5_s(tmp_path: P
             lambda: all(d.peers() == 1 for d in daemons), 5.0, "connected over eth0", daemons
         )
         assert took <= 5.0
+        # ... and advertised on it: the first node heard the late node's service, not only
+        # its dial (a connection alone could be the first node's work).
+        assert discovery(daemons[0])["services"] == 1
+        assert discovery(daemons[1])["interfaces"] == ["eth0"]
         lan.detach(late, "eth0")
         wait_for(
             lambda: daemons[1].call("status")["discovery"]["interfaces"] == [],  # type: ignore[index]
             5.0,
             "the unplugged interface noticed",
             daemons,
+        )
+
+
+@NETNS
+def test_a_node_moved_to_other_links_is_announced_there_under_a_new_label(tmp_path: Path) -> None:
+    """A laptop taken from one Wi-Fi network to another: its label does not follow it, so that
+    a listener on both cannot tell it is the same machine by its advertisement."""
+    require_netns()
+    with Lan.create(hosts=2) as lan:
+        laptop = lan.hosts[1]
+        elsewhere = lan.add_segment()
+        daemons = [NsDaemon(host, tmp_path) for host in lan.hosts]
+        there = NsDaemon(lan.add_host(elsewhere), tmp_path)
+        everyone = [*daemons, there]
+        wait_for(lambda: daemons[1].peers() == 1, FORM_TIMEOUT, "the first link formed", everyone)
+        first = discovery(daemons[1])["instance"]
+        assert isinstance(first, str) and first.startswith("mn-")
+        lan.detach(laptop, "eth0")
+        lan.attach(laptop, elsewhere)
+        wait_for(lambda: there.peers() == 1, FORM_TIMEOUT, "joined on the other link", everyone)
+        assert discovery(there)["services"] == 1
+        second = discovery(daemons[1])["instance"]
+        assert second not in (first, None)
+        # Renumbered where it runs (another lease, another MAC): a new label again, and the
+        # old one's goodbyes leave the other node one service, not two.
+        laptop.run(["ip", "addr", "flush", "dev", "eth0"])
+        laptop.run(["ip", "addr", "add", "10.231.1.200/24", "dev", "eth0"])
+        laptop.run(["ip", "addr", "add", "fe80::e7:1:c8/64", "dev", "eth0", "nodad"])
+        wait_for(
+            lambda: discovery(daemons[1])["instance"] not in (first, second),
+            5.0,
+            "a new label after renumbering",
+            everyone,
+        )
+        wait_for(
+            lambda: discovery(there)["services"] == 1 and there.peers() == 1,
+            FORM_TIMEOUT,
+            "the old label gone and the laptop reached at its new address",
+            everyone,
         )
 
 
@@ -571,7 +708,7 @@ def test_a_hundred_fake_services_leave_the_table_bounded_and_dials_slow(tmp_path
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert fakes.stdout is not None and fakes.stdout.readline().strip() == "registered"
+        assert first_line(fakes, 30.0) == "registered"
         time.sleep(4.0)
         known = daemon.call("addresses")
         elapsed = time.monotonic() - started
@@ -623,7 +760,7 @@ def test_a_node_gone_without_a_goodbye_is_forgotten_once_its_dials_fail(tmp_path
         fake = faker.popen(
             [sys.executable, "-c", FAKE_NODE, faker.ipv4[0]], stdout=subprocess.PIPE, text=True
         )
-        assert fake.stdout is not None and fake.stdout.readline().strip() == "registered"
+        assert first_line(fake, 30.0) == "registered"
 
         def seen() -> int:
             return daemon.call("status")["discovery"]["services"]  # type: ignore[index,no-any-return]

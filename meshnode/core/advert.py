@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from msgspec import Struct
 
@@ -93,6 +93,16 @@ def advert_for(network_key: bytes, random_bytes: bytes, port: int) -> Advert:
         raise ValueError(f"a port is 1 to 65535, got {port}")
     txt = {"v": str(ADVERT_VERSION), "n": network_tag(network_key)}
     return Advert(instance_label(random_bytes), port, txt)
+
+
+def moved(announced: Iterable[str], now: Iterable[str]) -> bool:
+    """Whether a node that announced ``announced`` and now has ``now`` to announce has moved
+    to other links (none of its addresses is left), and so needs a new label: one kept would
+    link its advertisements on the two, which per-network MAC addresses are there to stop.
+    While any address stays, that address links them anyway; a node with none is not
+    announcing at all."""
+    before, after = set(announced), set(now)
+    return bool(before) and bool(after) and before.isdisjoint(after)
 
 
 class Sighting(Struct, frozen=True):

@@ -255,6 +255,7 @@ class Api:
         return {
             "mdns": True,
             "running": state.running,
+            "instance": state.instance,
             "interfaces": list(state.interfaces),
             "addresses": list(state.addresses),
             "skipped_interfaces": dict(state.skipped),

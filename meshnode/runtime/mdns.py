@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import math
@@ -64,6 +65,7 @@ from meshnode.core.advert import (
     Resolved,
     advert_for,
     label_of,
+    moved,
     read_sighting,
 )
 from meshnode.engine.events import Event, Hint, Withdrawn
@@ -73,7 +75,7 @@ log = logging.getLogger("meshnode.mdns")
 
 SOURCE = "mdns"
 SETTLE = 0.5  # seconds without interface changes before zeroconf is told
-MAX_SETTLE = 5.0  # ... but never longer, however busy the links
+MAX_SETTLE = 3.0  # ... but never longer, however busy the links: within the 5 s promised
 RESCAN = 3.0  # seconds between interface reads without netlink, and before a first retry
 MAX_RETRY = 30.0  # retries after failures back off to this (port 5353 held, say)
 RESOLVE_TIMEOUT_MS = 3000
@@ -88,6 +90,9 @@ QUIET_AFTER_CHANGE = 10.0  # seconds after this node's interfaces change when no
 # A service that did not answer is asked again this much later, and forgotten if silent then
 # too: a quarter of the 120 s TTL RFC 6762 gives SRV records, longer than a lost answer.
 GONE_AFTER = 30.0
+# Labels of its own a node still knows as its own when others' caches echo them back: the
+# current one and those of its last moves (one per move to other links, which is rare).
+OWN_LABELS_KEPT = 8
 _PTR, _SRV, _IN = 12, 33, 1  # DNS record types and the class (RFC 1035, RFC 2782)
 _RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
 
@@ -110,6 +115,7 @@ class DiscoveryState(Struct):
     services: dict[str, list[str]] = field(default_factory=dict)  # instance -> addresses
     ignored: dict[str, int] = field(default_factory=dict)  # reason -> services (fixed reasons)
     dropped: int = 0  # messages from zeroconf lost to a full channel
+    instance: str | None = None  # this node's own service instance, under its current label
     error: str | None = None
 
 
@@ -132,6 +138,8 @@ class Discovery:
         self._retry = RESCAN  # the wait before the next retry after a failure, doubling
         self._links: Choice | None = None  # the links addresses are judged against, from start
         self._advert: Advert | None = None
+        self._own: dict[str, None] = {}  # the instances this node announced lately, in order
+        self._announced: list[str] = []  # the addresses announced under the current label
         self._hinted: dict[str, tuple[str, ...]] = {}  # instance -> its addresses, last heard
         self._doubted: dict[str, float] = {}  # instance -> when a failed dial last asked after it
         self._links_changed = -math.inf  # when the interfaces in use last changed
@@ -140,7 +148,7 @@ class Discovery:
 
     async def run(self, port: int) -> None:
         """Announce ``port`` and browse until cancelled; then say goodbye and stop zeroconf."""
-        self._advert = advert_for(self._key, secrets.token_bytes(LABEL_BYTES), port)
+        self._new_label(port)
         send, receive = trio.open_memory_channel[Message](MAX_PENDING)
         token = trio.lowlevel.current_trio_token()
         try:
@@ -201,13 +209,23 @@ class Discovery:
                 self.state.error = "no interface suitable for mDNS"
                 self._choice = choice
                 return
+            before = self._service_info(self._choice) if self._choice is not None else None
+            relabel = moved(self._announced, self.state.addresses)
+            if relabel:  # on other links now: a new label, so that the two are not linked
+                assert self._advert is not None
+                self._new_label(self._advert.port)
             info = self._service_info(choice)
             if self._zc is None:
+                start = functools.partial(_start, own=frozenset(self._own))
                 self._zc, self._bridge = await trio.to_thread.run_sync(
-                    _start, choice, info, send, token, self._count_drop
+                    start, choice, info, send, token, self._count_drop
                 )
             else:
-                await trio.to_thread.run_sync(_update, self._zc, choice, info)
+                assert self._bridge is not None
+                self._bridge.own = frozenset(self._own)
+                gone = before if relabel else None
+                await trio.to_thread.run_sync(_update, self._zc, choice, info, gone)
+            self._announced = list(self.state.addresses)
         except Exception as exc:  # zeroconf's own errors too: discovery never ends the daemon
             error = f"mDNS failed: {exc or type(exc).__name__}; retrying"
             if error != self.state.error:  # the same failure again is news to no one
@@ -229,6 +247,13 @@ class Discovery:
         )
         for service in list(self._unreachable.values()):  # perhaps on one of the new links
             await self._heard(service)
+
+    def _new_label(self, port: int) -> None:
+        self._advert = advert_for(self._key, secrets.token_bytes(LABEL_BYTES), port)
+        self._own[self._advert.instance] = None
+        while len(self._own) > OWN_LABELS_KEPT:
+            del self._own[next(iter(self._own))]
+        self.state.instance = self._advert.instance
 
     def _service_info(self, choice: Choice) -> ServiceInfo:
         advert = self._advert
@@ -297,7 +322,7 @@ class Discovery:
             self._ignored.pop(message.instance, None)
             self._unreachable.pop(message.instance, None)
             return self._forget(message.instance)
-        if self._advert is not None and message.instance.lower() == self._advert.instance:
+        if message.instance.lower() in self._own:
             return []
         try:
             sighting = read_sighting(self._key, message, self._reachable)
@@ -359,13 +384,13 @@ class _Bridge:
         zc: Zeroconf,
         send: Channel,
         token: trio.lowlevel.TrioToken,
-        own: str,
+        own: frozenset[str],
         on_drop: Callable[[], None],
     ) -> None:
         self._zc = zc
         self._send = send
         self._token = token
-        self._own = own.lower()
+        self.own = own  # this node's instances, lowercase: replaced whole, never changed
         self._on_drop = on_drop
         self._resolving: set[str] = set()
         self._verifying: set[str] = set()
@@ -401,7 +426,7 @@ class _Bridge:
             self._waiting.pop(name, None)
             self._suspect.pop(name, None)
             self._tell(_Gone(name))
-        elif name.lower() != self._own:
+        elif name.lower() not in self.own:
             self._resolve(name)
 
     def _resolve(self, name: str) -> None:
@@ -522,10 +547,12 @@ def _start(
     send: Channel,
     token: trio.lowlevel.TrioToken,
     on_drop: Callable[[], None],
+    *,
+    own: frozenset[str],
 ) -> tuple[Zeroconf, _Bridge]:
     zc = Zeroconf(interfaces=_zeroconf_interfaces(choice), ip_version=_ip_version(choice))
     try:
-        bridge = _Bridge(zc, send, token, info.name, on_drop)
+        bridge = _Bridge(zc, send, token, own, on_drop)
         _on_loop(zc, bridge.start(info))
     except BaseException:
         zc.close()
@@ -533,10 +560,16 @@ def _start(
     return zc, bridge
 
 
-def _update(zc: Zeroconf, choice: Choice, info: ServiceInfo) -> None:
-    """New interfaces, then the advertisement with the addresses they have now."""
+def _update(zc: Zeroconf, choice: Choice, info: ServiceInfo, gone: ServiceInfo | None) -> None:
+    """New interfaces, then the advertisement with the addresses they have now; under a new
+    label, after the goodbyes of ``gone`` (the old one) on whatever links are left of it."""
+    if gone is not None:
+        zc.unregister_service(gone)
     zc.update_interfaces(_zeroconf_interfaces(choice), _ip_version(choice))
-    zc.update_service(info)
+    if gone is not None:
+        zc.register_service(info, cooperating_responders=True)
+    else:
+        zc.update_service(info)
 
 
 def _close(zc: Zeroconf, bridge: _Bridge | None) -> None:
