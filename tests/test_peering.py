@@ -22,6 +22,10 @@ What it promises, and what these tests hold it to:
 
 The first test drives the policy the way ``meshnode.engine.mesh`` does, with random dial
 outcomes, sessions, hints, bans and unbans under hypothesis, against a model of the rules.
+The second tells it addresses from the daemon's own sources (mDNS, peer exchange, hellos),
+takes them back and tells them again in any order, and checks the promises from outside:
+the limits and quotas, each address's backoff across being forgotten, the hint dial rate,
+and one service's addresses dialled one at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from msgspec import structs
 
 from meshnode.engine import peering
 from meshnode.engine.peering import MAX_HINTS, STATIC, PeerPolicy
@@ -146,16 +151,16 @@ class Model:
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> PeerSettings:
+def configs(draw: st.DrawFn, most: int = 6) -> PeerSettings:
     """Small, valid settings: few slots and peers, so that every limit is reached."""
-    max_peers = draw(st.integers(1, 6))
+    max_peers = draw(st.integers(1, most))
     initial = draw(st.sampled_from([0.5, 1.0, 3.0]))
     return PeerSettings(
         peers=static(*STATICS[: draw(st.integers(0, min(len(STATICS), max_peers - 1)))]),
         dial_sources=frozenset({"hello"}) if draw(st.booleans()) else frozenset(),
         max_peers=max_peers,
         outbound_slots=draw(st.integers(0, max_peers - 1)),
-        target_degree=draw(st.integers(1, 6)),
+        target_degree=draw(st.integers(1, most)),
         min_outbound=draw(st.integers(0, 3)),
         backoff_initial=initial,
         backoff_max=initial * draw(st.sampled_from([1, 2, 8, 1000])),
@@ -391,6 +396,166 @@ def test_random_connect_fail_ban_and_hint_sequences_keep_the_limits_and_the_back
         run_state_machine_as_test(
             PolicyMachine,
             settings=settings(max_examples=300, stateful_step_count=50, deadline=None),
+        )
+
+
+# -- what discovery and peers tell, taken back, and told again -------------------------
+
+# One service of two addresses, seven more alone, and one host behind many ports: what a room
+# with mDNS and peer exchange tells a node. Fewer than MAX_FORGOTTEN, so that every backoff
+# is remembered however often an address is forgotten.
+TOLD = (
+    ("198.51.100.1:7744", "svc-a"),
+    ("[2001:db8::1]:7744", "svc-a"),
+    ("198.51.100.2:7744", "svc-b"),
+    *((f"198.51.100.{n}:7744", None) for n in range(3, 9)),
+    *((f"198.51.100.9:{port}", None) for port in range(7744, 7748)),
+)
+ORIGINS = ("mdns", "exchange", "hello")
+SPREAD = 0.2  # the promise: each wait within ±20 % of its delay
+ACTIVE = ("dialling", "connected", "covered")
+
+
+class SourcesMachine(RuleBasedStateMachine):
+    """The daemon's sources (mDNS and peer exchange dialled, peers' hellos only recorded),
+    told, withdrawn and told again in any order, with dials failing and sessions ending.
+
+    Not a model of the policy: the promises the issue names, checked from outside. Limits
+    are never passed; no address is dialled before the backoff its own history earned
+    (computed here: ±20 % of a delay doubling from ``backoff_initial`` at each failure or
+    loss, reset by a session), even after it was forgotten and heard of again; hint dials
+    stay within their burst and rate; one service's addresses are dialled one at a time.
+    """
+
+    policy: PeerPolicy
+    settings: PeerSettings
+    now: float
+
+    @initialize(config=configs(most=12), seed=st.integers(0, 2**32 - 1), world=st.data())
+    def configure(self, config: PeerSettings, seed: int, world: st.DataObject) -> None:
+        self.settings = config = structs.replace(config, peers=(), dial_sources=EXCHANGING)
+        self.now = 0.0
+        self.policy = PeerPolicy(config, random.Random(seed), now=0.0)
+        self.node_at = {a: world.draw(st.sampled_from(NODES)) for a, _ in TOLD}
+        self.group_of: dict[str, str | None] = {}
+        self.delay: dict[str, float | None] = {}  # None: the policy's own, not followed here
+        self.earliest: dict[str, float] = {}
+        self.hint_dials: list[float] = []
+        self.sessions: list[Session] = []
+        self.views = self.view()
+
+    def view(self) -> dict[str, peering.AddressView]:
+        return {v.address: v for v in self.policy.addresses()}
+
+    @rule(told=st.sampled_from(TOLD), origin=st.sampled_from(ORIGINS))
+    def hinted(self, told: tuple[str, str | None], origin: str) -> None:
+        address, group = told
+        new = address not in self.views
+        group = group if origin == "mdns" else None
+        if self.policy.hint(address, origin, now=self.now, group=group):
+            self.group_of[address] = group if new else self.group_of.get(address) or group
+            self.delay.setdefault(address, self.settings.backoff_initial)
+
+    @rule(told=st.sampled_from(TOLD), origin=st.sampled_from(ORIGINS))
+    def withdrawn(self, told: tuple[str, str | None], origin: str) -> None:
+        self.policy.withdraw(told[0], origin)
+
+    @rule(dt=st.one_of(st.just(0.0), st.floats(0, 2), st.floats(2, 100)))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        for address in self.policy.due(self.now):
+            assert self.views[address].dialled, f"{address}: its source is not dialled"
+            assert self.views[address].state == "idle", f"{address} was {self.views[address]}"
+            earned = self.earliest.get(address, -math.inf)
+            assert self.now >= earned - 1e-9, f"{address} at {self.now}, backoff until {earned}"
+            group = self.group_of.get(address)
+            if group is not None:
+                busy = [
+                    a
+                    for a, v in self.views.items()
+                    if a != address and self.group_of.get(a) == group and v.state in ACTIVE
+                ]
+                assert not busy, f"{address} dialled while {busy} of its service are in use"
+            self.hint_dials.append(self.now)
+            self.views[address] = structs.replace(self.views[address], state="dialling")
+        for start in self.hint_dials:
+            since = sum(1 for t in self.hint_dials if t >= start)
+            allowed = peering.HINT_DIAL_BURST + peering.HINT_DIALS_PER_S * (self.now - start)
+            assert since <= allowed + 1e-9, f"{since} hint dials since {start}, at {self.now}"
+
+    @precondition(lambda self: self.dialling())
+    @rule(data=st.data(), answers=st.booleans())
+    def dial_ends(self, data: st.DataObject, answers: bool) -> None:
+        address = data.draw(st.sampled_from(self.dialling()))
+        if not answers:
+            self.policy.failed(address, now=self.now, why="refused")
+            return
+        node = self.node_at[address]
+        self.policy.opened(node, address, initiator=True, now=self.now)
+        self.delay[address] = self.settings.backoff_initial
+        self.sessions.append(Session(node, address, initiator=True))
+
+    @rule(node=st.sampled_from(NODES))
+    def dialled_in(self, node: bytes) -> None:
+        if self.policy.may_accept():
+            self.policy.opened(node, "203.0.113.1:50000", initiator=False, now=self.now)
+            self.sessions.append(Session(node, "203.0.113.1:50000", initiator=False))
+
+    @precondition(lambda self: self.sessions)
+    @rule(data=st.data())
+    def session_ends(self, data: st.DataObject) -> None:
+        session = data.draw(st.sampled_from(self.sessions))
+        self.sessions.remove(session)
+        self.policy.ended(session.node, session.address, initiator=session.initiator, now=self.now)
+
+    def dialling(self) -> list[str]:
+        return [a for a, v in self.views.items() if v.state == "dialling"]
+
+    @invariant()
+    def backoff_followed(self) -> None:
+        """Each back-off the policy just made: the earliest redial its history earned."""
+        if not hasattr(self, "policy"):
+            return
+        now = self.view()
+        for address, before in self.views.items():
+            if before.state not in ACTIVE:
+                continue
+            after = now.get(address)
+            delay = self.delay.get(address)
+            if after is not None and after.state == "idle" and delay is not None:
+                self.earliest[address] = self.now + (1 - SPREAD) * delay
+                self.delay[address] = min(2 * delay, self.settings.backoff_max)
+            elif after is None:  # forgotten while in use: its backoff is the policy's now
+                self.delay[address] = None
+                self.earliest.pop(address, None)
+        self.views = now
+
+    @invariant()
+    def within_limits(self) -> None:
+        if not hasattr(self, "policy"):
+            return
+        inbound, _ = self.policy.sessions()
+        config = self.settings
+        assert inbound <= self.policy.inbound_limit
+        assert self.policy.outbound_in_use() <= config.outbound_slots
+        assert inbound + self.policy.outbound_in_use() <= config.max_peers
+        told = [v for v in self.policy.addresses() if v.origin in peering.QUOTAS]
+        for origin, quota in peering.QUOTAS.items():
+            assert sum(1 for v in told if v.origin == origin) <= quota
+        per_host: dict[str, int] = {}
+        for v in told:
+            host = v.address.rsplit(":", 1)[0]
+            per_host[host] = per_host.get(host, 0) + 1
+        assert all(n <= peering.PER_HOST for n in per_host.values()), per_host
+        assert len(self.policy.addresses()) <= peering.MAX_HINTS
+
+
+def test_any_order_of_telling_withdrawing_and_failing_keeps_limits_backoff_and_rate() -> None:
+    small = {"hello": 2, "exchange": 3}  # quotas the few addresses here can fill
+    with patch.object(peering, "MAX_HINTS", 10), patch.dict(peering.QUOTAS, small):
+        run_state_machine_as_test(
+            SourcesMachine,
+            settings=settings(max_examples=300, stateful_step_count=60, deadline=None),
         )
 
 
@@ -721,6 +886,22 @@ def test_sessions_never_exceed_max_peers_when_a_static_peer_comes_back() -> None
     assert p.due(2.0) == [a]  # a static peer is always kept connected
     p.opened(NODES[0], a, initiator=True, now=2.0)
     assert sum(p.sessions()) <= 3
+
+
+def test_each_quota_holds_whichever_way_an_address_came_in() -> None:
+    """Room made for one bound (a host's) still leaves the origin's quota to hold, and what
+    a hello told cannot be passed into peer exchange's quota past its bound."""
+    told = lambda p, origin: sum(1 for v in p.addresses() if v.origin == origin)  # noqa: E731
+    with patch.dict(peering.QUOTAS, {"hello": 4, "exchange": 2}):
+        p = policy(dial_sources=EXCHANGING)
+        assert p.hint("198.51.100.1:7744", "exchange", now=0.0)
+        assert p.hint("198.51.100.9:7744", "exchange", now=1.0)
+        assert p.hint("198.51.100.9:7745", "hello", now=2.0)
+        assert p.hint("198.51.100.9:7746", "exchange", now=3.0)  # the host's oldest goes ...
+        assert told(p, "exchange") == 2  # ... and so does one more, for the quota
+        assert p.hint("198.51.100.2:7744", "hello", now=4.0)
+        assert p.hint("198.51.100.2:7744", "exchange", now=5.0)  # now exchange's: in its quota
+        assert told(p, "exchange") == 2 and view(p, "198.51.100.2:7744").origin == "exchange"
 
 
 def test_hints_are_dialled_at_a_bounded_rate_however_many_are_heard_of() -> None:

@@ -357,7 +357,11 @@ class PeerPolicy:
             known.heard = now
             if not known.static:  # the table is kept in the order hints were last heard
                 known.group = known.group or group
-                if origin != known.origin and self._outranks(origin, known.origin):
+                if (
+                    origin != known.origin
+                    and self._outranks(origin, known.origin)
+                    and self._quota_for(origin, known)
+                ):
                     # First heard of from a peer, now from discovery: the address is
                     # discovery's from now on, out of the peers' quota, and dialled.
                     self._origins[known.origin] -= 1
@@ -407,13 +411,25 @@ class PeerPolicy:
         def told_of_host(k: Known) -> bool:
             return k.origin in QUOTAS and k.host == host
 
-        if sum(1 for k in self._known.values() if told_of_host(k)) >= PER_HOST:
-            return self._make_room(told_of_host)
-        if self._origins.get(origin, 0) >= QUOTAS[origin]:
-            return self._make_room(lambda k: k.origin == origin)
+        # Every bound must hold, each making room of its own: one forgotten for the host's
+        # bound may still leave the origin's quota full.
+        host_full = sum(1 for k in self._known.values() if told_of_host(k)) >= PER_HOST
+        if host_full and not self._make_room(told_of_host):
+            return False
+        quota_full = self._origins.get(origin, 0) >= QUOTAS[origin]
+        if quota_full and not self._make_room(lambda k: k.origin == origin):
+            return False
         if len(self._known) - self._statics >= MAX_HINTS:
             return self._make_room(lambda k: k.origin in QUOTAS)
         return True
+
+    def _quota_for(self, origin: str, known: Known) -> bool:
+        """Whether ``known`` may become ``origin``'s: within its quota, if it has one (an
+        idle one of its own forgotten to make room), so that what one peer said in a hello
+        cannot be passed into the quota of peer exchange past its bound."""
+        if origin not in QUOTAS or self._origins.get(origin, 0) < QUOTAS[origin]:
+            return True
+        return self._make_room(lambda k: k.origin == origin and k is not known)
 
     def _outranks(self, origin: str, other: str) -> bool:
         """Whether a hint from ``origin`` should take over one ``other`` gave."""
