@@ -674,8 +674,14 @@ def fake(n):
     addresses = [f"10.231.0.{100 + n}"]  # on the link, but nobody listens there
     if kind == 1:
         txt = {"v": "1", "n": "someothernetwrk"}
-    elif kind == 2:
-        txt = {"v": str(rng.randrange(2, 99)), "junk": "x" * rng.randrange(0, 150)}
+    elif kind == 2:  # TXT as raw bytes on the wire, most of them broken
+        txt = [
+            b"\\x05v=1",  # a string's length runs past the record's end
+            b"\\x0fn=" + ours.encode(),  # no v
+            b"\\x03v=1\\xff" + b"x" * 255,  # past the 200 bytes a reader takes
+            b"\\x05v=one",  # v is no number
+            b"\\x04v=42",  # a later version
+        ][(n // 5) % 5]
     elif kind == 3:
         addresses = ["192.0.2.%d" % (n % 250 + 1), "127.0.0.1"]  # off the link, loopback
     elif kind == 4:
@@ -713,14 +719,19 @@ def test_a_hundred_fake_services_leave_the_table_bounded_and_dials_slow(tmp_path
         known = daemon.call("addresses")
         elapsed = time.monotonic() - started
         assert isinstance(known, list)
-        assert 1 <= len(known) <= peering.MAX_HINTS  # the fakes of this network, on the link
+        # Only the 20 well-formed fakes of this network on the link are known; and every
+        # kind of broken advertisement was seen and set aside for its reason.
+        assert 1 <= len(known) <= 20
         assert {k["address"].rsplit(".", 1)[0] for k in known} <= {"10.231.0"}  # only on-link
         tried = sum(1 for k in known if k["failures"] or k["state"] == "dialling")
         assert tried <= peering.HINT_DIAL_BURST + elapsed * peering.HINT_DIALS_PER_S + 1
         ignored = daemon.call("status")["discovery"]["ignored_services"]  # type: ignore[index]
         assert ignored.get("another network", 0) >= 1
         assert ignored.get("no address this node can reach", 0) >= 1
+        assert ignored.get("malformed advertisement", 0) >= 1
+        assert ignored.get("another advertisement version", 0) >= 1
         assert daemon.peers() == 0
+        assert daemon.process.poll() is None  # and it runs on
 
 
 FAKE_NODE = """
