@@ -29,7 +29,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -416,9 +416,10 @@ class Run:
             overlay=self.overlay(),
         )
 
-    def overlay(self) -> Shape:
-        """The sessions open between live nodes now."""
-        live = self.net.live()
+    def overlay(self, among: Collection[int] | None = None) -> Shape:
+        """The sessions open between live nodes now (of ``among`` only, if given: the
+        survivors, when the others were cut off rather than crashed)."""
+        live = [n for n in self.net.live() if among is None or n.index in among]
         index_of = {n.identity.public_key: n.index for n in live}
         neighbours: dict[int, list[int]] = {}
         for node in live:
