@@ -9,7 +9,7 @@
   and a record published afterwards reaches every survivor. A crashed process's
   connections are reset by its kernel, so its peers know at once. With
   ``--silent`` the half vanishes instead (unplugged: no reset, no goodbye, every
-  byte to it lost): its peers find out only from their idle timeout (20 s), and
+  byte to it lost): its peers find out only from their idle timeout (10 s), and
   ``noticed_s`` says when the last of them had.
 
     python bench/overlay.py shape [--nodes N ...] | resilience [--nodes N] [--silent]

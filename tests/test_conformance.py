@@ -29,6 +29,19 @@ def test_meshnode_passes_its_own_conformance_suite(daemon: Daemon) -> None:
     assert "Traceback" not in daemon.log()
 
 
+def test_a_silent_peer_is_pinged_within_5_s_and_closed_after_10_s(daemon: Daemon) -> None:
+    command = [sys.executable, "-m", "meshnode.conformance", daemon.peer_address]
+    result = subprocess.run(
+        [*command, "--slow", "-k", "goodbye 4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "1 passed, 0 failed"
+
+
 def _suite(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "meshnode.conformance", *args, "-k", "right network key"]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -194,6 +196,38 @@ def test_quiet_sessions_ping_and_silent_ones_close() -> None:
         (0, m.GoodbyeCode.IDLE),
         (1, m.GoodbyeCode.IDLE),
     ]
+
+
+def pushing_to_a_peer(mesh: Mesh, until: float, answer: bool) -> tuple[list[float], list[float]]:
+    """A record pushed to the peer every 0.5 s, as in a bulk sync, while the peer says nothing
+    but, if ``answer``, a pong to each ping; when the node pinged, and when it closed."""
+    mesh.handle(Received(1, hello()), at(0))
+    pings: list[float] = []
+    closes: list[float] = []
+    for step in range(1, int(until * 2) + 1):
+        now = step / 2
+        actions = mesh.handle(Ingest([record(identity(7), f"bulk/{step}").raw]), at(now))
+        actions += mesh.handle(Tick(), at(now))
+        for message in sent(actions):
+            if isinstance(message, m.Ping):
+                pings.append(now)
+                if answer:
+                    mesh.handle(Received(1, m.encode(m.Pong(message.nonce))), at(now + 0.01))
+        closes += [now for _, code in closed(actions) if code == m.GoodbyeCode.IDLE]
+    return pings, closes
+
+
+def test_a_peer_that_only_reads_is_asked_after_5_s_and_closed_after_10_s_of_silence() -> None:
+    pings, closes = pushing_to_a_peer(session(), until=12, answer=False)
+    assert pings == [5.0]  # sending all along, the node asks instead of waiting
+    assert closes == [10.0]
+
+
+def test_a_peer_that_answers_its_pings_stays_however_long_it_only_reads() -> None:
+    pings, closes = pushing_to_a_peer(session(), until=40, answer=True)
+    assert closes == []
+    gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+    assert pings[0] == 5.0 and len(gaps) == 6 and all(5.0 <= gap <= 5.5 for gap in gaps)
 
 
 # -- one engine, a peer's bytes written by hand -----------------------------------------------

@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("address", metavar="HOST:PORT", help="where the node accepts peers")
     parser.add_argument("--network-key", metavar="KEY", help="its network key (mesh1...)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
-    parser.add_argument("--slow", action="store_true", help="also run cases that take a minute")
+    parser.add_argument(
+        "--slow", action="store_true", help="also run the slow cases (10 s of silence)"
+    )
     parser.add_argument("-k", dest="only", metavar="TEXT", help="only cases whose name has TEXT")
     args = parser.parse_args(argv)
     try:
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only and args.only not in case.name:
             continue
         if case.slow and not args.slow:
-            print(f"skip  {case.name}: takes half a minute (--slow runs it)")
+            print(f"skip  {case.name}: takes 10 s (--slow runs it)")
             skipped += 1
             continue
         started = time.monotonic()

@@ -20,7 +20,8 @@ Negentropy round at once and every ``reconcile_interval`` after; either side
 runs one when it had to drop live pushes because the peer was slow. From each
 round's have/need ids the initiator pushes what the peer lacks and wants what
 it lacks and will take (``takes``). Live records are pushed as they are stored.
-Idle sessions ping; a session that hears nothing for ``idle_timeout`` closes.
+A side pings when it has sent nothing, or heard nothing, for ``ping_interval``; a
+session that hears nothing for ``idle_timeout`` closes.
 """
 
 from __future__ import annotations
@@ -87,11 +88,13 @@ class Channel(Protocol):
 
 
 class SessionConfig(Struct, frozen=True):
-    # A side pings after 5 s of sending nothing, so a peer that hears nothing for 20 s
-    # is gone (unplugged, asleep, out of range) and is replaced within seconds. A node
-    # of 0.5.0 or before pings only after 15 s, which still fits under the 20.
+    # A side pings after 5 s of sending nothing, and asks again with a ping after 5 s of
+    # hearing nothing, which every version answers at once. So a live peer is heard within
+    # 5 s and a round trip whatever it sends of its own accord (a node of 0.5.0 pings only
+    # after 15 s), and one silent for 10 s, two questions unanswered, is gone: unplugged,
+    # asleep or out of range, and is replaced within seconds.
     ping_interval: float = 5.0
-    idle_timeout: float = 20.0
+    idle_timeout: float = 10.0
     reconcile_interval: float = 60.0
     frame_size_limit: int = 60_000  # of one Negentropy message
     max_outbox: int = 8 * 1024 * 1024  # unsent bytes before live pushes are dropped
@@ -354,6 +357,7 @@ class PeerSession:
         self._clock = now  # the latest time the driver told us; stamps what we send
         self._last_received = now
         self._last_sent = now
+        self._asked = now  # when this side last pinged
         self._next_reconcile = now if initiator else float("inf")
         self._refusal: m.Goodbye | None = None
         self._refused_at = now
@@ -539,7 +543,7 @@ class PeerSession:
             return self._refused_at + REFUSAL_WAIT
         return min(
             self._last_received + self.config.idle_timeout,
-            self._last_sent + self.config.ping_interval,
+            self._ping_due(),
             self._next_reconcile,
             self._clock + LAG_CHECK_INTERVAL if self._lagging else float("inf"),
             self._round_started + ROUND_TIMEOUT if self._round is not None else float("inf"),
@@ -563,9 +567,16 @@ class PeerSession:
             self._next_reconcile = now + self.config.reconcile_interval
         if self._lagging and not self._outbox:
             self.reconcile(now)
-        if now >= self._last_sent + self.config.ping_interval:
+        if now >= self._ping_due():
+            self._asked = now
             self._send(m.Ping(self._nonce()))
         return []
+
+    def _ping_due(self) -> float:
+        """When a ping is next due: after ``ping_interval`` of sending nothing, or of hearing
+        nothing since the last ping asked (a peer busy only reading is asked, not waited for)."""
+        interval = self.config.ping_interval
+        return min(self._last_sent, max(self._last_received, self._asked)) + interval
 
     # -- the protocol -----------------------------------------------------------
 
