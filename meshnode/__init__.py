@@ -12,4 +12,4 @@ The package is split so that the layering is visible at a glance:
   and the ``meshnode`` command, which import neither trio nor zeroconf.
 """
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"

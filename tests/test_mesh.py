@@ -191,17 +191,19 @@ def test_quiet_sessions_ping_and_silent_ones_close() -> None:
     net.run_until(59)  # pings and pongs flow: both stay open
     assert ended == []
     net.partition({1})  # the wire goes dead: nothing is delivered any more
-    net.run_until(59 + 46)
+    net.run_until(59 + 11)
     assert sorted((index, why.code) for index, why in ended) == [
         (0, m.GoodbyeCode.IDLE),
         (1, m.GoodbyeCode.IDLE),
     ]
 
 
-def pushing_to_a_peer(mesh: Mesh, until: float, answer: bool) -> tuple[list[float], list[float]]:
+def pushing_to_a_peer(
+    mesh: Mesh, until: float, *, answer: bool, features: tuple[str, ...] = (m.PEER_EXCHANGE,)
+) -> tuple[list[float], list[float]]:
     """A record pushed to the peer every 0.5 s, as in a bulk sync, while the peer says nothing
     but, if ``answer``, a pong to each ping; when the node pinged, and when it closed."""
-    mesh.handle(Received(1, hello()), at(0))
+    mesh.handle(Received(1, hello(features=features)), at(0))
     pings: list[float] = []
     closes: list[float] = []
     for step in range(1, int(until * 2) + 1):
@@ -223,11 +225,28 @@ def test_a_peer_that_only_reads_is_asked_after_5_s_and_closed_after_10_s_of_sile
     assert closes == [10.0]
 
 
-def test_a_peer_that_answers_its_pings_stays_however_long_it_only_reads() -> None:
-    pings, closes = pushing_to_a_peer(session(), until=40, answer=True)
+def test_a_peer_without_peer_exchange_is_given_the_20_s_of_before_0_6() -> None:
+    pings, closes = pushing_to_a_peer(session(), until=25, answer=False, features=())
+    assert pings == [5.0, 10.0, 15.0]
+    assert closes == [20.0]
+
+
+def test_a_quiet_peer_of_0_5_that_answers_its_pings_stays_however_long_it_only_reads() -> None:
+    pings, closes = pushing_to_a_peer(session(), until=60, answer=True, features=())
     assert closes == []
     gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
-    assert pings[0] == 5.0 and len(gaps) == 6 and all(5.0 <= gap <= 5.5 for gap in gaps)
+    assert pings[0] == 5.0 and len(gaps) == 10 and all(5.0 <= gap <= 5.5 for gap in gaps)
+
+
+def test_silence_while_the_node_reads_nothing_of_a_congested_peer_counts_afresh_after() -> None:
+    mesh = session()
+    mesh.handle(Received(1, hello(features=(m.PEER_EXCHANGE,))), at(0))
+    mesh.handle(Congested(1), at(1))  # the driver stops reading: the peer reads too slowly
+    for t in range(2, 31):
+        assert closed(mesh.handle(Tick(), at(t))) == []
+    mesh.handle(Drained(1), at(30))
+    assert closed(mesh.handle(Tick(), at(39.9))) == []
+    assert closed(mesh.handle(Tick(), at(40))) == [(1, m.GoodbyeCode.IDLE)]
 
 
 # -- one engine, a peer's bytes written by hand -----------------------------------------------

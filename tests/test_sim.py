@@ -17,7 +17,7 @@ one did not and 2 on bad arguments.
 
 Timing the fault scenarios rely on (virtual seconds): a crash comes at a fifth
 of the run and lasts ``CRASH_DOWNTIME`` (10 s); a partition starts at a quarter
-of the run; a session hears nothing for 20 s before it ends (idle timeout),
+of the run; a session hears nothing for 10 s before it ends (idle timeout),
 redials back off to 60 s and sessions reconcile every 60 s. So a run is long
 enough to converge if it goes on for a redial and a reconcile after the last
 fault ends.
@@ -52,7 +52,7 @@ FAULTS = {
     "crash": Scenario(nodes=12, records=20, seconds=60, seed=2, crash=0.25),
     # Shorter than the idle timeout: sessions across the split survive it, and
     # what it held back is delivered when it heals.
-    "short partition": Scenario(nodes=12, records=20, seconds=120, seed=3, partition=10),
+    "short partition": Scenario(nodes=12, records=20, seconds=120, seed=3, partition=5),
     # Longer than the idle timeout: sessions across the split end, dials into
     # it fail and back off; after it heals, redials and reconciliation catch up.
     "long partition": Scenario(nodes=12, records=20, seconds=180, seed=4, partition=60),

@@ -1,7 +1,7 @@
 """Stopping: SIGTERM says goodbye to peers and ends within 5 s; a second signal ends it at once.
 
 Real daemons on loopback. A peer hears the goodbye (it drops the session at once, not
-after the 20 s idle timeout), and a stop cut short by a second signal leaves a store
+after the 10 s idle timeout), and a stop cut short by a second signal leaves a store
 that opens clean with every record that was answered.
 """
 

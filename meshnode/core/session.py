@@ -21,7 +21,7 @@ runs one when it had to drop live pushes because the peer was slow. From each
 round's have/need ids the initiator pushes what the peer lacks and wants what
 it lacks and will take (``takes``). Live records are pushed as they are stored.
 A side pings when it has sent nothing, or heard nothing, for ``ping_interval``; a
-session that hears nothing for ``idle_timeout`` closes.
+session that hears nothing for ``idle_timeout`` while it reads closes (protocol/peer.md §5.5).
 """
 
 from __future__ import annotations
@@ -88,13 +88,15 @@ class Channel(Protocol):
 
 
 class SessionConfig(Struct, frozen=True):
-    # A side pings after 5 s of sending nothing, and asks again with a ping after 5 s of
-    # hearing nothing, which every version answers at once. So a live peer is heard within
-    # 5 s and a round trip whatever it sends of its own accord (a node of 0.5.0 pings only
-    # after 15 s), and one silent for 10 s, two questions unanswered, is gone: unplugged,
-    # asleep or out of range, and is replaced within seconds.
+    # A side pings after 5 s of sending nothing, so a peer of 0.6.0 or later (it lists
+    # peer-exchange, which came with that rule) that is silent for 10 s, twice that, is
+    # gone: unplugged, asleep or out of range, and is replaced within seconds. A node of
+    # 0.5.0 or before pings only after 15 s, and when we are the ones sending, its pong
+    # may queue behind our data: it gets the 20 s it always had. A side also asks with a
+    # ping after 5 s of hearing nothing, so a quiet peer answers rather than waits.
     ping_interval: float = 5.0
     idle_timeout: float = 10.0
+    idle_timeout_before_0_6: float = 20.0
     reconcile_interval: float = 60.0
     frame_size_limit: int = 60_000  # of one Negentropy message
     max_outbox: int = 8 * 1024 * 1024  # unsent bytes before live pushes are dropped
@@ -358,6 +360,7 @@ class PeerSession:
         self._last_received = now
         self._last_sent = now
         self._asked = now  # when this side last pinged
+        self._reading = True  # False while the driver reads nothing of the peer (congested)
         self._next_reconcile = now if initiator else float("inf")
         self._refusal: m.Goodbye | None = None
         self._refused_at = now
@@ -412,8 +415,9 @@ class PeerSession:
     def _asks(messages: list[m.Message | m.Deferred]) -> int:
         return sum(isinstance(x, m.Reconcile) and x.role is not m.Role.REPLY for x in messages)
 
-    def push(self, raws: Sequence[bytes]) -> bool:
+    def push(self, raws: Sequence[bytes], now: float) -> bool:
         """Push newly stored records; False (and a later reconcile) if the peer is too slow."""
+        self._clock = now
         if self.state is not State.OPEN:
             return False
         if len(self._outbox) > self.config.max_outbox:
@@ -542,7 +546,7 @@ class PeerSession:
         if self._refusal is not None:
             return self._refused_at + REFUSAL_WAIT
         return min(
-            self._last_received + self.config.idle_timeout,
+            self._idle_deadline(),
             self._ping_due(),
             self._next_reconcile,
             self._clock + LAG_CHECK_INTERVAL if self._lagging else float("inf"),
@@ -558,7 +562,7 @@ class PeerSession:
                 return []
             refusal = self._refusal
             return [self.close(refusal.code, refusal.reason, refusal.retry_after)]
-        if now >= self._last_received + self.config.idle_timeout:
+        if now >= self._idle_deadline():
             return [self.close(GoodbyeCode.IDLE, m.Why.IDLE)]
         if self._round is not None and now >= self._round_started + ROUND_TIMEOUT:
             self._round = None  # the peer stopped answering; a later round starts afresh
@@ -571,6 +575,25 @@ class PeerSession:
             self._asked = now
             self._send(m.Ping(self._nonce()))
         return []
+
+    def stop_reading(self) -> None:
+        """The driver reads nothing of the peer for now (it does not read what we send): its
+        silence meanwhile is ours, and a peer that reads nothing at all is the driver's to
+        drop (a write timeout)."""
+        self._reading = False
+
+    def resume_reading(self, now: float) -> None:
+        """The driver reads again: silence counts afresh from ``now``."""
+        self._reading = True
+        self._last_received = max(self._last_received, now)
+
+    def _idle_deadline(self) -> float:
+        if not self._reading:
+            return math.inf
+        hello = self.peer_hello
+        older = hello is not None and m.PEER_EXCHANGE not in hello.features
+        timeout = self.config.idle_timeout_before_0_6 if older else self.config.idle_timeout
+        return self._last_received + timeout
 
     def _ping_due(self) -> float:
         """When a ping is next due: after ``ping_interval`` of sending nothing, or of hearing

@@ -153,9 +153,12 @@ class Mesh:
             case e.Congested(conn):
                 if (peer := self._peers.get(conn)) is not None:
                     peer.congested = True
+                    peer.session.stop_reading()
+                    self._dirty[conn] = None  # its timer moved
             case e.Drained(conn):
                 if (peer := self._peers.get(conn)) is not None:
                     peer.congested = False
+                    peer.session.resume_reading(now.mono)
                     self._dirty[conn] = None
             case e.DialFailed(address, is_self, why):
                 self._policy.failed(address, now=now.mono, is_self=is_self, why=why)
@@ -483,7 +486,7 @@ class Mesh:
         for conn, raws in self._dissemination.route(arrivals, source, relay_to).items():
             peer = self._peers.get(conn)
             if peer is not None and raws:
-                peer.session.push(raws)
+                peer.session.push(raws, self._now.mono)
                 self._dirty[conn] = None
 
     def _item_index(self) -> ItemIndex:
