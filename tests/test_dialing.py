@@ -14,7 +14,14 @@ from meshnode.engine.actions import Action, AheadOfClock, Send
 from meshnode.engine.events import Congested, Event
 from meshnode.engine.settings import PeerSettings
 from meshnode.runtime import peers as peers_module
-from meshnode.runtime.peers import AHEAD_LOG_INTERVAL, SEND_BUFFER_LIMIT, Connection, PeerService
+from meshnode.runtime.peers import (
+    AHEAD_LOG_INTERVAL,
+    SEND_BUFFER_LIMIT,
+    WRITE_CHUNK,
+    WRITE_TIMEOUT,
+    Connection,
+    PeerService,
+)
 from tests.engine_driver import peer_service
 
 
@@ -77,3 +84,45 @@ async def test_a_send_past_the_buffer_limit_stops_the_reader_and_tells_the_engin
         await trio.testing.wait_all_tasks_blocked()
         assert told == [Congested(1)]
         assert connection.announced.is_set()
+
+
+async def write_to(reader_pace: float | None) -> tuple[float, bool]:
+    """How long the writer takes over 16 chunks to a peer that reads one chunk every
+    ``reader_pace`` seconds (None: never), and whether it gave the peer up as dead."""
+    peers = service()
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    connection = Connection(ours, "192.0.2.1:7744", True, b"n" * 32, 0)
+    connection.pending += b"x" * (16 * WRITE_CHUNK)
+    connection.closing = True  # so the writer returns once everything has left
+    connection.doorbell.ring()
+    started = trio.current_time()
+    dropped = False
+
+    async def read_slowly() -> None:
+        while reader_pace is not None:
+            await trio.sleep(reader_pace)
+            await theirs.receive_some(WRITE_CHUNK)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_slowly)
+        try:
+            await peers._writer(1, connection, trio.CancelScope())
+        except trio.TooSlowError:
+            dropped = True
+        nursery.cancel_scope.cancel()
+    return trio.current_time() - started, dropped
+
+
+async def test_a_slow_reader_that_keeps_reading_is_written_to_until_it_has_everything(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pace = WRITE_TIMEOUT * 2 / 3  # a chunk in 20 s: all of it takes 5 minutes
+    took, dropped = await write_to(pace)
+    assert not dropped and took >= 16 * pace
+
+
+async def test_a_reader_that_takes_nothing_is_dropped_after_the_write_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    took, dropped = await write_to(None)
+    assert dropped and took == WRITE_TIMEOUT

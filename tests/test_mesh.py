@@ -238,6 +238,16 @@ def test_a_quiet_peer_of_0_5_that_answers_its_pings_stays_however_long_it_only_r
     assert pings[0] == 5.0 and len(gaps) == 10 and all(5.0 <= gap <= 5.5 for gap in gaps)
 
 
+def test_a_pushed_record_counts_as_sending_at_the_time_it_was_pushed() -> None:
+    mesh = session()
+    mesh.handle(Received(1, hello(features=(m.PEER_EXCHANGE,))), at(0))
+    mesh.handle(Ingest([record(identity(7), "ours").raw]), at(4.9))  # pushed to the peer
+    theirs = m.Records((record(identity(9), "theirs").raw,))
+    mesh.handle(Received(1, m.encode(theirs)), at(4.95))  # heard; nothing is sent back
+    assert not any(isinstance(x, m.Ping) for x in sent(mesh.handle(Tick(), at(5.0))))
+    assert any(isinstance(x, m.Ping) for x in sent(mesh.handle(Tick(), at(9.9))))
+
+
 def test_silence_while_the_node_reads_nothing_of_a_congested_peer_counts_afresh_after() -> None:
     mesh = session()
     mesh.handle(Received(1, hello(features=(m.PEER_EXCHANGE,))), at(0))

@@ -91,7 +91,8 @@ log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 65536
 SEND_BUFFER_LIMIT = 1024 * 1024  # unsent bytes per connection before it counts as congested
-WRITE_TIMEOUT = 30.0  # a peer that takes no bytes for this long is dropped
+WRITE_TIMEOUT = 30.0  # a peer that takes no WRITE_CHUNK for this long is dropped
+WRITE_CHUNK = 64 * 1024  # so a slow reader that keeps reading is never taken for a dead one
 CLOSING_GRACE = 2.0  # a closing connection's last bytes get this long to leave
 LINGER = 1.0  # then what the peer still sends is read and dropped for this long, at most
 AHEAD_LOG_INTERVAL = 600.0  # at most one line this often about records from the future
@@ -853,8 +854,8 @@ class PeerService:
         while True:
             await connection.doorbell.wait()
             while connection.pending:
-                data = bytes(connection.pending)
-                connection.pending.clear()
+                data = bytes(connection.pending[:WRITE_CHUNK])
+                del connection.pending[:WRITE_CHUNK]
                 with trio.fail_after(WRITE_TIMEOUT):
                     await connection.stream.send_all(data)
             if connection.congested:
