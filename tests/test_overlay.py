@@ -9,12 +9,15 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import structs
 
 from meshnode.engine import events as e
+from meshnode.engine.mesh import SWAPPED
 from meshnode.engine.node import Publication
 from meshnode.engine.settings import PeerSettings
 from meshnode.sim.overlay import shape_of
 from meshnode.sim.scenario import Run, Scenario, run
+from tests.meshnet import closes
 
 ROOM = 200  # the issue's room: everyone at an event hears everyone by mDNS
 
@@ -128,3 +131,19 @@ def test_random_joins_leaves_and_crashes_never_break_the_bounds_and_the_room_rec
     net.run_until(net.now + 2 * settings_.backoff_max)
     shape = sim.overlay()
     assert shape.components == 1 and shape.isolated == 0, shape
+
+
+def test_nodes_at_their_target_swap_neighbours_yet_keep_their_bounds_and_the_room_whole() -> None:
+    """A swap dials one more and lets another go: degrees stay near the target, never past
+    the maximum, and the room stays one overlay while neighbours change."""
+    peers = structs.replace(PeerSettings(), target_degree=3, max_peers=6, outbound_slots=3)
+    scenario = Scenario(12, 0, 90.0, seed=3, room=True)
+    sim = Run(structs.replace(scenario, settings=structs.replace(scenario.settings, peers=peers)))
+    sim.build()
+    ended = closes(sim.net)
+    sim.net.run_until(90.0)
+    swapped = [why for _, why in ended if why.reason == SWAPPED and not why.by_peer]
+    assert len(swapped) >= 12  # each node swapped at about 10, 30 and 70 s
+    shape = sim.overlay()
+    assert shape.components == 1 and shape.isolated == 0, shape
+    assert shape.degree_min >= 3 and shape.degree_max <= 6, shape

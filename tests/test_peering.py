@@ -189,6 +189,7 @@ class PolicyMachine(RuleBasedStateMachine):
         self.now = start
         self.policy = PeerPolicy(config, random.Random(seed), now=start)
         self.model = Model(config)
+        self.next_swap = start + (1 - peering.JITTER) * peering.SWAP_FIRST  # at the earliest
         for host, port in config.peers:
             address = f"{host}:{port}"
             self.model.addresses[address] = Address(True, config.backoff_initial, start)
@@ -226,7 +227,10 @@ class PolicyMachine(RuleBasedStateMachine):
                 hints_free -= 1
                 settings = model.settings
                 lacking = degree < settings.target_degree or outbound < settings.min_outbound
-                assert lacking, f"hint {address} dialled with degree {degree}, {outbound} out"
+                if not lacking:  # only a swap: one neighbour more, for another to be let go
+                    assert degree < settings.max_peers, f"swap {address} with degree {degree}"
+                    assert now >= self.next_swap - 1e-9, f"swap {address} before {self.next_swap}"
+                    self.next_swap = now + (1 - peering.JITTER) * peering.SWAP_FIRST
             degree += 1
             outbound += 1
             if not known.unbanned:
@@ -644,6 +648,44 @@ def test_hints_fill_the_outbound_slots_the_static_peers_leave() -> None:
     p.opened(NODES[1], dialled[1], initiator=True, now=10.0)
     assert p.outbound_in_use() == 3  # a connected hint still takes its slot
     assert p.due(1e6) == []
+
+
+def test_a_node_at_its_target_swaps_a_neighbour_for_one_it_is_not_connected_to() -> None:
+    """So that a room cannot settle into cliques of target + 1 that never meet: from a
+    clique, every address not connected to is outside it."""
+    p = policy(dial_sources=HELLO, target_degree=2, outbound_slots=4)
+    for hint in HINTS:
+        assert p.hint(hint, "hello", now=0.0)
+    first = p.due(0.0)
+    for node, address in zip(NODES, first, strict=False):
+        p.opened(node, address, initiator=True, now=0.0)
+    swap_at = p.next_due()
+    low, high = (1 - peering.JITTER) * peering.SWAP_FIRST, (1 + peering.JITTER) * peering.SWAP_FIRST
+    assert low <= swap_at <= high
+    assert p.due(swap_at - 0.01) == []
+    [swap] = p.due(swap_at)
+    assert swap not in first
+    assert p.to_let_go() is None  # nothing to let go before the new session is open
+    p.opened(NODES[2], swap, initiator=True, now=swap_at)
+    assert p.to_let_go() in NODES[:2]
+    assert p.to_let_go() is None  # once per swap
+    assert p.next_due() >= swap_at + 2 * low  # the pause doubles
+
+
+def test_a_swap_never_lets_a_static_peer_go_and_nodes_without_hint_dials_never_swap() -> None:
+    (a,) = STATICS[:1]
+    p = policy(peers=static(a), dial_sources=HELLO, target_degree=1, outbound_slots=3)
+    assert p.due(0.0) == [a]
+    p.opened(NODES[0], a, initiator=True, now=0.0)
+    for hint in HINTS:
+        assert p.hint(hint, "hello", now=0.0)
+    [swap] = p.due(p.next_due())
+    p.opened(NODES[1], swap, initiator=True, now=20.0)
+    assert p.to_let_go() is None
+    quiet = policy(peers=static(a), outbound_slots=3, target_degree=1)
+    assert quiet.due(0.0) == [a]
+    quiet.opened(NODES[0], a, initiator=True, now=0.0)
+    assert quiet.next_due() == math.inf
 
 
 def test_hints_are_chosen_at_random_not_in_the_order_heard() -> None:

@@ -62,6 +62,7 @@ FEATURES = (m.RETRY_AFTER, m.PEER_EXCHANGE)
 # is answered in part; the peer asks again in its next round (protocol/peer.md §5).
 WANT_REPLY_BUDGET = 4 * 1024 * 1024
 FULL = "too many peers"  # goodbye 0's reason for an inbound session past the policy's limit
+SWAPPED = "swapped for another peer"  # goodbye 0's reason for the neighbour a swap lets go
 _FATES = {
     Outcome.STORED: Fate.NEW,
     Outcome.DUPLICATE: Fate.DUPLICATE,
@@ -288,6 +289,7 @@ class Mesh:
             # a mesh spans two subnets within seconds. Other news in that second waits too.
             self._news_at = now.mono + exchange.NEWS_DELAY
             self._next_shuffle = min(self._next_shuffle, self._news_at)
+        duplicate = False
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
                 continue
@@ -298,6 +300,12 @@ class Mesh:
                 preferred = min(self.node.identity.public_key, event.remote)
                 loser = peer if self._dialer(other) == preferred else other
             self._close(loser, m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE)
+            duplicate = True
+        gone = self._policy.to_let_go()
+        if gone is not None and not duplicate:  # a swap that found a neighbour swaps nothing
+            for other in self._peers.values():
+                if other.node == gone and other.counted and not other.session.closed:
+                    self._close(other, m.GoodbyeCode.NORMAL, SWAPPED)
 
     def _reconfigure(self, settings: Settings) -> None:
         left = settings.peers.network_key != self.settings.peers.network_key

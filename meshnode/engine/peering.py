@@ -20,7 +20,13 @@ node last found there. It decides:
   past the outbound slots the static peers leave. So at an event, where
   everyone hears of everyone, each node keeps a handful of random neighbours
   (HyParView's active view) instead of dialling the room, and a node whose
-  inbound sessions are all an attacker's still dials out.
+  inbound sessions are all an attacker's still dials out;
+- **when to swap**: a node at its target degree keeps its neighbours, so a
+  room could settle into cliques of ``target_degree + 1`` that never meet.
+  ``SWAP_FIRST`` seconds after start, and then at pauses doubling to
+  ``SWAP_MAX``, it dials one more random hint (never one it is connected to,
+  so from a clique it always reaches out of it) and, once that session is
+  open, names a random other neighbour to let go (``to_let_go``).
 
 The table of known addresses is HyParView's passive view: at most ``MAX_HINTS``
 hints, the ones heard of longest ago going first, and at most ``QUOTAS[source]``
@@ -57,6 +63,8 @@ MAX_FORGOTTEN = 4 * MAX_HINTS  # addresses whose backoff outlives their place in
 HINT_DIALS_PER_S = 2.0  # hints dialled at most this often, after a burst: so that a room
 HINT_DIAL_BURST = 8  # full of advertised addresses cannot make this node a SYN cannon
 JITTER = 0.2  # each delay is drawn from ±20 % of the backoff
+SWAP_FIRST = 10.0  # seconds after start before a node at its target degree first swaps a
+SWAP_MAX = 600.0  # neighbour for a random other; the pause doubles up to this
 
 
 class State(enum.Enum):
@@ -114,6 +122,10 @@ class PeerPolicy:
         self._tokens = float(HINT_DIAL_BURST)  # hint dials that may go now
         self._tokens_at = now
         self._origins: dict[str, int] = {}  # hints in the table per source
+        self._swap_pause = SWAP_FIRST
+        self._next_swap = now + SWAP_FIRST * rng.uniform(1 - JITTER, 1 + JITTER)
+        self._swapping: str | None = None  # the address dialled to swap a neighbour for
+        self._swapped_in: bytes | None = None  # its node, once that session is open
         for host, port in settings.peers:
             address = format_address(canonical_host(host), port)
             self._known[address] = Known(address, STATIC, settings.backoff_initial, now, now)
@@ -159,6 +171,15 @@ class PeerPolicy:
         # A hair of slack: at the instant ``next_due`` named, the token is there, however
         # the floating point of the refill rounds.
         free = min(self.hint_slots_free(), math.floor(self._tokens + 1e-9))
+        swap = False
+        if now >= self._next_swap:
+            swapping = self._known.get(self._swapping or "")
+            if swapping is None or swapping.state is not State.DIALLING:
+                self._swapping = None  # that swap's dial came to an end of some other kind
+            swap = free <= 0 and self._tokens >= 1 - 1e-9 and self._may_swap()
+            self._swap_pause = min(self._swap_pause * 2, SWAP_MAX)
+            self._next_swap = now + self._swap_pause * self._rng.uniform(1 - JITTER, 1 + JITTER)
+            free = 1 if swap else free
         busy = self._busy_groups()
         dials: list[Known] = []
         candidates: list[Known] = []  # hints that may be dialled, one per group
@@ -186,6 +207,8 @@ class PeerPolicy:
         self._tokens -= len(candidates)
         for known in candidates:
             known.state = State.DIALLING
+        if swap and candidates:
+            self._swapping = candidates[0].address
         dials += candidates
         order = {id(k): n for n, k in enumerate(self._known.values())}
         return [k.address for k in sorted(dials, key=lambda k: order[id(k)])]
@@ -214,6 +237,8 @@ class PeerPolicy:
             if k.state is State.IDLE and (k.group is None or k.group not in busy)
         ]
         statics = min((k.next_dial for k in idle if k.static), default=math.inf)
+        if self._may_swap():  # due() moves it on each time it passes: no busy loop
+            statics = min(statics, self._next_swap)
         if self.hint_slots_free() <= 0:
             return statics
         sources = self._settings.dial_sources
@@ -221,6 +246,32 @@ class PeerPolicy:
         if hints < math.inf and self._tokens < 1:  # the next hint dial waits for its token
             hints = max(hints, self._tokens_at + (1 - self._tokens) / HINT_DIALS_PER_S)
         return min(statics, hints)
+
+    def _may_swap(self) -> bool:
+        """Whether the node is at its target degree with an outbound slot and room to spare."""
+        settings = self._settings
+        if self._swapping is not None or not settings.dial_sources:
+            return False  # the last swap's dial is still under way, or hints are not dialled
+        dialling = hints = 0
+        for k in self._known.values():
+            if k.state is State.DIALLING:
+                dialling += 1
+            if not k.static and k.state in (State.DIALLING, State.CONNECTED):
+                hints += 1
+        inbound, outbound = self.sessions()
+        degree = inbound + outbound + dialling
+        slots = settings.outbound_slots - self._statics - hints
+        return settings.target_degree <= degree < settings.max_peers and slots > 0
+
+    def to_let_go(self) -> bytes | None:
+        """Once a swap's session has opened: a random other neighbour to close, so that the
+        degree is back at its target; None when there is none to (static peers stay)."""
+        kept, self._swapped_in = self._swapped_in, None
+        if kept is None or sum(self.sessions()) <= self._settings.target_degree:
+            return None
+        static = {k.node for k in self._known.values() if k.static and k.node is not None}
+        others = sorted((self._inbound.keys() | self._outbound.keys()) - static - {kept})
+        return self._rng.choice(others) if others else None
 
     def may_accept(self) -> bool:
         """Whether one more inbound session fits beside the slots kept for dialling."""
@@ -269,6 +320,8 @@ class PeerPolicy:
         sessions[node] = sessions.get(node, 0) + 1
         known = self._known.get(address) if initiator else None
         news = known is not None and not known.verified
+        if initiator and address == self._swapping:
+            self._swapping, self._swapped_in = None, node
         if known is not None:
             known.state = State.CONNECTED
             known.node = node
@@ -321,6 +374,8 @@ class PeerPolicy:
         known = self._known.get(address)
         if known is None or known.state is not State.DIALLING:
             return
+        if address == self._swapping:
+            self._swapping = None
         if node is not None:
             known.node = node
         if is_self:
