@@ -289,7 +289,6 @@ class Mesh:
             # a mesh spans two subnets within seconds. Other news in that second waits too.
             self._news_at = now.mono + exchange.NEWS_DELAY
             self._next_shuffle = min(self._next_shuffle, self._news_at)
-        duplicate = False
         for other in list(self._peers.values()):
             if other is peer or other.node != event.remote or other.session.closed:
                 continue
@@ -300,12 +299,6 @@ class Mesh:
                 preferred = min(self.node.identity.public_key, event.remote)
                 loser = peer if self._dialer(other) == preferred else other
             self._close(loser, m.GoodbyeCode.DUPLICATE, m.Why.DUPLICATE)
-            duplicate = True
-        gone = self._policy.to_let_go()
-        if gone is not None and not duplicate:  # a swap that found a neighbour swaps nothing
-            for other in self._peers.values():
-                if other.node == gone and other.counted and not other.session.closed:
-                    self._close(other, m.GoodbyeCode.NORMAL, SWAPPED)
 
     def _reconfigure(self, settings: Settings) -> None:
         left = settings.peers.network_key != self.settings.peers.network_key
@@ -415,6 +408,16 @@ class Mesh:
                     banned_us = closed.by_peer and closed.code == m.GoodbyeCode.BANNED
                     if banned_us and closed.retry_after is not None:
                         self._policy.held_off(peer.node, self._now.mono + closed.retry_after)
+        if peer.node == self._policy.swapped_in and peer.session.progress.rounds_finished:
+            self._let_go_for(peer)
+
+    def _let_go_for(self, peer: _Peer) -> None:
+        """A swap's session has answered a round, so it is taken: let another neighbour go.
+        (Not at once: a node that is full refuses only after hellos.)"""
+        gone = self._policy.to_let_go()
+        for other in self._peers.values():
+            if other.node == gone and other is not peer and not other.session.closed:
+                self._close(other, m.GoodbyeCode.NORMAL, SWAPPED)
 
     def _takes(self, ids: Sequence[bytes]) -> list[bytes]:
         """Of ``ids`` this node lacks, those to want: not the ones it refused lately."""

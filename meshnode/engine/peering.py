@@ -24,9 +24,10 @@ node last found there. It decides:
 - **when to swap**: a node at its target degree keeps its neighbours, so a
   room could settle into cliques of ``target_degree + 1`` that never meet.
   ``SWAP_FIRST`` seconds after start, and then at pauses doubling to
-  ``SWAP_MAX``, it dials one more random hint (never one it is connected to,
-  so from a clique it always reaches out of it) and, once that session is
-  open, names a random other neighbour to let go (``to_let_go``).
+  ``SWAP_MAX``, it dials one more random hint it has no session on (from a
+  clique, an address outside it, unless a hint without a node id turns out to
+  be a neighbour) and, once the engine has seen that session answer a round,
+  names a random other neighbour to let go (``to_let_go``).
 
 The table of known addresses is HyParView's passive view: at most ``MAX_HINTS``
 hints, the ones heard of longest ago going first, and at most ``QUOTAS[source]``
@@ -252,20 +253,24 @@ class PeerPolicy:
         settings = self._settings
         if self._swapping is not None or not settings.dial_sources:
             return False  # the last swap's dial is still under way, or hints are not dialled
-        dialling = hints = 0
+        hints = 0
         for k in self._known.values():
             if k.state is State.DIALLING:
-                dialling += 1
-            if not k.static and k.state in (State.DIALLING, State.CONNECTED):
+                return False  # an ordinary dial is under way: the degree is not settled
+            if not k.static and k.state is State.CONNECTED:
                 hints += 1
-        inbound, outbound = self.sessions()
-        degree = inbound + outbound + dialling
+        degree = sum(self.sessions())
         slots = settings.outbound_slots - self._statics - hints
         return settings.target_degree <= degree < settings.max_peers and slots > 0
 
+    @property
+    def swapped_in(self) -> bytes | None:
+        """The node a swap reached, until it is let in or its session ends."""
+        return self._swapped_in
+
     def to_let_go(self) -> bytes | None:
-        """Once a swap's session has opened: a random other neighbour to close, so that the
-        degree is back at its target; None when there is none to (static peers stay)."""
+        """Once a swap's session has proved itself: a random other neighbour to close, so that
+        the degree is back at its target; None when there is none to (static peers stay)."""
         kept, self._swapped_in = self._swapped_in, None
         if kept is None or sum(self.sessions()) <= self._settings.target_degree:
             return None
@@ -340,6 +345,8 @@ class PeerPolicy:
     def ended(self, node: bytes, address: str, *, initiator: bool, now: float) -> None:
         """A session that ``opened`` announced has ended."""
         self._next_due = None
+        if node == self._swapped_in:
+            self._swapped_in = None  # refused, or a duplicate: it swapped nothing
         sessions = self._outbound if initiator else self._inbound
         left = sessions.get(node, 0) - 1
         if left > 0:
