@@ -8,16 +8,26 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import structs
 
 from meshnode.core import messages as m
 from meshnode.core.channel import ChannelError
 from meshnode.core.negentropy import INFINITY, Bound, IdListRange, encode_message
 from meshnode.core.record import Invalid
 from meshnode.core.session import REFUSAL_WAIT, SessionConfig
-from meshnode.engine.actions import Action, AheadOfClock, Banned, Close, Ingested, Send
-from meshnode.engine.events import Congested, Delete, Drained, Ingest, Lost, Received, Tick
+from meshnode.engine.actions import Action, AheadOfClock, Banned, Close, Dial, Ingested, Send
+from meshnode.engine.events import (
+    Congested,
+    Delete,
+    Drained,
+    Hint,
+    Ingest,
+    Lost,
+    Received,
+    Tick,
+)
 from meshnode.engine.mesh import WANT_REPLY_BUDGET, Mesh, origin_of
-from meshnode.engine.settings import Settings
+from meshnode.engine.settings import PeerSettings, Settings
 from meshnode.store.base import MAX_CREATED_AHEAD_MS
 from tests.helpers import T0, identity, record
 from tests.meshnet import (
@@ -481,3 +491,32 @@ def test_records_created_too_far_ahead_are_counted_for_the_driver_to_say_so() ->
     assert [x for x in actions if isinstance(x, AheadOfClock)] == [AheadOfClock(1)]
     assert all(x.stored == [] for x in actions if isinstance(x, Ingested))
     assert not any(isinstance(x, Banned) for x in actions)
+
+
+def swapping_engine() -> tuple[Mesh, list[str]]:
+    """An engine at its target of one neighbour (session 1), past its first swap's pause,
+    which has dialled one more address: the mesh, and what it dialled."""
+    mdns = frozenset({"mdns"})
+    peers = structs.replace(PeerSettings(), target_degree=1, min_outbound=1, dial_sources=mdns)
+    mesh = engine(structs.replace(Settings(), peers=peers))
+    addresses = ["192.0.2.21:7744", "192.0.2.22:7744"]
+    first = mesh.handle(Hint(addresses[0], "mdns"), at(0)) + mesh.handle(Tick(), at(0))
+    assert [x.address for x in first if isinstance(x, Dial)] == [addresses[0]]
+    open_session(mesh, 1, initiator=True, address=addresses[0])
+    mesh.handle(Received(1, hello(features=(m.PEER_EXCHANGE,))), at(0))
+    mesh.handle(Hint(addresses[1], "mdns"), at(0))
+    dialled: list[str] = []
+    for t in range(1, 15):
+        dialled += [x.address for x in mesh.handle(Tick(), at(t)) if isinstance(x, Dial)]
+        mesh.handle(Received(1, m.encode(m.Ping(t))), at(t))  # the neighbour stays
+    return mesh, dialled
+
+
+def test_a_swap_the_far_side_refuses_lets_no_neighbour_go() -> None:
+    mesh, dialled = swapping_engine()
+    assert dialled == ["192.0.2.22:7744"]
+    open_session(mesh, 2, remote=identity(102), initiator=True, address=dialled[0], now=15)
+    refusal = hello() + m.encode(m.Goodbye(m.GoodbyeCode.NORMAL, "too many peers"))
+    actions = mesh.handle(Received(2, refusal), at(15))
+    assert closed(actions) == [(2, m.GoodbyeCode.NORMAL)]  # only the refused one ends
+    assert [view.state for view in mesh.peers() if view.conn == 1] == ["open"]
