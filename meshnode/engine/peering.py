@@ -174,9 +174,6 @@ class PeerPolicy:
         free = min(self.hint_slots_free(), math.floor(self._tokens + 1e-9))
         swap = False
         if now >= self._next_swap:
-            swapping = self._known.get(self._swapping or "")
-            if swapping is None or swapping.state is not State.DIALLING:
-                self._swapping = None  # that swap's dial came to an end of some other kind
             swap = free <= 0 and self._tokens >= 1 - 1e-9 and self._may_swap()
             self._swap_pause = min(self._swap_pause * 2, SWAP_MAX)
             self._next_swap = now + self._swap_pause * self._rng.uniform(1 - JITTER, 1 + JITTER)
@@ -253,12 +250,9 @@ class PeerPolicy:
         settings = self._settings
         if self._swapping is not None or not settings.dial_sources:
             return False  # the last swap's dial is still under way, or hints are not dialled
-        hints = 0
-        for k in self._known.values():
-            if k.state is State.DIALLING:
-                return False  # an ordinary dial is under way: the degree is not settled
-            if not k.static and k.state is State.CONNECTED:
-                hints += 1
+        hints, dialling, _ = self._dials_in_use()
+        if dialling:
+            return False  # an ordinary dial is under way: the degree is not settled
         degree = sum(self.sessions())
         slots = settings.outbound_slots - self._statics - hints
         return settings.target_degree <= degree < settings.max_peers and slots > 0
@@ -296,6 +290,14 @@ class PeerPolicy:
         Dials under way count as the sessions they are meant to become.
         """
         settings = self._settings
+        hints, dialling, outbound = self._dials_in_use()
+        slots = settings.outbound_slots - self._statics - hints
+        degree = sum(self._inbound.values()) + sum(self._outbound.values()) + dialling
+        lacking = max(settings.target_degree - degree, settings.min_outbound - outbound)
+        return min(slots, lacking)
+
+    def _dials_in_use(self) -> tuple[int, int, int]:
+        """Hints dialling or connected, addresses dialling, and both kinds in use."""
         hints = dialling = outbound = 0
         for k in self._known.values():
             if k.state is State.DIALLING or k.state is State.CONNECTED:
@@ -304,10 +306,7 @@ class PeerPolicy:
                     hints += 1
                 if k.state is State.DIALLING:
                     dialling += 1
-        slots = settings.outbound_slots - self._statics - hints
-        degree = sum(self._inbound.values()) + sum(self._outbound.values()) + dialling
-        lacking = max(settings.target_degree - degree, settings.min_outbound - outbound)
-        return min(slots, lacking)
+        return hints, dialling, outbound
 
     def outbound_in_use(self) -> int:
         """Outbound slots in use: addresses, static or hinted, being dialled or connected."""
